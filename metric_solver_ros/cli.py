@@ -1,0 +1,49 @@
+"""The ``metric-solver`` command line: one entry point, one module per sub-command.
+
+Each sub-command lives in its own module under ``metric_solver_ros.commands`` exposing
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import their heavy
+dependencies (torch, rclpy, rosbags) inside ``run``, so ``metric-solver --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help). The one place that lists the commands.
+COMMANDS: dict[str, tuple[str, str]] = {
+    'convert': ('metric_solver_ros.commands.convert',
+                'write a Metric-Solver checkpoint initialised from official DINOv2 / DA-V2 files'),
+    'info': ('metric_solver_ros.commands.info', 'print the config and parameter counts of a model'),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog='metric-solver', description='Metric-Solver monocular metric depth tools.')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(_module=module_name)
+        importlib.import_module(module_name).add_arguments(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``metric-solver`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        # Expected user errors (bad paths, bad checkpoints, bad arguments): one clear line.
+        print(f'metric-solver {args.command}: error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of ``metric-solver`` (see ``metric_solver_ros.cli``)."""

@@ -1,0 +1,36 @@
+"""Shared pytest set-up: an isolated DDS world per test session, and an rclpy fixture.
+
+Tests talk over real DDS. Every pytest session picks its own ROS domain (so parallel runs on one
+machine do not hear each other), keeps discovery on this host, and uses Fast DDS's LARGE_DATA
+transport, without which large best-effort images are lost (see README, "Transport").
+Environment variables are set before rclpy loads, and node processes started by tests inherit
+them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+if 'ROS_DOMAIN_ID' not in os.environ or os.environ.get('METRIC_SOLVER_TEST_DOMAIN') == 'random':
+    os.environ['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 100))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+# Keep torch to the machine's cores without oversubscription in node subprocesses.
+os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count() or 1))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def rclpy_context():
+    """Initialise rclpy once per test session (Humble-safe: no context manager)."""
+    import rclpy
+
+    rclpy.init()
+    try:
+        yield
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
