@@ -1,0 +1,222 @@
+"""Message <-> numpy conversions, without rclpy.
+
+Functions here read message *fields* (``height``, ``width``, ``encoding``, ``step``, ``data``,
+``k``, ...) and never import a message package, so the same code serves rclpy messages in the node
+and `rosbags` messages in the offline tools. Every malformed message raises :class:`MessageError`
+with a sentence that says what is wrong; nothing is silently reinterpreted.
+
+Conventions (REP 117/118): depth images are ``32FC1`` in metres with NaN for "no measurement" and
++inf for "too far"; ``16UC1`` depth is millimetres with 0 for "no measurement".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+#: Colour encodings the node accepts: encoding -> channels.
+COLOR_ENCODINGS: dict[str, int] = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
+#: Depth encodings the tools accept as ground truth: encoding -> (numpy dtype, metres per unit).
+DEPTH_ENCODINGS: dict[str, tuple[str, float]] = {'32FC1': ('f4', 1.0), '16UC1': ('u2', 1e-3)}
+#: Largest accepted image side [px]; bigger images are refused rather than exhausting memory.
+MAX_IMAGE_SIDE_PX = 8192
+
+_COLOR_TO_RGB = {
+    'bgr8': cv2.COLOR_BGR2RGB,
+    'rgba8': cv2.COLOR_RGBA2RGB,
+    'bgra8': cv2.COLOR_BGRA2RGB,
+    'mono8': cv2.COLOR_GRAY2RGB,
+}
+
+
+class MessageError(ValueError):
+    """A message that cannot be converted; the text says why."""
+
+
+def _image_rows(msg: Any, channels: int, itemsize: int) -> np.ndarray:
+    """Validate the geometry of an Image message and return its pixel rows.
+
+    Args:
+        msg: A ``sensor_msgs/Image``-like object.
+        channels: Channels per pixel of its encoding.
+        itemsize: Bytes per channel.
+
+    Returns:
+        uint8 array [height, width * channels * itemsize] viewing ``msg.data`` (row padding cut).
+
+    Raises:
+        MessageError: On zero or huge sizes, a ``step`` shorter than a row, or ``data`` whose
+            length is not ``height * step``.
+    """
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise MessageError(f'image has zero size ({width}x{height})')
+    if height > MAX_IMAGE_SIDE_PX or width > MAX_IMAGE_SIDE_PX:
+        raise MessageError(
+            f'image of {width}x{height} px exceeds the {MAX_IMAGE_SIDE_PX} px limit per side')
+    row_bytes = width * channels * itemsize
+    if step < row_bytes:
+        raise MessageError(
+            f'step {step} is shorter than one row ({width} px x {channels * itemsize} bytes '
+            f'= {row_bytes}) for encoding {msg.encoding!r}')
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size != height * step:
+        raise MessageError(
+            f'data holds {data.size} bytes but height x step = {height} x {step} = '
+            f'{height * step}')
+    return data.reshape(height, step)[:, :row_bytes]
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """Convert a colour or mono ``sensor_msgs/Image`` to an RGB array.
+
+    Args:
+        msg: Image with encoding ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8`` or ``mono8``.
+
+    Returns:
+        Contiguous uint8 array [H, W, 3], RGB order (a view of ``msg.data`` for ``rgb8``).
+
+    Raises:
+        MessageError: For other encodings (16-bit, float, Bayer, ...) or a malformed message.
+    """
+    encoding = str(msg.encoding)
+    channels = COLOR_ENCODINGS.get(encoding)
+    if channels is None:
+        raise MessageError(
+            f'unsupported image encoding {encoding!r}; expected one of '
+            f'{", ".join(COLOR_ENCODINGS)}')
+    rows = _image_rows(msg, channels, 1)
+    pixels = rows.reshape(int(msg.height), int(msg.width), channels)
+    if encoding == 'rgb8':
+        return pixels if pixels.flags.c_contiguous else np.ascontiguousarray(pixels)
+    if encoding == 'mono8':
+        pixels = pixels[:, :, 0]
+    return cv2.cvtColor(np.ascontiguousarray(pixels), _COLOR_TO_RGB[encoding])
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) with OpenCV.
+
+    Args:
+        msg: CompressedImage; ``format`` is informative only, OpenCV detects the codec.
+
+    Returns:
+        uint8 array [H, W, 3], RGB order.
+
+    Raises:
+        MessageError: If the data is empty, corrupt, or decodes to an oversize image.
+    """
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise MessageError('compressed image has no data')
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise MessageError(
+            f'could not decode compressed image (format {str(msg.format)!r}, {data.size} bytes)')
+    if max(image.shape[:2]) > MAX_IMAGE_SIDE_PX:
+        raise MessageError(f'decoded image of {image.shape[1]}x{image.shape[0]} px is too large')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def depth_image_to_m(msg: Any) -> np.ndarray:
+    """Convert a depth ``sensor_msgs/Image`` to metres.
+
+    Args:
+        msg: Image with encoding ``32FC1`` (metres) or ``16UC1`` (millimetres, 0 = invalid).
+
+    Returns:
+        float32 array [H, W] in metres; NaN where the source has no measurement (16UC1 zeros;
+        32FC1 values are kept, including NaN, +inf and 0).
+
+    Raises:
+        MessageError: For other encodings or a malformed message.
+    """
+    encoding = str(msg.encoding)
+    if encoding not in DEPTH_ENCODINGS:
+        raise MessageError(
+            f'unsupported depth encoding {encoding!r}; expected one of '
+            f'{", ".join(DEPTH_ENCODINGS)}')
+    kind, metres_per_unit = DEPTH_ENCODINGS[encoding]
+    dtype = np.dtype(('>' if msg.is_bigendian else '<') + kind)
+    rows = _image_rows(msg, 1, dtype.itemsize)
+    values = np.ascontiguousarray(rows).view(dtype).reshape(int(msg.height), int(msg.width))
+    if encoding == '16UC1':
+        depth_m = values.astype(np.float32) * np.float32(metres_per_unit)
+        depth_m[values == 0] = np.nan
+        return depth_m
+    return values.astype(np.float32, copy=True)
+
+
+def camera_info_to_intrinsics(msg: Any) -> tuple[float, float, float, float]:
+    """Read the pinhole intrinsics of a ``sensor_msgs/CameraInfo``.
+
+    Args:
+        msg: CameraInfo; the intrinsic matrix ``k`` (row-major 3x3) is used.
+
+    Returns:
+        ``(fx, fy, cx, cy)`` in pixels.
+
+    Raises:
+        MessageError: If ``k`` is missing, non-finite, or has a non-positive focal length.
+    """
+    k = [float(v) for v in msg.k]
+    if len(k) != 9:
+        raise MessageError(f'camera_info k has {len(k)} values, expected 9')
+    fx, fy, cx, cy = k[0], k[4], k[2], k[5]
+    if not all(math.isfinite(v) for v in (fx, fy, cx, cy)):
+        raise MessageError(f'camera_info intrinsics are not finite (fx={fx}, fy={fy}, '
+                           f'cx={cx}, cy={cy})')
+    if fx <= 0.0 or fy <= 0.0:
+        raise MessageError(f'camera_info focal lengths must be > 0 (fx={fx}, fy={fy})')
+    return fx, fy, cx, cy
+
+
+def scale_intrinsics(intrinsics: Sequence[float], from_size: tuple[int, int],
+                     to_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Rescale pinhole intrinsics between image sizes (pixel-centre convention).
+
+    Args:
+        intrinsics: ``(fx, fy, cx, cy)`` [px] at ``from_size``.
+        from_size: ``(width, height)`` [px] the intrinsics belong to.
+        to_size: ``(width, height)`` [px] of the target image.
+
+    Returns:
+        ``(fx, fy, cx, cy)`` [px] at ``to_size``.
+    """
+    fx, fy, cx, cy = intrinsics
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    return fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
+
+
+#: PointCloud2 field datatype FLOAT32 (sensor_msgs/PointField).
+POINTFIELD_FLOAT32 = 7
+
+
+def cloud_dtype(with_rgb: bool) -> np.dtype:
+    """Return the packed point layout: x, y, z float32 [m] (+ rgb as PCL's packed float32)."""
+    names = ['x', 'y', 'z'] + (['rgb'] if with_rgb else [])
+    return np.dtype({'names': names, 'formats': ['<f4'] * len(names)})
+
+
+def pack_cloud(xyz_m: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
+    """Pack points into the PointCloud2 byte layout of :func:`cloud_dtype`.
+
+    Args:
+        xyz_m: float32 array [..., 3] of camera-frame points [m] (NaN for invalid points).
+        rgb: Optional uint8 array [..., 3] of colours, same leading shape.
+
+    Returns:
+        Structured array with the leading shape of ``xyz_m`` (its ``tobytes()`` is the
+        PointCloud2 ``data``; ``dtype.itemsize`` is ``point_step``).
+    """
+    points = np.empty(xyz_m.shape[:-1], dtype=cloud_dtype(rgb is not None))
+    points['x'], points['y'], points['z'] = xyz_m[..., 0], xyz_m[..., 1], xyz_m[..., 2]
+    if rgb is not None:
+        rgb = rgb.astype(np.uint32)
+        packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        points['rgb'] = packed.astype(np.uint32).view(np.float32)
+    return points
