@@ -1,0 +1,471 @@
+"""The inference engine: one encoder pass per frame, all anchors in one decoder batch.
+
+:class:`DepthEngine` owns the model, the device and the precision, and knows nothing of ROS. Per
+frame it uploads the image once, resizes and normalises it on the device, runs the encoder once,
+caches the encoder features (so a new anchor re-decodes the last frame at decoder cost, see
+:meth:`DepthEngine.redecode`), decodes every requested anchor as ONE batched decoder call, decodes
+and fuses in float32, optionally back-projects a point cloud, and only then copies the finished
+outputs to the host.
+
+Output conventions (REP 117): depth [m] float32 at the input image resolution, +inf for "beyond
+the far limit" (sky, or anything past ``far_limit_m``), NaN where undefined (never produced by a
+healthy network; a NaN from the network is passed through, not hidden).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metric_solver_ros.model import MetricSolver
+from metric_solver_ros.model.representation import decode as decode_outputs
+from metric_solver_ros.model.representation import fuse_anchors
+
+_LOG = logging.getLogger(__name__)
+
+DEVICES = ('auto', 'cpu', 'cuda')
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+RESIZE_MODES = ('keep_aspect', 'square')
+_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+#: Most anchors decoded for one frame (bounds the decoder batch).
+MAX_ANCHORS = 8
+
+
+class EngineError(ValueError):
+    """A request the engine cannot serve (bad device, anchor, image or state); says why."""
+
+
+@dataclass
+class DepthResult:
+    """The finished outputs of one frame, on the host.
+
+    Attributes:
+        depth_m: float32 [H, W] depth [m] at the input resolution; +inf beyond the far limit.
+        near: bool [H, W], True where the near branch (inside an anchor) produced the depth.
+        anchors_m: The anchors decoded for this result [m] (one, or all fused).
+        anchor_index: int8 [H, W] index into ``anchors_m`` of the anchor used per pixel when
+            several were fused, else None.
+        points_m: float32 [H/stride, W/stride, 3] camera-frame points [m] (NaN invalid), when
+            intrinsics were given, else None.
+        points_rgb: uint8 [H/stride, W/stride, 3] colours of ``points_m``, when asked for.
+        timings_ms: Stage durations [ms] (``preprocess``, ``encoder``, ``decoder``, ``fusion``,
+            ``total``; ``encoder`` is 0 for a re-decode).
+    """
+
+    depth_m: np.ndarray
+    near: np.ndarray
+    anchors_m: tuple[float, ...]
+    anchor_index: np.ndarray | None = None
+    points_m: np.ndarray | None = None
+    points_rgb: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PointsRequest:
+    """What back-projection to do alongside a frame.
+
+    Attributes:
+        intrinsics: ``(fx, fy, cx, cy)`` [px] at the input image resolution.
+        stride: Keep every ``stride``-th pixel in both directions (organised cloud).
+        max_range_m: Points farther than this [m] (Euclidean) become NaN; inf keeps all finite.
+        with_rgb: Also return the colour of each point.
+    """
+
+    intrinsics: tuple[float, float, float, float]
+    stride: int = 1
+    max_range_m: float = math.inf
+    with_rgb: bool = False
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` into a torch device.
+
+    Args:
+        device: The requested device.
+
+    Returns:
+        The device to use. ``auto`` falls back to the CPU, with a log line, when CUDA is missing.
+
+    Raises:
+        EngineError: If CUDA is asked for and unavailable, or the name is unknown.
+    """
+    name = str(device).strip().lower()
+    if name == 'auto':
+        if torch.cuda.is_available():
+            return torch.device('cuda')
+        _LOG.info('device auto: CUDA is not available, using the CPU')
+        return torch.device('cpu')
+    if name == 'cpu':
+        return torch.device('cpu')
+    if name == 'cuda' or name.startswith('cuda:'):
+        if not torch.cuda.is_available():
+            raise EngineError(
+                f'device {device!r} requested but CUDA is not available (torch '
+                f'{torch.__version__}, built with CUDA: {torch.version.cuda or "no"}); '
+                f'use device auto or cpu')
+        return torch.device(name)
+    raise EngineError(f'unknown device {device!r}; expected one of {", ".join(DEVICES)}')
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """Pick the network dtype: ``auto`` is bf16 on CUDA when supported (else fp16), fp32 on CPU.
+
+    Raises:
+        EngineError: For an unknown name, or half precision on the CPU.
+    """
+    name = str(precision).strip().lower()
+    if name not in PRECISIONS:
+        raise EngineError(f'unknown precision {precision!r}; expected one of '
+                          f'{", ".join(PRECISIONS)}')
+    if name == 'auto':
+        if device.type == 'cuda':
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if device.type == 'cpu' and name == 'fp16':
+        raise EngineError('precision fp16 is not supported on the CPU; use fp32 or bf16')
+    return _DTYPES[name]
+
+
+def network_input_size(image_hw: tuple[int, int], short_side_px: int, patch_px: int,
+                       mode: str = 'keep_aspect') -> tuple[int, int]:
+    """Network input size for an image: multiples of the patch size.
+
+    Args:
+        image_hw: ``(height, width)`` of the camera image [px].
+        short_side_px: Target length of the shorter side [px] (``square``: both sides).
+        patch_px: The encoder's patch size [px] (14).
+        mode: ``keep_aspect`` (the longer side follows the image aspect) or ``square``.
+
+    Returns:
+        ``(height, width)`` [px], each a positive multiple of ``patch_px``.
+    """
+    if mode not in RESIZE_MODES:
+        raise EngineError(f'unknown resize mode {mode!r}; expected one of {RESIZE_MODES}')
+
+    def snap(length: float) -> int:
+        return max(patch_px, int(round(length / patch_px)) * patch_px)
+
+    short = snap(short_side_px)
+    if mode == 'square':
+        return short, short
+    height, width = image_hw
+    scale = short / min(height, width)
+    if height <= width:
+        return short, snap(width * scale)
+    return snap(height * scale), short
+
+
+class DepthEngine:
+    """Metric depth from RGB images with a Metric-Solver model, on CPU or CUDA.
+
+    Args:
+        model: The network (any preset); moved to ``device`` and cast to the network precision.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` for the network (weights cast once);
+            decoding and fusion always run in float32.
+        input_size: Shorter side of the network input [px] (a multiple of 14 after rounding);
+            None uses the model config's default.
+        resize_mode: ``keep_aspect`` or ``square``.
+        flip_tta: Average the network outputs of the image and its mirror (paper's protocol).
+        far_limit_m: Depths beyond this [m] become +inf (None: only the representation's own
+            limit, ``anchor + 552 m``).
+        compile: Wrap the encoder and decoder in ``torch.compile``.
+    """
+
+    def __init__(self, model: MetricSolver, device: str = 'auto', precision: str = 'auto',
+                 input_size: int | None = None, resize_mode: str = 'keep_aspect',
+                 flip_tta: bool = False, far_limit_m: float | None = None,
+                 compile: bool = False) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.config = model.config
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.pool_m: tuple[float, ...] = tuple(float(a) for a in self.config.anchor_pool_m)
+        self.input_size = int(input_size or min(self.config.input_size))
+        if self.input_size < self.config.patch_size:
+            raise EngineError(f'input_size {input_size} is smaller than one patch')
+        network_input_size((1, 1), self.input_size, self.config.patch_size, resize_mode)
+        self.resize_mode = resize_mode
+        self._flip_tta = bool(flip_tta)
+        self.far_limit_m = far_limit_m
+        self._mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
+        self._encode = self.model.encode
+        self._decode = self.model.decode
+        if compile:
+            self._encode = torch.compile(self.model.encode)
+            self._decode = torch.compile(self.model.decode)
+        self._cache: _FrameCache | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | None = None, **kwargs) -> DepthEngine:
+        """Build an engine from a Metric-Solver safetensors file (None: the bundled model).
+
+        Raises:
+            CheckpointError: If the file is missing, corrupt or not a Metric-Solver checkpoint.
+        """
+        from metric_solver_ros.checkpoint import default_model_path, load_checkpoint
+
+        return cls(load_checkpoint(path or default_model_path()), **kwargs)
+
+    # ----------------------------------------------------------------------------- anchors
+
+    def validate_anchors(self, anchors_m: float | Sequence[float]) -> tuple[float, ...]:
+        """Check requested anchors against the model's pool; the one validation path.
+
+        Args:
+            anchors_m: One anchor or several [m].
+
+        Returns:
+            The anchors as a tuple of floats, sorted ascending, duplicates removed.
+
+        Raises:
+            EngineError: If empty, too many, not numbers, not finite, <= 0 or outside the pool.
+        """
+        values = [anchors_m] if isinstance(anchors_m, (int, float)) else list(anchors_m)
+        if not values:
+            raise EngineError('no anchor given')
+        if len(values) > MAX_ANCHORS:
+            raise EngineError(f'{len(values)} anchors requested; at most {MAX_ANCHORS}')
+        checked = []
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise EngineError(f'anchor {value!r} is not a number')
+            value = float(value)
+            if not math.isfinite(value) or value <= 0.0:
+                raise EngineError(f'anchor {value} m must be a finite number > 0')
+            if not self.pool_m[0] <= value <= self.pool_m[-1]:
+                raise EngineError(
+                    f'anchor {value:g} m is outside the model\'s anchor pool '
+                    f'[{self.pool_m[0]:g}, {self.pool_m[-1]:g}] m')
+            checked.append(value)
+        return tuple(sorted(set(checked)))
+
+    # ----------------------------------------------------------------------------- frames
+
+    def infer(self, image: np.ndarray | torch.Tensor, anchors_m: float | Sequence[float],
+              color_order: str = 'rgb', points: PointsRequest | None = None) -> DepthResult:
+        """Depth for one image; several anchors are fused (METHOD.md's rule).
+
+        Args:
+            image: uint8 [H, W, 3] image (numpy on the host, or a tensor on any device).
+            anchors_m: One anchor or several [m], within the model's pool.
+            color_order: ``rgb`` or ``bgr`` (the order of ``image``'s channels).
+            points: Also back-project a point cloud (on the device).
+
+        Returns:
+            The fused result at the image resolution.
+
+        Raises:
+            EngineError: For a bad image or anchors (nothing is cached then).
+        """
+        anchors = self.validate_anchors(anchors_m)
+        self._encode_frame(image, color_order)
+        return self._decode_cached(anchors, fuse=True, points=points)[0]
+
+    def infer_each(self, image: np.ndarray | torch.Tensor, anchors_m: Sequence[float],
+                   color_order: str = 'rgb') -> list[DepthResult]:
+        """One result per anchor, from one encoder pass and one batched decoder call.
+
+        Returns:
+            Results in the order of ``anchors_m`` (each anchor must be unique).
+        """
+        anchors = self.validate_anchors(anchors_m)
+        order = [float(a) for a in anchors_m]
+        if len(set(order)) != len(order):
+            raise EngineError(f'duplicate anchors in {order}')
+        self._encode_frame(image, color_order)
+        results = self._decode_cached(anchors, fuse=False, points=None)
+        by_anchor = {r.anchors_m[0]: r for r in results}
+        return [by_anchor[a] for a in order]
+
+    def redecode(self, anchors_m: float | Sequence[float],
+                 points: PointsRequest | None = None) -> DepthResult:
+        """Re-decode the last frame with new anchors, reusing its cached encoder features.
+
+        Raises:
+            EngineError: If no frame has been encoded yet, or the anchors are invalid.
+        """
+        anchors = self.validate_anchors(anchors_m)
+        if self._cache is None:
+            raise EngineError('no frame to re-decode yet')
+        return self._decode_cached(anchors, fuse=True, points=points)[0]
+
+    @property
+    def flip_tta(self) -> bool:
+        """Whether flip test-time augmentation is on (changing it drops the cached frame)."""
+        return self._flip_tta
+
+    @flip_tta.setter
+    def flip_tta(self, value: bool) -> None:
+        if bool(value) != self._flip_tta:
+            self._flip_tta = bool(value)
+            self._cache = None
+
+    @property
+    def has_frame(self) -> bool:
+        """Whether a frame is cached for :meth:`redecode`."""
+        return self._cache is not None
+
+    def clear_cache(self) -> None:
+        """Drop the cached frame (frees its device memory)."""
+        self._cache = None
+
+    # ----------------------------------------------------------------------------- internals
+
+    def _sync(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def _upload(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Validate and move an HxWx3 uint8 image to the device (pinned, non-blocking)."""
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise EngineError(f'expected an HxWx3 uint8 image, got {image.dtype} '
+                                  f'{tuple(image.shape)}')
+            tensor = torch.from_numpy(np.ascontiguousarray(image))
+            if self.device.type == 'cuda':
+                tensor = tensor.pin_memory()
+            return tensor.to(self.device, non_blocking=True)
+        if isinstance(image, torch.Tensor):
+            if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise EngineError(f'expected an HxWx3 uint8 image, got {image.dtype} '
+                                  f'{tuple(image.shape)}')
+            return image.to(self.device, non_blocking=True)
+        raise EngineError(f'expected a numpy array or tensor image, got {type(image).__name__}')
+
+    @torch.inference_mode()
+    def _encode_frame(self, image: np.ndarray | torch.Tensor, color_order: str) -> None:
+        if color_order not in ('rgb', 'bgr'):
+            raise EngineError(f'color_order must be rgb or bgr, not {color_order!r}')
+        start = time.perf_counter()
+        pixels = self._upload(image)
+        height, width = int(pixels.shape[0]), int(pixels.shape[1])
+        if height < 2 or width < 2:
+            raise EngineError(f'image of {width}x{height} px is too small')
+        chw = pixels.permute(2, 0, 1).unsqueeze(0)
+        if color_order == 'bgr':
+            chw = chw.flip(1)
+        net_hw = network_input_size((height, width), self.input_size, self.config.patch_size,
+                                    self.resize_mode)
+        x = chw.float().div_(255.0)
+        x = F.interpolate(x, size=net_hw, mode='bilinear', align_corners=False,
+                          antialias=net_hw[0] < height or net_hw[1] < width)
+        x = ((x - self._mean) / self._std).to(self.dtype)
+        if self.flip_tta:
+            x = torch.cat([x, x.flip(-1)], dim=0)
+        self._sync()
+        encoded = time.perf_counter()
+        features = self._encode(x)
+        self._sync()
+        done = time.perf_counter()
+        patch = self.config.patch_size
+        self._cache = _FrameCache(
+            features=features, patch_hw=(net_hw[0] // patch, net_hw[1] // patch),
+            image_hw=(height, width), image=chw,
+            preprocess_ms=(encoded - start) * 1e3, encoder_ms=(done - encoded) * 1e3)
+
+    @torch.inference_mode()
+    def _decode_cached(self, anchors: tuple[float, ...], fuse: bool,
+                       points: PointsRequest | None) -> list[DepthResult]:
+        cache = self._cache
+        assert cache is not None
+        start = time.perf_counter()
+        count = len(anchors)
+        anchors_t = torch.tensor(anchors, dtype=torch.float32, device=self.device)
+        features = cache.features
+        if self.flip_tta:
+            # Batch: A anchors for the image, then A for its mirror (features batch 2 -> 2A).
+            features = tuple((t.repeat_interleave(count, 0), c.repeat_interleave(count, 0))
+                             for t, c in features)
+            anchors_net = anchors_t.repeat(2)
+        else:
+            anchors_net = anchors_t
+        outputs = self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
+        logits = {}
+        for key, value in outputs.items():
+            value = value.float()
+            if self.flip_tta:
+                value = 0.5 * (value[:count] + value[count:].flip(-1))
+            logits[key] = F.interpolate(value, size=cache.image_hw, mode='bilinear',
+                                        align_corners=False)
+        self._sync()
+        decoded_at = time.perf_counter()
+        decoded = decode_outputs(logits, anchors_t, self.config)
+        if fuse and count > 1:
+            depth, near, index = fuse_anchors(decoded['depth_near_m'], decoded['depth_far_m'],
+                                              decoded['near'], anchors_t)
+            depths, nears, indices, groups = depth, near, index, [anchors]
+        elif fuse:
+            depths, nears, indices, groups = decoded['depth_m'], decoded['near'], None, [anchors]
+        else:
+            depths, nears, indices = decoded['depth_m'], decoded['near'], None
+            groups = [(a,) for a in anchors]
+        if self.far_limit_m is not None:
+            depths = torch.where(depths > self.far_limit_m, torch.inf, depths)
+        cloud = rgb = None
+        if points is not None:
+            cloud, rgb = self._back_project(depths[0, 0], cache, points)
+        self._sync()
+        fused_at = time.perf_counter()
+        # One copy of each finished output to the host.
+        depth_np = depths[:, 0].cpu().numpy()
+        near_np = nears[:, 0].cpu().numpy()
+        index_np = indices[0, 0].to(torch.int8).cpu().numpy() if indices is not None else None
+        cloud_np = cloud.cpu().numpy() if cloud is not None else None
+        rgb_np = rgb.cpu().numpy() if rgb is not None else None
+        done = time.perf_counter()
+        timings = {
+            'preprocess': cache.preprocess_ms, 'encoder': cache.encoder_ms,
+            'decoder': (decoded_at - start) * 1e3, 'fusion': (fused_at - decoded_at) * 1e3,
+            'copy': (done - fused_at) * 1e3,
+        }
+        cache.preprocess_ms = cache.encoder_ms = 0.0  # a later re-decode pays no encoder
+        timings['total'] = sum(timings.values())
+        return [
+            DepthResult(depth_m=depth_np[i], near=near_np[i], anchors_m=group,
+                        anchor_index=index_np, points_m=cloud_np, points_rgb=rgb_np,
+                        timings_ms=dict(timings))
+            for i, group in enumerate(groups)
+        ]
+
+    def _back_project(self, depth_m: torch.Tensor, cache: _FrameCache,
+                      request: PointsRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Organised camera-frame points [m] from depth and pinhole intrinsics, on the device."""
+        fx, fy, cx, cy = request.intrinsics
+        stride = max(1, int(request.stride))
+        height, width = cache.image_hw
+        v = torch.arange(0, height, stride, device=self.device, dtype=torch.float32)
+        u = torch.arange(0, width, stride, device=self.device, dtype=torch.float32)
+        z = depth_m[::stride, ::stride]
+        x = (u.view(1, -1) - cx) / fx * z
+        y = (v.view(-1, 1) - cy) / fy * z
+        xyz = torch.stack([x, y, z], dim=-1)
+        invalid = ~torch.isfinite(z)
+        if math.isfinite(request.max_range_m):
+            invalid |= xyz.norm(dim=-1) > request.max_range_m
+        xyz = xyz.masked_fill(invalid.unsqueeze(-1), torch.nan)
+        rgb = None
+        if request.with_rgb:
+            rgb = cache.image[0, :, ::stride, ::stride].permute(1, 2, 0)
+        return xyz, rgb
+
+
+@dataclass
+class _FrameCache:
+    """What the engine keeps of the last encoded frame."""
+
+    features: tuple
+    patch_hw: tuple[int, int]
+    image_hw: tuple[int, int]
+    image: torch.Tensor  # uint8 [1, 3, H, W] RGB on the device (for point colours)
+    preprocess_ms: float
+    encoder_ms: float

@@ -1,0 +1,516 @@
+"""The ``metric_solver`` ROS 2 node: a thin adapter over the inference engine.
+
+Topics (relative names, remappable; see README "Topics, parameters, services"):
+
+- in: ``image`` (sensor_msgs/Image) or ``image/compressed`` (``image_transport: compressed``),
+  ``camera_info``, ``anchor`` (std_msgs/Float32, metres);
+- out: ``depth`` (32FC1 m, REP 117), ``depth/camera_info``, ``anchor_mask`` (mono8, 255 = near),
+  ``points`` (PointCloud2, organised), ``depth_info`` (metric_solver_ros/DepthInfo);
+- service ``set_anchor`` (metric_solver_ros/SetAnchor).
+
+Threads: executor callbacks only store messages. One worker thread owns the engine and runs the
+network on the latest image (a newer image replaces a pending one, so there is never a backlog),
+then publishes. Anchor changes from the parameter, the topic and the service all become a
+``set_parameters`` call, validated once in :meth:`MetricSolverNode._on_set_parameters`.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import math
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Float32
+
+from metric_solver_ros.anchor_modes import AnchorSelector
+from metric_solver_ros.conversions import (
+    POINTFIELD_FLOAT32,
+    MessageError,
+    camera_info_to_intrinsics,
+    compressed_to_rgb,
+    image_to_rgb,
+    pack_cloud,
+)
+from metric_solver_ros.engine import DepthEngine, DepthResult, EngineError, PointsRequest
+from metric_solver_ros.msg import DepthInfo
+from metric_solver_ros.parameters import (
+    PARAMETERS,
+    RuntimeSettings,
+    initial_settings,
+    validate_changes,
+)
+from metric_solver_ros.srv import SetAnchor
+
+NODE_NAME = 'metric_solver'
+#: Camera infos kept for pairing with images by stamp.
+CAMERA_INFO_HISTORY = 30
+#: Seconds between two log lines of the same kind of error.
+ERROR_LOG_PERIOD_S = 5.0
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad checkpoint, device, parameters); the text says why."""
+
+
+class ThrottledLog:
+    """Log each kind of problem at most once per period, counting what was held back."""
+
+    def __init__(self, logger: Any, period_s: float = ERROR_LOG_PERIOD_S) -> None:
+        self._logger = logger
+        self._period_s = period_s
+        self._state: dict[str, list[float]] = {}  # key -> [last log time, suppressed count]
+        self._lock = threading.Lock()
+
+    def warn(self, key: str, text: str, level: str = 'warning') -> None:
+        """Log ``text`` unless ``key`` was logged within the period."""
+        now = time.monotonic()
+        with self._lock:
+            state = self._state.get(key)
+            if state is not None and now - state[0] < self._period_s:
+                state[1] += 1
+                return
+            suppressed = int(state[1]) if state else 0
+            self._state[key] = [now, 0]
+        if suppressed:
+            text += f' ({suppressed} more like this in the last {self._period_s:g} s)'
+        getattr(self._logger, level)(text)
+
+
+class _Mailbox:
+    """The worker's inbox: the latest image (newer replaces older) and a re-decode request."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._image: tuple[Any, float] | None = None
+        self._redecode = False
+        self.dropped = 0
+
+    def put_image(self, msg: Any) -> None:
+        with self._cond:
+            if self._image is not None:
+                self.dropped += 1
+            self._image = (msg, time.monotonic())
+            self._cond.notify()
+
+    def request_redecode(self) -> None:
+        with self._cond:
+            self._redecode = True
+            self._cond.notify()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def take(self, timeout_s: float) -> tuple[str, Any] | None:
+        """Wait for work: ('image', msg), ('redecode', None) or None on timeout."""
+        with self._cond:
+            if self._image is None and not self._redecode:
+                self._cond.wait(timeout_s)
+            if self._image is not None:
+                msg, _ = self._image
+                self._image, self._redecode = None, False  # the new frame uses the new anchor
+                return 'image', msg
+            if self._redecode:
+                self._redecode = False
+                return 'redecode', None
+            return None
+
+
+def _descriptor(spec, pool_m: tuple[float, float]) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if spec.name in ('anchor', 'anchors'):
+        # Numbers of any type are accepted and validated by the node (ints in YAML are common).
+        descriptor.dynamic_typing = True
+        descriptor.additional_constraints = f'anchor pool range [{pool_m[0]:g}, {pool_m[1]:g}] m'
+    elif spec.float_range is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.float_range[0]), to_value=float(spec.float_range[1]))]
+    elif spec.int_range is not None:
+        descriptor.integer_range = [IntegerRange(
+            from_value=spec.int_range[0], to_value=spec.int_range[1], step=spec.int_range[2])]
+    return descriptor
+
+
+class MetricSolverNode(Node):
+    """Metric depth, anchor mask and point cloud from a camera stream.
+
+    Raises:
+        StartupError: If the model cannot be loaded or a parameter is invalid at start-up.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._log = ThrottledLog(self.get_logger())
+        self._lock = threading.Lock()  # guards _settings and _anchors_in_effect
+        fixed = self._declare_read_only()
+        self.engine = self._load_engine(fixed)
+        pool = (self.engine.pool_m[0], self.engine.pool_m[-1])
+        for spec in PARAMETERS:
+            if not spec.read_only:
+                value = Parameter.Type.DOUBLE_ARRAY if spec.name == 'anchors' else spec.default
+                self.declare_parameter(spec.name, value, _descriptor(spec, pool))
+        startup = {spec.name: self.get_parameter(spec.name).value
+                   for spec in PARAMETERS if not spec.read_only}
+        try:
+            self._settings = validate_changes(initial_settings(), startup,
+                                              self.engine.validate_anchors)
+        except ValueError as exc:
+            raise StartupError(f'invalid parameter at start-up: {exc}') from exc
+        self._selector = AnchorSelector(self.engine.pool_m, self._settings.anchor)
+        self._apply_engine_settings(self._settings)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._camera_infos: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
+        self._last_header = None
+        self._last_info: CameraInfo | None = None
+        self._last_rgb: np.ndarray | None = None
+        self._frames = 0
+        self._mailbox = _Mailbox()
+        self._stop = threading.Event()
+
+        sensor_qos = qos_profile_sensor_data
+        out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        overrides = QoSOverridingOptions.with_default_policies()
+        if fixed['image_transport'] == 'compressed':
+            self.create_subscription(CompressedImage, 'image/compressed', self._on_image,
+                                     sensor_qos, qos_overriding_options=overrides)
+        else:
+            self.create_subscription(Image, 'image', self._on_image, sensor_qos,
+                                     qos_overriding_options=overrides)
+        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, sensor_qos,
+                                 qos_overriding_options=overrides)
+        self.create_subscription(Float32, 'anchor', self._on_anchor_topic, 10)
+        self._pub_depth = self.create_publisher(Image, 'depth', out_qos,
+                                                qos_overriding_options=overrides)
+        self._pub_depth_info_cam = self.create_publisher(CameraInfo, 'depth/camera_info',
+                                                         out_qos, qos_overriding_options=overrides)
+        self._pub_mask = self.create_publisher(Image, 'anchor_mask', out_qos,
+                                               qos_overriding_options=overrides)
+        self._pub_points = self.create_publisher(PointCloud2, 'points', out_qos,
+                                                 qos_overriding_options=overrides)
+        self._pub_info = self.create_publisher(DepthInfo, 'depth_info', 10)
+        self.create_service(SetAnchor, 'set_anchor', self._on_set_anchor)
+
+        self._worker = threading.Thread(target=self._work, name='metric_solver_worker',
+                                        daemon=True)
+        self._worker.start()
+        config = self.engine.config
+        self.get_logger().info(
+            f'ready: model {self._model_name} (preset {config.preset}), device '
+            f'{self.engine.device}, precision {str(self.engine.dtype).replace("torch.", "")}, '
+            f'input short side {self.engine.input_size} px ({self.engine.resize_mode}), anchor '
+            f'pool {", ".join(f"{a:g}" for a in self.engine.pool_m)} m, anchors in effect '
+            f'{self._describe_anchors()}, outputs: depth 32FC1 [m] (NaN undefined, +inf beyond '
+            f'the far limit), anchor_mask mono8, points [m], image transport '
+            f'{fixed["image_transport"]}')
+
+    # ------------------------------------------------------------------------ start-up
+
+    def _declare_read_only(self) -> dict[str, Any]:
+        values = {}
+        for spec in PARAMETERS:
+            if spec.read_only:
+                self.declare_parameter(spec.name, spec.default, _descriptor(spec, (0.0, 0.0)))
+                value = self.get_parameter(spec.name).value
+                if spec.choices and value not in spec.choices:
+                    raise StartupError(f'parameter {spec.name} must be one of '
+                                       f'{", ".join(spec.choices)}, got {value!r}')
+                values[spec.name] = value
+        return values
+
+    def _load_engine(self, fixed: dict[str, Any]) -> DepthEngine:
+        from metric_solver_ros.checkpoint import CheckpointError, default_model_path
+
+        path = fixed['checkpoint'] or str(default_model_path())
+        self._model_name = path if fixed['checkpoint'] else f'bundled default ({path})'
+        try:
+            return DepthEngine.from_checkpoint(
+                path, device=fixed['device'], precision=fixed['precision'],
+                input_size=fixed['input_size'] or None, resize_mode=fixed['resize_mode'],
+                compile=fixed['compile'])
+        except (CheckpointError, EngineError, FileNotFoundError) as exc:
+            raise StartupError(f'cannot start: {exc}') from exc
+
+    # ------------------------------------------------------------------------ parameters
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """The one validation path for every runtime change (parameter, topic, service)."""
+        changes = {p.name: p.value for p in params}
+        with self._lock:
+            try:
+                new = validate_changes(self._settings, changes, self.engine.validate_anchors)
+            except ValueError as exc:
+                self._log.warn(f'param:{",".join(changes)}', f'refused: {exc}')
+                return SetParametersResult(successful=False, reason=str(exc))
+            old, self._settings = self._settings, new
+            anchors_changed = (new.fixed_anchors != old.fixed_anchors
+                               or new.anchor_mode != old.anchor_mode)
+            if anchors_changed:
+                self._selector.reset(new.anchor)
+        self._apply_engine_settings(new)
+        if anchors_changed:
+            self.get_logger().info(f'anchors now {self._describe_anchors()}')
+            if new.redecode_on_anchor_change and self.engine.has_frame:
+                self._mailbox.request_redecode()
+        return SetParametersResult(successful=True)
+
+    def _apply_engine_settings(self, settings: RuntimeSettings) -> None:
+        self.engine.flip_tta = settings.flip_tta
+        self.engine.far_limit_m = settings.far_limit or None
+
+    def _request_anchor(self, anchor_m: float) -> SetParametersResult:
+        """Set one anchor through the parameter path (clears a fusion list)."""
+        params = [Parameter('anchor', Parameter.Type.DOUBLE, float(anchor_m))]
+        if self._settings.anchors:
+            params.append(Parameter('anchors', Parameter.Type.DOUBLE_ARRAY, []))
+        return self.set_parameters_atomically(params)
+
+    def _on_anchor_topic(self, msg: Float32) -> None:
+        result = self._request_anchor(float(msg.data))
+        if not result.successful:
+            self._log.warn('anchor_topic', f'anchor topic: {result.reason}')
+
+    def _on_set_anchor(self, request: SetAnchor.Request,
+                       response: SetAnchor.Response) -> SetAnchor.Response:
+        result = self._request_anchor(float(request.anchor))
+        response.success = bool(result.successful)
+        response.message = '' if result.successful else result.reason
+        with self._lock:
+            response.anchor = float(self._current_anchors()[-1])
+        return response
+
+    def _current_anchors(self) -> tuple[float, ...]:
+        if self._settings.anchor_mode == 'fixed':
+            return self._settings.fixed_anchors
+        return (self._selector.current_m,)
+
+    def _describe_anchors(self) -> str:
+        anchors = ', '.join(f'{a:g}' for a in self._current_anchors())
+        return f'[{anchors}] m ({self._settings.anchor_mode})'
+
+    # ------------------------------------------------------------------------ callbacks
+
+    def _on_image(self, msg: Any) -> None:
+        self._mailbox.put_image(msg)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_infos.append(msg)
+
+    def _camera_info_for(self, header: Any, width: int, height: int) -> CameraInfo | None:
+        """The camera info with the image's stamp, else the latest; None if none is usable."""
+        infos = list(self._camera_infos)
+        if not infos:
+            self._log.warn('no_camera_info', 'no camera_info received yet: publishing depth, '
+                           'not depth/camera_info or points', level='warning')
+            return None
+        stamp = (header.stamp.sec, header.stamp.nanosec)
+        info = next((i for i in reversed(infos)
+                     if (i.header.stamp.sec, i.header.stamp.nanosec) == stamp), infos[-1])
+        try:
+            camera_info_to_intrinsics(info)
+        except MessageError as exc:
+            self._log.warn('bad_camera_info', f'ignoring camera_info: {exc}')
+            return None
+        if (info.width, info.height) != (width, height) and (info.width or info.height):
+            self._log.warn('camera_info_size', f'ignoring camera_info for a {info.width}x'
+                           f'{info.height} image: the image is {width}x{height}')
+            return None
+        return info
+
+    # ------------------------------------------------------------------------ worker
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            job = self._mailbox.take(timeout_s=0.2)
+            if job is None or self._stop.is_set():
+                continue
+            try:
+                if job[0] == 'image':
+                    self._process_image(job[1])
+                else:
+                    self._process_redecode()
+            except Exception as exc:  # the node must keep serving whatever happens
+                self._log.warn(f'worker:{type(exc).__name__}',
+                               f'frame dropped: {type(exc).__name__}: {exc}', level='error')
+
+    def _points_request(self, settings: RuntimeSettings,
+                        info: CameraInfo | None) -> PointsRequest | None:
+        if (info is None or not settings.publish_points
+                or self._pub_points.get_subscription_count() == 0):
+            return None
+        return PointsRequest(intrinsics=camera_info_to_intrinsics(info),
+                             stride=settings.points_stride,
+                             max_range_m=settings.points_max_range or math.inf, with_rgb=True)
+
+    def _process_image(self, msg: Any) -> None:
+        try:
+            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+        except MessageError as exc:
+            self._log.warn('bad_image', f'dropped image: {exc}')
+            return
+        height, width = rgb.shape[:2]
+        info = self._camera_info_for(msg.header, width, height)
+        with self._lock:
+            settings = self._settings
+            anchors = self._current_anchors()
+        try:
+            result = self.engine.infer(rgb, anchors, points=self._points_request(settings, info))
+        except EngineError as exc:
+            self._log.warn('engine', f'dropped image: {exc}')
+            return
+        self._last_header, self._last_info, self._last_rgb = msg.header, info, rgb
+        self._publish(result, msg.header, info, settings)
+        if settings.anchor_mode != 'fixed':
+            with self._lock:
+                before = self._selector.current_m
+                after = self._selector.update(
+                    result.depth_m, settings.roi_or_none if settings.anchor_mode == 'roi'
+                    else None)
+            if after != before:
+                self.get_logger().info(f'{settings.anchor_mode} anchor: {before:g} m -> '
+                                       f'{after:g} m')
+
+    def _process_redecode(self) -> None:
+        if self._last_header is None:
+            return
+        with self._lock:
+            settings = self._settings
+            anchors = self._current_anchors()
+        result = self.engine.redecode(anchors,
+                                      points=self._points_request(settings, self._last_info))
+        self._publish(result, self._last_header, self._last_info, settings)
+
+    # ------------------------------------------------------------------------ publishing
+
+    def _publish(self, result: DepthResult, header: Any, info: CameraInfo | None,
+                 settings: RuntimeSettings) -> None:
+        if self._stop.is_set():
+            return
+        depth = result.depth_m
+        if self._pub_depth.get_subscription_count():
+            self._pub_depth.publish(_image_msg(header, depth, '32FC1'))
+        if info is not None and self._pub_depth_info_cam.get_subscription_count():
+            out = CameraInfo()
+            for field in ('height', 'width', 'distortion_model', 'd', 'k', 'r', 'p',
+                          'binning_x', 'binning_y', 'roi'):
+                setattr(out, field, getattr(info, field))
+            out.height, out.width = depth.shape
+            out.header = header
+            self._pub_depth_info_cam.publish(out)
+        if self._pub_mask.get_subscription_count():
+            mask = result.near.astype(np.uint8) * np.uint8(255)
+            self._pub_mask.publish(_image_msg(header, mask, 'mono8'))
+        if result.points_m is not None:
+            self._pub_points.publish(_cloud_msg(header, result.points_m, result.points_rgb))
+        self._pub_info.publish(self._depth_info(result, header, settings))
+        self._frames += 1
+
+    def _depth_info(self, result: DepthResult, header: Any,
+                    settings: RuntimeSettings) -> DepthInfo:
+        depth = result.depth_m
+        defined = ~np.isnan(depth)
+        finite = depth[np.isfinite(depth)]
+        n_defined = max(int(defined.sum()), 1)
+        msg = DepthInfo(header=header)
+        msg.anchor = float(max(result.anchors_m))
+        msg.anchors = array.array('f', result.anchors_m)
+        msg.near_fraction = float((result.near & defined).sum()) / n_defined
+        msg.far_fraction = float(np.isposinf(depth).sum()) / n_defined
+        if finite.size:
+            msg.min_depth, msg.max_depth = float(finite.min()), float(finite.max())
+            msg.median_depth = float(np.median(finite))
+        else:
+            msg.min_depth = msg.median_depth = msg.max_depth = math.nan
+        timings = result.timings_ms
+        msg.inference_ms = float(timings.get('total', 0.0))
+        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        now_ns = self.get_clock().now().nanoseconds
+        msg.latency_ms = float((now_ns - stamp_ns) / 1e6) if stamp_ns else math.nan
+        msg.anchor_mode = settings.anchor_mode
+        msg.height, msg.width = depth.shape
+        return msg
+
+    # ------------------------------------------------------------------------ shutdown
+
+    def destroy_node(self) -> None:
+        """Stop the worker (finishing at most the frame in flight), then destroy the node."""
+        self._stop.set()
+        self._mailbox.wake()
+        if self._worker.is_alive():
+            self._worker.join(timeout=1.5)
+        super().destroy_node()
+
+
+def _as_uint8_array(values: np.ndarray) -> array.array:
+    """A ``uint8[]`` field value without per-byte Python work."""
+    out = array.array('B')
+    out.frombytes(memoryview(np.ascontiguousarray(values)).cast('B'))
+    return out
+
+
+def _image_msg(header: Any, values: np.ndarray, encoding: str) -> Image:
+    msg = Image(header=header, height=values.shape[0], width=values.shape[1],
+                encoding=encoding, is_bigendian=0)
+    msg.step = values.shape[1] * values.dtype.itemsize
+    msg.data = _as_uint8_array(values)
+    return msg
+
+
+def _cloud_msg(header: Any, xyz_m: np.ndarray, rgb: np.ndarray | None) -> PointCloud2:
+    points = pack_cloud(xyz_m, rgb)
+    msg = PointCloud2(header=header, height=points.shape[0], width=points.shape[1],
+                      is_bigendian=False, is_dense=False)
+    msg.fields = [PointField(name=name, offset=points.dtype.fields[name][1],
+                             datatype=POINTFIELD_FLOAT32, count=1)
+                  for name in points.dtype.names]
+    msg.point_step = points.dtype.itemsize
+    msg.row_step = msg.point_step * msg.width
+    msg.data = _as_uint8_array(points)
+    return msg
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C / SIGTERM (Humble-safe init/shutdown)."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = MetricSolverNode()
+        rclpy.spin(node)
+    except StartupError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        code = 1
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # ExternalShutdownException on SIGTERM (name differs by distro)
+        if type(exc).__name__ != 'ExternalShutdownException':
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())
