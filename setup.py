@@ -24,7 +24,7 @@ setup(
         'PyYAML>=6',
         'tqdm>=4.60',
         'matplotlib>=3.7',
-        'rosbags>=0.10',
+        'rosbags>=0.11',
     ],
     entry_points={
         'console_scripts': [

@@ -16,6 +16,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'convert': ('metric_solver_ros.commands.convert',
                 'write a Metric-Solver checkpoint initialised from official DINOv2 / DA-V2 files'),
     'info': ('metric_solver_ros.commands.info', 'print the config and parameter counts of a model'),
+    'eval': ('metric_solver_ros.commands.eval',
+             'accuracy on a rosbag (or synthetic scenes): metrics.json, metrics.csv, report.md'),
+    'make-bag': ('metric_solver_ros.commands.make_bag',
+                 'write an RGB-D rosbag2 (image, camera_info, GT depth) from a folder or '
+                 'synthetic scenes'),
 }
 
 

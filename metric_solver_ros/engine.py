@@ -331,10 +331,13 @@ class DepthEngine:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise EngineError(f'expected an HxWx3 uint8 image, got {image.dtype} '
                                   f'{tuple(image.shape)}')
-            tensor = torch.from_numpy(np.ascontiguousarray(image))
             if self.device.type == 'cuda':
-                tensor = tensor.pin_memory()
-            return tensor.to(self.device, non_blocking=True)
+                # One copy into pinned memory, then an asynchronous upload.
+                pinned = torch.empty(image.shape, dtype=torch.uint8, pin_memory=True)
+                pinned.numpy()[...] = image
+                return pinned.to(self.device, non_blocking=True)
+            # Messages' buffers are read-only: torch needs its own (cheap) copy on the CPU.
+            return torch.from_numpy(np.array(image, copy=True, order='C'))
         if isinstance(image, torch.Tensor):
             if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise EngineError(f'expected an HxWx3 uint8 image, got {image.dtype} '

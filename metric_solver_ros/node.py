@@ -52,6 +52,7 @@ from metric_solver_ros.engine import DepthEngine, DepthResult, EngineError, Poin
 from metric_solver_ros.msg import DepthInfo
 from metric_solver_ros.parameters import (
     PARAMETERS,
+    SPECS,
     RuntimeSettings,
     initial_settings,
     validate_changes,
@@ -138,7 +139,8 @@ def _descriptor(spec, pool_m: tuple[float, float]) -> ParameterDescriptor:
     if spec.choices:
         descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
     if spec.name in ('anchor', 'anchors'):
-        # Numbers of any type are accepted and validated by the node (ints in YAML are common).
+        # Numbers of any type (ints are common in YAML and on the command line) and an empty
+        # list of any type are accepted here and validated by the node against the pool.
         descriptor.dynamic_typing = True
         descriptor.additional_constraints = f'anchor pool range [{pool_m[0]:g}, {pool_m[1]:g}] m'
     elif spec.float_range is not None:
@@ -166,8 +168,7 @@ class MetricSolverNode(Node):
         pool = (self.engine.pool_m[0], self.engine.pool_m[-1])
         for spec in PARAMETERS:
             if not spec.read_only:
-                value = Parameter.Type.DOUBLE_ARRAY if spec.name == 'anchors' else spec.default
-                self.declare_parameter(spec.name, value, _descriptor(spec, pool))
+                self._declare(spec, pool)
         startup = {spec.name: self.get_parameter(spec.name).value
                    for spec in PARAMETERS if not spec.read_only}
         try:
@@ -225,12 +226,19 @@ class MetricSolverNode(Node):
 
     # ------------------------------------------------------------------------ start-up
 
+    def _declare(self, spec, pool_m: tuple[float, float]) -> Any:
+        """Declare one parameter; a mistyped override becomes a StartupError."""
+        try:
+            return self.declare_parameter(spec.name, spec.default,
+                                          _descriptor(spec, pool_m)).value
+        except Exception as exc:  # rclpy's type/range exceptions differ between distros
+            raise StartupError(f'parameter {spec.name}: {exc}') from exc
+
     def _declare_read_only(self) -> dict[str, Any]:
         values = {}
         for spec in PARAMETERS:
             if spec.read_only:
-                self.declare_parameter(spec.name, spec.default, _descriptor(spec, (0.0, 0.0)))
-                value = self.get_parameter(spec.name).value
+                value = self._declare(spec, (0.0, 0.0))
                 if spec.choices and value not in spec.choices:
                     raise StartupError(f'parameter {spec.name} must be one of '
                                        f'{", ".join(spec.choices)}, got {value!r}')
@@ -254,7 +262,10 @@ class MetricSolverNode(Node):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """The one validation path for every runtime change (parameter, topic, service)."""
-        changes = {p.name: p.value for p in params}
+        # Others (qos_overrides.*, use_sim_time) are rclpy's own and pass through.
+        changes = {p.name: p.value for p in params if p.name in SPECS}
+        if not changes:
+            return SetParametersResult(successful=True)
         with self._lock:
             try:
                 new = validate_changes(self._settings, changes, self.engine.validate_anchors)
@@ -453,10 +464,11 @@ class MetricSolverNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the worker (finishing at most the frame in flight), then destroy the node."""
-        self._stop.set()
-        self._mailbox.wake()
-        if self._worker.is_alive():
-            self._worker.join(timeout=1.5)
+        if hasattr(self, '_worker'):  # absent when start-up failed
+            self._stop.set()
+            self._mailbox.wake()
+            if self._worker.is_alive():
+                self._worker.join(timeout=1.5)
         super().destroy_node()
 
 

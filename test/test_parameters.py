@@ -76,3 +76,13 @@ def test_readme_table_lists_every_parameter():
     table = markdown_table()
     for spec in PARAMETERS:
         assert f'| `{spec.name}` |' in table
+
+
+def test_readme_parameter_table_is_current():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / 'README.md').read_text()
+    start = readme.index('<!-- parameters-table')
+    start = readme.index('\n', start) + 1
+    end = readme.index('<!-- end parameters-table -->')
+    assert readme[start:end].strip() == markdown_table().strip()

@@ -1,0 +1,166 @@
+r"""``metric-solver eval``: accuracy of the model (or of a recorded depth topic) on a rosbag.
+
+Examples::
+
+    metric-solver eval --bag my_bag --image-topic /camera/color/image_raw \\
+        --depth-topic /camera/aligned_depth_to_color/image_raw --anchors 2 10 --fusion \\
+        --cap 10 --flip-tta --out eval_out
+    metric-solver eval --bag my_bag --pred-topic /depth/image --cap 10 --out eval_topic
+    metric-solver eval --synthetic indoor --seed 0 --frames 8 --anchors 10 --cap 10
+
+The bag is read offline and deterministically (header stamps, see ``metric_solver_ros.bagio``).
+Outputs in ``--out``: ``metrics.json``, ``metrics.csv``, ``report.md`` and its PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``metric-solver eval``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--bag', type=pathlib.Path,
+                        help='rosbag2 directory, .mcap or .db3 file (sqlite3 and mcap storage)')
+    source.add_argument('--synthetic', choices=('indoor', 'outdoor'),
+                        help='evaluate on rendered synthetic scenes instead of a bag')
+    bag = parser.add_argument_group('bag input')
+    bag.add_argument('--image-topic', default='/camera/color/image_raw',
+                     help='sensor_msgs/Image or CompressedImage topic (default: %(default)s)')
+    bag.add_argument('--depth-topic', default='/camera/depth/image_raw',
+                     help='ground-truth depth topic, 32FC1 [m] or 16UC1 [mm], registered to '
+                          'the image (default: %(default)s)')
+    bag.add_argument('--camera-info-topic', default=None,
+                     help='CameraInfo topic; its intrinsics are recorded in the config')
+    bag.add_argument('--pred-topic', default=None,
+                     help='evaluate this depth topic of the bag as result "pred_topic"; '
+                          'without --anchors / --fusion no model is loaded')
+    bag.add_argument('--tolerance-ms', type=float, default=20.0,
+                     help='largest header-stamp difference of an image and its depth [ms] '
+                          '(default: %(default)s)')
+    bag.add_argument('--max-frames', type=int, default=None,
+                     help='evaluate only the first N paired frames')
+    synthetic = parser.add_argument_group('synthetic input')
+    synthetic.add_argument('--seed', type=int, default=0, help='first scene seed')
+    synthetic.add_argument('--frames', type=int, default=8, help='number of synthetic scenes')
+    synthetic.add_argument('--size', type=int, nargs=2, default=(240, 320), metavar=('H', 'W'),
+                           help='synthetic image size [px] (default: 240 320)')
+    model = parser.add_argument_group('model')
+    model.add_argument('--anchors', type=float, nargs='+', default=None, metavar='M',
+                       help='anchors [m], each evaluated separately (default: 2 10 40 unless '
+                            'only --pred-topic is evaluated)')
+    model.add_argument('--fusion', action='store_true',
+                       help='also evaluate multi-anchor fusion of all anchors ("fusion")')
+    model.add_argument('--checkpoint', type=pathlib.Path, default=None,
+                       help='Metric-Solver safetensors checkpoint (default: the bundled model)')
+    model.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    model.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
+                       help='network precision (decoding is always fp32)')
+    model.add_argument('--flip-tta', action='store_true',
+                       help='average image and mirror (the paper\'s evaluation protocol)')
+    metrics = parser.add_argument_group('metrics and outputs')
+    metrics.add_argument('--cap', type=float, default=80.0,
+                         help='GT cap [m]: 10 indoors, 80 outdoors in the paper '
+                              '(default: %(default)s)')
+    metrics.add_argument('--min-depth', type=float, default=1e-3,
+                         help='GT values <= this [m] are invalid (default: %(default)s)')
+    metrics.add_argument('--examples', type=int, default=3,
+                         help='example frames drawn in the report (default: %(default)s)')
+    metrics.add_argument('--out', type=pathlib.Path, default=pathlib.Path('eval_out'),
+                         help='output directory (default: %(default)s)')
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Reject inconsistent options with a ValueError that names them."""
+    if not 0.0 <= args.min_depth < args.cap:
+        raise ValueError(f'need 0 <= --min-depth < --cap, got {args.min_depth} and {args.cap}')
+    if args.tolerance_ms < 0:
+        raise ValueError(f'--tolerance-ms must be >= 0, got {args.tolerance_ms}')
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f'--max-frames must be >= 1, got {args.max_frames}')
+    if args.synthetic and args.pred_topic:
+        raise ValueError('--pred-topic needs --bag')
+    if args.synthetic and args.frames < 1:
+        raise ValueError(f'--frames must be >= 1, got {args.frames}')
+    if args.anchors is not None and any(not a > 0 for a in args.anchors):
+        raise ValueError(f'anchors must be > 0 m, got {args.anchors}')
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the options as JSON-friendly values."""
+    return {key: (str(value) if isinstance(value, pathlib.Path) else value)
+            for key, value in vars(args).items() if not key.startswith('_')}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and write the outputs; return 0, or raise ValueError / FileNotFoundError."""
+    from metric_solver_ros import evaluation
+
+    _check(args)
+    config = _config(args)
+    use_model = args.pred_topic is None or args.anchors is not None or args.fusion
+    anchors = tuple(dict.fromkeys(args.anchors or evaluation.DEFAULT_EVAL_ANCHORS_M))
+
+    if args.bag is not None:
+        frames: Any = evaluation.BagFrames(
+            args.bag, args.image_topic, args.depth_topic, pred_topic=args.pred_topic,
+            tolerance_ns=round(args.tolerance_ms * 1e6), max_frames=args.max_frames)
+        stats = frames.stats
+        config['pairing'] = {'messages': stats.messages, 'matched_frames': stats.matched,
+                             'evaluated_frames': len(frames),
+                             'max_abs_dt_ms': stats.max_abs_dt_ns / 1e6}
+        if len(frames) == 0:
+            partners = 'a depth and a prediction' if args.pred_topic else 'a depth'
+            raise ValueError(
+                f'no image in {args.bag} has {partners}'
+                f' within {args.tolerance_ms:g} ms (messages: {stats.messages}); check the topics '
+                'and --tolerance-ms')
+        if args.camera_info_topic:
+            from metric_solver_ros.bagio import first_message
+            from metric_solver_ros.conversions import camera_info_to_intrinsics
+
+            info = first_message(args.bag, args.camera_info_topic)
+            config['intrinsics'] = (None if info is None
+                                    else list(camera_info_to_intrinsics(info)))
+        total = len(frames)
+    else:
+        from metric_solver_ros.data.synthetic import render_scene
+
+        height, width = args.size
+        samples = (render_scene(args.synthetic, args.seed + i, height, width)
+                   for i in range(args.frames))
+        frames = evaluation.sample_frames(samples)
+        total = args.frames
+
+    predictors = []
+    if use_model:
+        from metric_solver_ros.engine import DepthEngine
+
+        engine = DepthEngine.from_checkpoint(
+            None if args.checkpoint is None else str(args.checkpoint), device=args.device,
+            precision=args.precision, flip_tta=args.flip_tta)
+        config.update(anchors=list(anchors), device=str(engine.device),
+                      checkpoint=str(args.checkpoint) if args.checkpoint else 'bundled default',
+                      precision=str(engine.dtype).replace('torch.', ''),
+                      model=getattr(engine.config, 'preset', None))
+        predictors.append(evaluation.EnginePredictor(engine, anchors, fusion=args.fusion))
+    else:
+        config.update(anchors=None, fusion=False, checkpoint=None, device=None, precision=None,
+                      flip_tta=None)
+    if args.pred_topic:
+        predictors.append(evaluation.topic_predictor)
+
+    result = evaluation.evaluate(
+        frames, evaluation.combine_predictors(*predictors), min_depth_m=args.min_depth,
+        cap_m=args.cap, examples=args.examples, total=total)
+    paths = evaluation.write_outputs(result, args.out, config)
+    print(f'{result.frames} frames, cap {args.cap:g} m (mean over frames):')
+    for name, aggregator in result.results.items():
+        means = aggregator.frame_mean()
+        cells = '  '.join(f'{key} {means[key]:.4f}' if means[key] is not None else f'{key} -'
+                          for key in ('delta1', 'abs_rel', 'rmse'))
+        print(f'  {name:>12}  {cells}')
+    print(f'wrote {paths["json"]}, {paths["csv"]}, {paths["report"]}')
+    return 0

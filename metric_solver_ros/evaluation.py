@@ -1,0 +1,567 @@
+"""Offline evaluation: frames -> predictions -> metrics -> metrics.json, metrics.csv, report.md.
+
+The pipeline has three replaceable parts:
+
+* a **frame source**: :class:`BagFrames` (a rosbag, images paired with GT depth by header stamp,
+  see :mod:`metric_solver_ros.bagio`) or :func:`sample_frames` (in-memory samples, e.g. synthetic
+  scenes);
+* a **predictor**: any callable ``EvalFrame -> {result name: Prediction}``. :class:`EnginePredictor`
+  wraps the depth engine (one result per anchor, ``anchor=<a>``, plus ``fusion``);
+  :func:`topic_predictor` returns a depth topic recorded in the bag (``pred_topic``), with no
+  model at all;
+* :func:`evaluate`, which scores every result at GT resolution with
+  :class:`metric_solver_ros.metrics.MetricAggregator`, and :func:`write_outputs`.
+
+Predictions whose resolution differs from the GT's are resized to it: depth bilinearly after the
+clip of :func:`metric_solver_ros.metrics.clip_prediction` (+inf counts as the cap), NaN pixels
+excluded from the interpolation weights and carried over by nearest-neighbour resizing, as is the
+near mask.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from metric_solver_ros.metrics import (
+    DEFAULT_CAP_M,
+    DEFAULT_MIN_DEPTH_M,
+    DEPTH_BANDS_M,
+    METRIC_NAMES,
+    MetricAggregator,
+    clip_prediction,
+    valid_gt_mask,
+)
+
+#: Anchors evaluated when none are given [m].
+DEFAULT_EVAL_ANCHORS_M: tuple[float, ...] = (2.0, 10.0, 40.0)
+#: Result name of a depth topic read from the bag.
+PRED_TOPIC_NAME = 'pred_topic'
+#: Result name of multi-anchor fusion.
+FUSION_NAME = 'fusion'
+#: Per-frame columns of ``metrics.csv`` after ``name, frame, frame_name, stamp_ns``.
+CSV_VALUE_COLUMNS = ('n_pixels', *METRIC_NAMES, 'pred_nan_fraction', 'mask_accuracy')
+
+
+def anchor_name(anchor_m: float) -> str:
+    """Return the result name of an anchor, e.g. ``anchor=2``, ``anchor=0.5`` (``%g`` format)."""
+    return f'anchor={float(anchor_m):g}'
+
+
+class Prediction(NamedTuple):
+    """One predicted depth map.
+
+    Attributes:
+        depth_m: float HxW depth [m] (+inf too far, NaN undefined), any resolution.
+        near: Optional bool HxW near mask of an anchor result.
+        anchor_m: Anchor [m] the mask refers to (None: the mask is not scored).
+    """
+
+    depth_m: np.ndarray
+    near: np.ndarray | None = None
+    anchor_m: float | None = None
+
+
+@dataclass
+class EvalFrame:
+    """One evaluation frame.
+
+    Attributes:
+        index: Position in the evaluation (0-based).
+        image: uint8 HxWx3 RGB image.
+        gt_depth_m: float32 GT depth [m] (0 / NaN invalid, +inf sky), its own resolution.
+        stamp_ns: Header stamp of the image [ns], None for in-memory samples.
+        name: Human-readable frame name.
+        pred_depth_m: Depth [m] from a prediction topic of the bag, if one was paired.
+    """
+
+    index: int
+    image: np.ndarray
+    gt_depth_m: np.ndarray
+    stamp_ns: int | None = None
+    name: str = ''
+    pred_depth_m: np.ndarray | None = None
+
+
+#: A predictor maps a frame to named predictions.
+Predictor = Callable[[EvalFrame], Mapping[str, Prediction]]
+
+
+class BagFrames:
+    """Evaluation frames from a rosbag: images paired with GT depth (and a prediction topic).
+
+    An image (``sensor_msgs/Image`` or ``CompressedImage``) becomes a frame when a GT depth
+    message, and a prediction-topic message if one is named, lie within ``tolerance_ns`` of its
+    header stamp (see :func:`metric_solver_ros.bagio.pair_by_stamp`). Images without partners are
+    skipped and counted in :attr:`stats`.
+
+    Args:
+        path: Bag directory, ``.mcap`` or ``.db3`` file.
+        image_topic: Colour image topic.
+        depth_topic: GT depth topic (``32FC1`` m or ``16UC1`` mm).
+        pred_topic: Optional predicted depth topic (same encodings).
+        tolerance_ns: Largest header-stamp difference of a pair [ns].
+        max_frames: Keep the first frames only.
+    """
+
+    def __init__(self, path: str | pathlib.Path, image_topic: str, depth_topic: str, *,
+                 pred_topic: str | None = None, tolerance_ns: int = 20_000_000,
+                 max_frames: int | None = None) -> None:
+        from metric_solver_ros.bagio import SyncedReader
+
+        self.image_topic, self.depth_topic, self.pred_topic = image_topic, depth_topic, pred_topic
+        others = [depth_topic] + ([pred_topic] if pred_topic else [])
+        self.reader = SyncedReader(path, image_topic, others, tolerance_ns, max_frames)
+        self.stats = self.reader.stats
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __iter__(self) -> Iterator[EvalFrame]:
+        from metric_solver_ros.conversions import (
+            compressed_to_rgb,
+            depth_image_to_m,
+            image_to_rgb,
+        )
+
+        for synced in self.reader:
+            image_msg = synced.msgs[self.image_topic]
+            is_compressed = hasattr(image_msg, 'format') and not hasattr(image_msg, 'encoding')
+            image = compressed_to_rgb(image_msg) if is_compressed else image_to_rgb(image_msg)
+            pred = (depth_image_to_m(synced.msgs[self.pred_topic]) if self.pred_topic else None)
+            yield EvalFrame(
+                index=synced.index, image=image,
+                gt_depth_m=depth_image_to_m(synced.msgs[self.depth_topic]),
+                stamp_ns=synced.stamp_ns, name=str(synced.stamp_ns), pred_depth_m=pred)
+
+
+def sample_frames(samples: Iterable[Any]) -> Iterator[EvalFrame]:
+    """Wrap Sample-like objects (``image``, ``depth_m``, optional ``name``) as frames."""
+    for index, sample in enumerate(samples):
+        yield EvalFrame(index=index, image=np.asarray(sample.image),
+                        gt_depth_m=np.asarray(sample.depth_m, dtype=np.float32),
+                        name=str(getattr(sample, 'name', '') or index))
+
+
+def topic_predictor(frame: EvalFrame) -> dict[str, Prediction]:
+    """Predictor that returns the bag's prediction topic as result ``pred_topic``."""
+    if frame.pred_depth_m is None:
+        raise ValueError('frame has no prediction-topic depth (was --pred-topic given?)')
+    return {PRED_TOPIC_NAME: Prediction(frame.pred_depth_m)}
+
+
+class EnginePredictor:
+    """Predictor backed by a ``DepthEngine`` (see ``metric_solver_ros.engine``).
+
+    One encoder pass gives one result per anchor (``engine.infer_each``), named by
+    :func:`anchor_name`, with its near mask scored against ``1[gt <= anchor]``. With ``fusion``,
+    ``engine.redecode`` (re-using the cached encoder features) adds the multi-anchor fusion of
+    all anchors as result ``fusion``.
+
+    Args:
+        engine: A ``DepthEngine`` (``infer_each(image, anchors_m) -> list[DepthResult]``,
+            ``redecode(anchors_m) -> DepthResult``; results have ``depth_m`` and ``near``).
+        anchors_m: Anchors [m].
+        fusion: Also evaluate the fusion of all anchors.
+    """
+
+    def __init__(self, engine: Any, anchors_m: Sequence[float], fusion: bool = False) -> None:
+        if not anchors_m:
+            raise ValueError('at least one anchor is needed')
+        self.engine = engine
+        self.anchors_m = tuple(float(a) for a in anchors_m)
+        self.fusion = fusion
+
+    def __call__(self, frame: EvalFrame) -> dict[str, Prediction]:
+        """Return ``{anchor=<a>: Prediction}`` (and ``fusion``) for one frame."""
+        results = self.engine.infer_each(frame.image, self.anchors_m)
+        out = {anchor_name(anchor): Prediction(result.depth_m, result.near, anchor)
+               for anchor, result in zip(self.anchors_m, results, strict=True)}
+        if self.fusion:
+            # The features of this frame are cached: fusion costs only a decoder call.
+            out[FUSION_NAME] = Prediction(self.engine.redecode(self.anchors_m).depth_m)
+        return out
+
+
+def combine_predictors(*predictors: Predictor) -> Predictor:
+    """Return a predictor that merges the results of several (later names win)."""
+    def combined(frame: EvalFrame) -> dict[str, Prediction]:
+        out: dict[str, Prediction] = {}
+        for predictor in predictors:
+            out.update(predictor(frame))
+        return out
+
+    return combined
+
+
+def _resize(array: np.ndarray, shape: tuple[int, int], interpolation: int) -> np.ndarray:
+    """Resize a 2-D array to ``shape`` (H, W) with OpenCV."""
+    import cv2
+
+    return cv2.resize(array, (shape[1], shape[0]), interpolation=interpolation)
+
+
+def to_gt_resolution(prediction: Prediction, shape: tuple[int, int], min_depth_m: float,
+                     cap_m: float) -> Prediction:
+    """Resize a prediction to the GT shape (see the module docstring); no-op if it matches.
+
+    Args:
+        prediction: The prediction.
+        shape: GT ``(H, W)``.
+        min_depth_m: Lower clip [m].
+        cap_m: Upper clip [m].
+
+    Returns:
+        A prediction of shape ``shape``; resized depth is clipped, with NaN kept where the
+        nearest source pixel was NaN.
+    """
+    import cv2
+
+    depth = np.asarray(prediction.depth_m)
+    near = prediction.near
+    if depth.shape != tuple(shape):
+        nan = np.isnan(depth)
+        weight = (~nan).astype(np.float32)
+        clipped = clip_prediction(depth, min_depth_m, cap_m).astype(np.float32) * weight
+        # Normalised interpolation: NaN pixels lend no weight to their resized neighbours.
+        numerator = _resize(clipped, shape, cv2.INTER_LINEAR)
+        denominator = _resize(weight, shape, cv2.INTER_LINEAR)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            depth = np.where(denominator > 1e-6, numerator / denominator, np.nan)
+        depth = depth.astype(np.float32)
+        depth[_resize(nan.astype(np.uint8), shape, cv2.INTER_NEAREST).astype(bool)] = np.nan
+    if near is not None and np.shape(near) != tuple(shape):
+        near = _resize(np.asarray(near, dtype=np.uint8), shape, cv2.INTER_NEAREST).astype(bool)
+    return Prediction(depth, near, prediction.anchor_m)
+
+
+@dataclass
+class Example:
+    """A frame kept for the report figure.
+
+    Attributes:
+        index: Frame index.
+        name: Frame name.
+        image: uint8 RGB image at GT resolution.
+        gt_depth_m: GT depth [m].
+        depth_m: ``{result name: prediction [m] at GT resolution}``.
+    """
+
+    index: int
+    name: str
+    image: np.ndarray
+    gt_depth_m: np.ndarray
+    depth_m: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    """Everything :func:`evaluate` measured.
+
+    Attributes:
+        results: ``{result name: aggregator}`` in first-seen order.
+        frames: Number of frames evaluated.
+        examples: Frames kept for the report.
+        min_depth_m: Lower GT limit [m].
+        cap_m: GT cap [m].
+    """
+
+    results: dict[str, MetricAggregator]
+    frames: int
+    examples: list[Example]
+    min_depth_m: float
+    cap_m: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the ``metrics.json`` content without ``config`` (see :func:`write_outputs`)."""
+        return {
+            'frames': self.frames,
+            'results': {n: a.frame_mean() for n, a in self.results.items()},
+            'bands': {n: a.bands() for n, a in self.results.items()},
+            'per_frame': {n: a.per_frame for n, a in self.results.items()},
+            'pixel_mean': {n: a.pixel_mean() for n, a in self.results.items()},
+            'mask_accuracy': {n: a.mask_accuracy() for n, a in self.results.items()
+                              if a.anchor_m is not None},
+            'protocol': {
+                'min_depth_m': self.min_depth_m, 'cap_m': self.cap_m,
+                'valid_gt': 'finite and min_depth < gt <= cap, at GT resolution',
+                'prediction': 'clipped to [min_depth, cap]; +inf -> cap; NaN -> min_depth',
+                'headline': 'results = mean over frames; pixel_mean = all valid pixels pooled',
+                'bands_m': [[name, lo, None if math.isinf(hi) else hi]
+                            for name, lo, hi in DEPTH_BANDS_M],
+                'bands': 'pooled over pixels',
+            },
+        }
+
+
+def _example_indices(total: int | None, count: int) -> set[int]:
+    """Return the frame indices kept as examples: evenly spread when ``total`` is known."""
+    if count <= 0:
+        return set()
+    if not total:
+        return set(range(count))
+    return {int(round(i)) for i in np.linspace(0, total - 1, min(count, total))}
+
+
+def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
+             min_depth_m: float = DEFAULT_MIN_DEPTH_M, cap_m: float = DEFAULT_CAP_M,
+             examples: int = 3, total: int | None = None,
+             progress: bool | None = None) -> EvalResult:
+    """Run ``predictor`` on every frame and score each result against the GT.
+
+    Args:
+        frames: Frame source.
+        predictor: ``EvalFrame -> {name: Prediction}``; every frame should give the same names.
+        min_depth_m: Exclusive lower GT limit and lower prediction clip [m].
+        cap_m: Inclusive GT cap and upper prediction clip [m].
+        examples: Number of frames to keep for the report figure.
+        total: Number of frames, if known (progress bar and example spread; default
+            ``len(frames)`` when it has one).
+        progress: Show a tqdm bar; None shows it only on a terminal.
+
+    Returns:
+        The aggregated results.
+    """
+    from tqdm import tqdm
+
+    if total is None and hasattr(frames, '__len__'):
+        total = len(frames)  # type: ignore[arg-type]
+    keep = _example_indices(total, examples)
+    results: dict[str, MetricAggregator] = {}
+    kept: list[Example] = []
+    count = 0
+    for frame in tqdm(frames, total=total, desc='eval', unit='frame',
+                      disable=None if progress is None else not progress):
+        gt = np.asarray(frame.gt_depth_m, dtype=np.float32)
+        example = None
+        if frame.index in keep:
+            image = np.asarray(frame.image)
+            if image.shape[:2] != gt.shape:
+                import cv2
+
+                image = cv2.resize(image, (gt.shape[1], gt.shape[0]),
+                                   interpolation=cv2.INTER_AREA)
+            example = Example(frame.index, frame.name, image, gt)
+            kept.append(example)
+        for name, prediction in predictor(frame).items():
+            prediction = to_gt_resolution(Prediction(*prediction), gt.shape, min_depth_m, cap_m)
+            aggregator = results.get(name)
+            if aggregator is None:
+                aggregator = MetricAggregator(min_depth_m=min_depth_m, cap_m=cap_m,
+                                              anchor_m=prediction.anchor_m)
+                results[name] = aggregator
+            record = aggregator.add(prediction.depth_m, gt, prediction.near)
+            record.update(frame=frame.index, frame_name=frame.name, stamp_ns=frame.stamp_ns)
+            if example is not None:
+                example.depth_m[name] = prediction.depth_m
+        count += 1
+    return EvalResult(results, count, kept, min_depth_m, cap_m)
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy scalars, paths and non-finite floats (-> None) for strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    """Format a metric for tables ('-' for None)."""
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def write_outputs(result: EvalResult, out_dir: str | pathlib.Path,
+                  config: Mapping[str, Any] | None = None) -> dict[str, pathlib.Path]:
+    """Write ``metrics.json``, ``metrics.csv``, ``report.md`` and its PNG plots.
+
+    Args:
+        result: What :func:`evaluate` returned.
+        out_dir: Output directory (created if needed; files are overwritten).
+        config: Run configuration stored under ``config`` in ``metrics.json``.
+
+    Returns:
+        ``{'json', 'csv', 'report', <plot names>...: path}``.
+    """
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = result.to_json()
+    data['config'] = dict(config or {})
+    paths = {'json': out / 'metrics.json', 'csv': out / 'metrics.csv', 'report': out / 'report.md'}
+    paths['json'].write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + '\n')
+    _write_csv(result, paths['csv'])
+    plots = write_plots(result, out)
+    paths.update(plots)
+    paths['report'].write_text(_report_markdown(result, data, plots))
+    return paths
+
+
+def _write_csv(result: EvalResult, path: pathlib.Path) -> None:
+    """One row per result and frame, then the ``mean`` and ``pixel_mean`` rows of each result."""
+    with path.open('w', newline='') as stream:
+        writer = csv.writer(stream)
+        writer.writerow(['name', 'frame', 'frame_name', 'stamp_ns', *CSV_VALUE_COLUMNS])
+        for name, aggregator in result.results.items():
+            for record in aggregator.per_frame:
+                writer.writerow([name, record['frame'], record['frame_name'],
+                                 '' if record['stamp_ns'] is None else record['stamp_ns'],
+                                 *(_csv_value(record.get(c)) for c in CSV_VALUE_COLUMNS)])
+            for label, values in (('mean', aggregator.frame_mean()),
+                                  ('pixel_mean', aggregator.pixel_mean())):
+                writer.writerow([name, label, '', '',
+                                 *(_csv_value(values.get(c)) for c in CSV_VALUE_COLUMNS)])
+
+
+def _csv_value(value: Any) -> str:
+    """Format a CSV cell: empty for None, repr-exact floats."""
+    if value is None:
+        return ''
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def write_plots(result: EvalResult, out: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Draw the report's PNGs with matplotlib's Agg canvas (no pyplot, no display).
+
+    Args:
+        result: Evaluation result.
+        out: Directory for the PNGs.
+
+    Returns:
+        ``{plot name: path}``: ``abs_rel_vs_depth``, ``summary`` and ``example_<index>``.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    paths: dict[str, pathlib.Path] = {}
+    if not result.results:
+        return paths
+
+    fig = Figure(figsize=(7, 4), layout='constrained')
+    ax = fig.add_subplot()
+    top = 0.0
+    for name, aggregator in result.results.items():
+        centres, abs_rel, _ = aggregator.abs_rel_curve()
+        ax.plot(centres, abs_rel, marker='o', markersize=3, label=name)
+        top = max(top, float(np.nanmax(abs_rel, initial=0.0)))
+    ax.set_xscale('log')
+    plain = FuncFormatter(lambda value, _: f'{value:g}')
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis='x', which='minor', labelsize=7)
+    ax.set_ylim(0.0, 1.15 * top if top > 0 else 1.0)
+    ax.set_xlabel('ground-truth depth [m]')
+    ax.set_ylabel('AbsRel (pixels pooled)')
+    ax.set_title('AbsRel versus GT depth')
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend()
+    paths['abs_rel_vs_depth'] = out / 'abs_rel_vs_depth.png'
+    fig.savefig(paths['abs_rel_vs_depth'], dpi=100)
+
+    names = list(result.results)
+    means = [result.results[n].frame_mean() for n in names]
+    fig = Figure(figsize=(max(7.0, 1.2 * len(names) + 3), 3.5), layout='constrained')
+    for k, metric in enumerate(('delta1', 'abs_rel')):
+        ax = fig.add_subplot(1, 2, k + 1)
+        values = [np.nan if m[metric] is None else m[metric] for m in means]
+        bars = ax.bar(range(len(names)), values, color='tab:green' if k == 0 else 'tab:red')
+        ax.bar_label(bars, fmt='%.3f', fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha='right')
+        ax.set_title(f'{metric} (frame mean)')
+        if metric == 'delta1':
+            ax.set_ylim(0, 1.05)
+    paths['summary'] = out / 'summary.png'
+    fig.savefig(paths['summary'], dpi=100)
+
+    for example in result.examples:
+        key = f'example_{example.index:04d}'
+        paths[key] = out / f'{key}.png'
+        _example_figure(example, result.min_depth_m, result.cap_m).savefig(paths[key], dpi=100)
+    return paths
+
+
+def _example_figure(example: Example, min_depth_m: float, cap_m: float) -> Any:
+    """Rows per result: image | prediction | GT | |error|; depth and error scales shared."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    gt = example.gt_depth_m
+    valid = valid_gt_mask(gt, min_depth_m, cap_m)
+    vmax = float(gt[valid].max()) if valid.any() else cap_m
+    gt_shown = np.where(valid, gt, np.nan)
+    errors = {name: np.where(valid, np.abs(clip_prediction(d, min_depth_m, cap_m) - gt), np.nan)
+              for name, d in example.depth_m.items()}
+    emax = max([float(np.nanmax(e)) for e in errors.values() if np.isfinite(e).any()] or [1.0])
+    depth_cmap = colormaps['turbo'].with_extremes(bad='0.6')
+    error_cmap = colormaps['magma'].with_extremes(bad='0.6')
+    rows = max(1, len(example.depth_m))
+    height, width = gt.shape
+    fig = Figure(figsize=(12, 3.2 * rows * max(0.5, height / width) + 0.6), layout='constrained')
+    axes = fig.subplots(rows, 4, squeeze=False)
+    for row, (name, depth) in enumerate(example.depth_m.items() or [('', None)]):
+        axes[row, 0].imshow(example.image)
+        axes[row, 0].set_title(f'frame {example.name}', fontsize=9)
+        if depth is not None:
+            shown = clip_prediction(depth, min_depth_m, cap_m)
+            image = axes[row, 1].imshow(shown, cmap=depth_cmap, vmin=0.0, vmax=vmax)
+            axes[row, 1].set_title(f'{name} [m]', fontsize=9)
+            error = axes[row, 3].imshow(errors[name], cmap=error_cmap, vmin=0.0, vmax=emax)
+            axes[row, 3].set_title('|prediction - GT| [m]', fontsize=9)
+            fig.colorbar(error, ax=axes[row, 3], shrink=0.8)
+        image = axes[row, 2].imshow(gt_shown, cmap=depth_cmap, vmin=0.0, vmax=vmax)
+        axes[row, 2].set_title('ground truth [m] (grey: not scored)', fontsize=9)
+        fig.colorbar(image, ax=axes[row, 1:3].tolist(), shrink=0.8)
+        for ax in axes[row]:
+            ax.set_axis_off()
+    return fig
+
+
+def _report_markdown(result: EvalResult, data: Mapping[str, Any],
+                     plots: Mapping[str, pathlib.Path]) -> str:
+    """Return ``report.md``: configuration, tables and the plots (paths relative to it)."""
+    config = data.get('config', {})
+    lines = ['# Metric-Solver evaluation', '']
+    source = config.get('bag') or (f"synthetic {config.get('synthetic')}"
+                                   if config.get('synthetic') else 'in-memory frames')
+    lines += [f'- source: `{source}`', f'- frames: {result.frames}',
+              f'- valid GT: finite, {result.min_depth_m:g} m < GT <= {result.cap_m:g} m (cap), '
+              'at GT resolution; predictions clipped to the same range, NaN counted as wrong',
+              '- headline: mean over frames; "pixel mean" pools all valid pixels']
+    for key in ('checkpoint', 'device', 'flip_tta', 'image_topic', 'depth_topic', 'pred_topic'):
+        if config.get(key) not in (None, ''):
+            lines.append(f'- {key}: `{config[key]}`')
+    header = ['result', *METRIC_NAMES, 'mask acc', 'NaN frac']
+    for title, table in (('Mean over frames (headline)', data['results']),
+                         ('Pixel mean (all valid pixels pooled)', data['pixel_mean'])):
+        lines += ['', f'## {title}', '', '| ' + ' | '.join(header) + ' |',
+                  '|' + '---|' * len(header)]
+        for name, values in table.items():
+            cells = [_fmt(values.get(m), 3 if m == 'silog' else 4) for m in METRIC_NAMES]
+            cells += [_fmt(values.get('mask_accuracy')), _fmt(values.get('pred_nan_fraction'))]
+            lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    lines += ['', '## Per GT depth band (pixels pooled)', '']
+    band_names = [name for name, _, _ in DEPTH_BANDS_M]
+    lines += ['| result | metric | ' + ' | '.join(f'{b} m' for b in band_names) + ' |',
+              '|' + '---|' * (len(band_names) + 2)]
+    for name, bands in data['bands'].items():
+        for metric in ('delta1', 'abs_rel', 'rmse', 'n_pixels'):
+            cells = [str(bands[b][metric]) if metric == 'n_pixels' else _fmt(bands[b][metric])
+                     for b in band_names]
+            lines.append(f'| {name} | {metric} | ' + ' | '.join(cells) + ' |')
+    lines += ['', '## Plots', '']
+    for key, path in plots.items():
+        lines += [f'![{key}]({path.name})', '']
+    return '\n'.join(lines) + '\n'

@@ -1,0 +1,237 @@
+"""Drive a running ``metric_solver`` node from Python: start it, feed it, record its outputs.
+
+Used by the demo, ``metric-solver replay``, the load benchmark and the integration tests, so that
+all of them talk to the node the same way (real rclpy, real DDS).
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+class NodeProcess:
+    """``depth_node`` in a subprocess; output captured in a log file."""
+
+    def __init__(self, ros_args: list[str], log_path: pathlib.Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, 'w')  # noqa: SIM115 - closed in stop()
+        command = [sys.executable, '-m', 'metric_solver_ros.node', '--ros-args', *ros_args]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, 'PYTHONUNBUFFERED': '1',
+                                             **(env or {})})
+
+    def output(self) -> str:
+        """Everything the node printed so far."""
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGINT, timeout_s: float = 10.0) -> tuple[int, float]:
+        """Send ``sig`` and wait; return (exit code, seconds it took to exit)."""
+        start = time.monotonic()
+        if self.alive():
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        elapsed = time.monotonic() - start
+        self._log.close()
+        return self.process.returncode, elapsed
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, period_s: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passes; return its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period_s)
+    return predicate()
+
+
+class DepthNodeClient:
+    """An rclpy node that feeds a running metric_solver node and records its outputs.
+
+    Args:
+        namespace: The namespace of the metric_solver node (its topics live there).
+        name: Base name of this client node.
+    """
+
+    def __init__(self, namespace: str, name: str = 'depth_client') -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from std_msgs.msg import Float32
+
+        from metric_solver_ros.msg import DepthInfo
+        from metric_solver_ros.srv import SetAnchor
+
+        self.ns = namespace.rstrip('/')
+        self.node = Node(f'{name}_{os.getpid()}_{id(self) % 10000}')
+        self.pub_image = self.node.create_publisher(Image, f'{self.ns}/image',
+                                                    qos_profile_sensor_data)
+        self.pub_compressed = self.node.create_publisher(
+            CompressedImage, f'{self.ns}/image/compressed', qos_profile_sensor_data)
+        self.pub_info = self.node.create_publisher(CameraInfo, f'{self.ns}/camera_info',
+                                                   qos_profile_sensor_data)
+        self.pub_anchor = self.node.create_publisher(Float32, f'{self.ns}/anchor', 10)
+        self.received: dict[str, list] = {k: [] for k in
+                                          ('depth', 'depth_camera_info', 'anchor_mask', 'points',
+                                           'depth_info')}
+        self._lock = threading.Lock()
+        for key, kind, topic in [('depth', Image, 'depth'),
+                                 ('depth_camera_info', CameraInfo, 'depth/camera_info'),
+                                 ('anchor_mask', Image, 'anchor_mask'),
+                                 ('points', PointCloud2, 'points'),
+                                 ('depth_info', DepthInfo, 'depth_info')]:
+            self.node.create_subscription(kind, f'{self.ns}/{topic}', self._recorder(key), 10)
+        self.set_anchor = self.node.create_client(SetAnchor, f'{self.ns}/set_anchor')
+        from rcl_interfaces.srv import GetParameters, SetParameters
+
+        self.set_params = self.node.create_client(SetParameters,
+                                                  f'{self.ns}/metric_solver/set_parameters')
+        self.get_params = self.node.create_client(GetParameters,
+                                                  f'{self.ns}/metric_solver/get_parameters')
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread.start()
+        self._rclpy = rclpy
+
+    def _recorder(self, key: str):
+        def record(msg) -> None:
+            with self._lock:
+                self.received[key].append(msg)
+        return record
+
+    def messages(self, key: str) -> list:
+        """A copy of what arrived on an output so far."""
+        with self._lock:
+            return list(self.received[key])
+
+    def clear(self) -> None:
+        """Forget every received message."""
+        with self._lock:
+            for values in self.received.values():
+                values.clear()
+
+    def wait_ready(self, timeout_s: float = 60.0,
+                   alive: Callable[[], bool] | None = None) -> bool:
+        """Wait until the node's service and every link used by the tests are matched.
+
+        Args:
+            timeout_s: Give up after this long [s].
+            alive: Returns False once the node process has died (stop waiting then).
+        """
+        alive = alive or (lambda: True)
+        if not wait_for(lambda: self.set_anchor.service_is_ready() or not alive(), timeout_s):
+            return False
+        return (alive() and self.set_anchor.service_is_ready()
+                and wait_for(lambda: self.pub_image.get_subscription_count() > 0
+                             and self.pub_info.get_subscription_count() > 0
+                             and self.pub_anchor.get_subscription_count() > 0, timeout_s)
+                and wait_for(lambda: all(p > 0 for p in self.publisher_counts()), timeout_s))
+
+    def publisher_counts(self) -> list[int]:
+        """How many publishers the node has matched to each of our subscriptions."""
+        return [self.node.count_publishers(f'{self.ns}/{t}') for t in
+                ('depth', 'depth/camera_info', 'anchor_mask', 'points', 'depth_info')]
+
+    def call(self, client, request, timeout_s: float = 10.0):
+        """Call a service and wait for the response (None on timeout)."""
+        future = client.call_async(request)
+        wait_for(future.done, timeout_s)
+        return future.result() if future.done() else None
+
+    def set_parameters(self, **values):
+        """Set parameters of the node under test through its standard service."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return self.call(self.set_params, request).results
+
+    def get_parameter(self, name: str):
+        """The value of one parameter of the node under test."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        response = self.call(self.get_params, GetParameters.Request(names=[name]))
+        return parameter_value_to_python(response.values[0])
+
+    def publish_image(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = 'camera_optical',
+                      encoding: str = 'rgb8'):
+        """Publish an image (and return the message)."""
+        from sensor_msgs.msg import Image
+
+        msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=0)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        msg.header.frame_id = frame_id
+        data = np.ascontiguousarray(rgb)
+        msg.step = data.shape[1] * (data.shape[2] if data.ndim == 3 else 1) * data.itemsize
+        buffer = array.array('B')
+        buffer.frombytes(data.tobytes())
+        msg.data = buffer
+        self.pub_image.publish(msg)
+        return msg
+
+    def publish_camera_info(self, width: int, height: int, intrinsics, stamp_ns: int,
+                            frame_id: str = 'camera_optical'):
+        """Publish a pinhole camera_info (and return it)."""
+        from sensor_msgs.msg import CameraInfo
+
+        fx, fy, cx, cy = intrinsics
+        msg = CameraInfo(width=width, height=height, distortion_model='plumb_bob')
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        msg.header.frame_id = frame_id
+        msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+        msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        msg.d = [0.0] * 5
+        self.pub_info.publish(msg)
+        return msg
+
+    def close(self) -> None:
+        """Stop spinning and destroy the probe node."""
+        self._executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+
+
+def stamp_ns(msg) -> int:
+    """A header stamp in nanoseconds."""
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def image_array(msg) -> np.ndarray:
+    """The pixels of a 32FC1 or mono8 Image as a numpy array."""
+    dtype = {'32FC1': np.float32, 'mono8': np.uint8}[msg.encoding]
+    values = np.frombuffer(msg.data, dtype=dtype)
+    return values.reshape(msg.height, msg.step // np.dtype(dtype).itemsize)[:, :msg.width]
+
+
+def cloud_xyz(msg) -> np.ndarray:
+    """The x, y, z of an organised PointCloud2 as [height, width, 3] float32."""
+    offsets = {f.name: f.offset for f in msg.fields}
+    raw = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.width, msg.point_step)
+    return np.stack([raw[..., offsets[k]:offsets[k] + 4].copy().view(np.float32)[..., 0]
+                     for k in 'xyz'], axis=-1)

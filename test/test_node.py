@@ -1,0 +1,253 @@
+"""The node as its own process, driven over real DDS (issue 5's integration tests)."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import numpy as np
+import pytest
+from node_harness import camera_image, small_checkpoint
+
+from metric_solver_ros.node_client import DepthNodeClient as Probe
+from metric_solver_ros.node_client import (
+    NodeProcess,
+    cloud_xyz,
+    image_array,
+    stamp_ns,
+    wait_for,
+)
+
+NS = '/cam'
+WIDTH, HEIGHT = 160, 120
+INTRINSICS = (150.0, 152.0, 79.5, 59.5)
+STRIDE = 2
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    return small_checkpoint(tmp_path_factory.mktemp('model') / 'small.safetensors')
+
+
+@pytest.fixture(scope='module')
+def node(checkpoint, tmp_path_factory, rclpy_context):
+    log = tmp_path_factory.mktemp('node') / 'node.log'
+    process = NodeProcess(['-r', f'__ns:={NS}', '-p', f'checkpoint:={checkpoint}',
+                           '-p', 'device:=cpu', '-p', 'anchor:=10.0',
+                           '-p', f'points_stride:={STRIDE}'], log)
+    probe = Probe(NS)
+    try:
+        assert probe.wait_ready(60.0, process.alive), process.output()
+        yield process, probe
+    finally:
+        probe.close()
+        code, _ = process.stop()
+        print(process.output())
+
+
+def send_frame(probe: Probe, stamp: int, rgb: np.ndarray | None = None,
+               with_info: bool = True) -> None:
+    rgb = camera_image(WIDTH, HEIGHT) if rgb is None else rgb
+    if with_info:
+        probe.publish_camera_info(rgb.shape[1], rgb.shape[0], INTRINSICS, stamp)
+    probe.publish_image(rgb, stamp)
+
+
+def frame_outputs(probe: Probe, stamp: int, keys=('depth', 'anchor_mask', 'points', 'depth_info',
+                                                   'depth_camera_info'), timeout_s: float = 20.0):
+    def find():
+        found = {}
+        for key in keys:
+            hits = [m for m in probe.messages(key) if stamp_ns(m) == stamp]
+            if not hits:
+                return None
+            found[key] = hits[-1]
+        return found
+
+    assert wait_for(lambda: find() is not None, timeout_s), {
+        k: [stamp_ns(m) for m in probe.messages(k)] for k in keys}
+    return find()
+
+
+def test_every_output_has_the_right_encoding_size_and_header(node):
+    process, probe = node
+    stamp = 1_000_000_000
+    send_frame(probe, stamp)
+    out = frame_outputs(probe, stamp)
+    depth, mask = out['depth'], out['anchor_mask']
+    assert (depth.encoding, depth.width, depth.height) == ('32FC1', WIDTH, HEIGHT)
+    assert depth.step == WIDTH * 4 and len(depth.data) == WIDTH * HEIGHT * 4
+    assert (mask.encoding, mask.width, mask.height) == ('mono8', WIDTH, HEIGHT)
+    for msg in out.values():
+        assert msg.header.frame_id == 'camera_optical'
+    values = image_array(depth)
+    assert values.dtype == np.float32
+    assert np.all((values > 0) | np.isnan(values))
+    assert set(np.unique(image_array(mask))) <= {0, 255}
+    info_cam = out['depth_camera_info']
+    assert (info_cam.width, info_cam.height) == (WIDTH, HEIGHT)
+    assert list(info_cam.k)[:3] == [INTRINSICS[0], 0.0, INTRINSICS[2]]
+    info = out['depth_info']
+    assert info.anchor == pytest.approx(10.0) and list(info.anchors) == [pytest.approx(10.0)]
+    assert (info.width, info.height) == (WIDTH, HEIGHT)
+    assert 0.0 <= info.near_fraction <= 1.0
+    near = image_array(mask) == 255
+    assert info.near_fraction == pytest.approx(near.mean(), abs=1e-6)
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        assert info.min_depth == pytest.approx(finite.min())
+        assert info.max_depth == pytest.approx(finite.max())
+        assert info.median_depth == pytest.approx(np.median(finite))
+    assert info.inference_ms > 0 and info.anchor_mode == 'fixed'
+
+
+def test_point_cloud_matches_hand_computed_back_projection(node):
+    process, probe = node
+    stamp = 2_000_000_000
+    send_frame(probe, stamp)
+    out = frame_outputs(probe, stamp, keys=('depth', 'points'))
+    depth = image_array(out['depth'])
+    cloud = out['points']
+    assert (cloud.height, cloud.width) == (math.ceil(HEIGHT / STRIDE), math.ceil(WIDTH / STRIDE))
+    assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'rgb'] and not cloud.is_dense
+    fx, fy, cx, cy = INTRINSICS
+    xyz = cloud_xyz(cloud)
+    for row in range(0, cloud.height, 7):
+        for col in range(0, cloud.width, 9):
+            v, u = row * STRIDE, col * STRIDE
+            z = float(depth[v, u])
+            expected = ((u - cx) * z / fx, (v - cy) * z / fy, z)
+            if math.isfinite(z):
+                np.testing.assert_allclose(xyz[row, col], expected, rtol=1e-5, atol=1e-5)
+            else:
+                assert np.isnan(xyz[row, col]).all()
+
+
+def test_anchor_moves_by_parameter_topic_and_service(node):
+    from std_msgs.msg import Float32
+
+    from metric_solver_ros.srv import SetAnchor
+
+    process, probe = node
+    results = probe.set_parameters(anchor=2.0)
+    assert results[0].successful, results[0].reason
+    send_frame(probe, 3_000_000_000)
+    assert frame_outputs(probe, 3_000_000_000, keys=('depth_info',))['depth_info'].anchor == 2.0
+
+    probe.pub_anchor.publish(Float32(data=40.0))
+    assert wait_for(lambda: probe.get_parameter('anchor') == 40.0, 10.0)
+    send_frame(probe, 4_000_000_000)
+    assert frame_outputs(probe, 4_000_000_000, keys=('depth_info',))['depth_info'].anchor == 40.0
+
+    response = probe.call(probe.set_anchor, SetAnchor.Request(anchor=6.0))
+    assert response.success and response.anchor == pytest.approx(6.0)
+    assert probe.get_parameter('anchor') == 6.0
+    send_frame(probe, 5_000_000_000)
+    assert frame_outputs(probe, 5_000_000_000, keys=('depth_info',))['depth_info'].anchor == 6.0
+
+
+def test_multi_anchor_fusion_is_reported(node):
+    process, probe = node
+    results = probe.set_parameters(anchors=[2.0, 10.0, 40.0])
+    assert results[0].successful, results[0].reason
+    try:
+        send_frame(probe, 6_000_000_000)
+        info = frame_outputs(probe, 6_000_000_000, keys=('depth_info',))['depth_info']
+        assert list(info.anchors) == [2.0, 10.0, 40.0] and info.anchor == 40.0
+    finally:
+        assert probe.set_parameters(anchors=[])[0].successful
+
+
+@pytest.mark.parametrize('bad', [0.0, -2.0, float('nan'), float('inf'), 1000.0, 0.1])
+def test_invalid_anchors_are_refused_and_the_previous_stays(node, bad):
+    from std_msgs.msg import Float32
+
+    from metric_solver_ros.srv import SetAnchor
+
+    process, probe = node
+    assert probe.set_parameters(anchor=4.0)[0].successful
+    response = probe.call(probe.set_anchor, SetAnchor.Request(anchor=bad))
+    assert not response.success and response.message
+    assert response.anchor == pytest.approx(4.0)
+    result = probe.set_parameters(anchor=bad)[0]
+    assert not result.successful and result.reason
+    probe.pub_anchor.publish(Float32(data=bad))
+    assert probe.get_parameter('anchor') == 4.0
+    stamp = 7_000_000_000 + int(abs(bad) * 1000 if math.isfinite(bad) else 999)
+    send_frame(probe, stamp)
+    assert frame_outputs(probe, stamp, keys=('depth_info',))['depth_info'].anchor == 4.0
+    assert process.alive()
+
+
+def test_string_anchor_and_read_only_parameters_are_refused(node):
+    process, probe = node
+    result = probe.set_parameters(anchor='far')[0]
+    assert not result.successful and 'number' in result.reason
+    result = probe.set_parameters(device='cuda')[0]
+    assert not result.successful and 'read-only' in result.reason.lower()
+
+
+def test_anchor_change_redecodes_the_last_frame(node):
+    from metric_solver_ros.srv import SetAnchor
+
+    process, probe = node
+    assert probe.set_parameters(anchor=10.0)[0].successful
+    stamp = 8_000_000_000
+    send_frame(probe, stamp)
+    frame_outputs(probe, stamp, keys=('depth_info',))
+    probe.clear()
+    assert probe.call(probe.set_anchor, SetAnchor.Request(anchor=1.0)).success
+    # No new image: the last frame comes again, re-decoded with the new anchor.
+    assert wait_for(lambda: any(stamp_ns(m) == stamp and m.anchor == 1.0
+                                for m in probe.messages('depth_info')), 10.0)
+
+
+def test_broken_images_do_not_kill_the_node(node):
+    from sensor_msgs.msg import Image
+
+    process, probe = node
+    rgb = camera_image(WIDTH, HEIGHT)
+    for encoding, step, data in [('rgb8', WIDTH * 3, b'\x00' * 10),
+                                 ('rgb8', 7, rgb.tobytes()),
+                                 ('16UC1', WIDTH * 2, b'\x00' * WIDTH * 2 * HEIGHT),
+                                 ('weird', WIDTH * 3, rgb.tobytes())]:
+        msg = Image(height=HEIGHT, width=WIDTH, encoding=encoding, step=step)
+        msg.header.stamp.sec = 9
+        msg.data = data
+        probe.pub_image.publish(msg)
+    stamp = 10_000_000_000
+    send_frame(probe, stamp)
+    assert frame_outputs(probe, stamp, keys=('depth',))
+    assert process.alive()
+    assert 'dropped image' in process.output()
+
+
+def test_no_camera_info_means_depth_but_no_points(checkpoint, tmp_path, rclpy_context):
+    ns = '/cam_noinfo'
+    process = NodeProcess(['-r', f'__ns:={ns}', '-p', f'checkpoint:={checkpoint}',
+                           '-p', 'device:=cpu'], tmp_path / 'node.log')
+    probe = Probe(ns)
+    try:
+        assert probe.set_anchor.wait_for_service(timeout_sec=60.0), process.output()
+        assert wait_for(lambda: probe.pub_image.get_subscription_count() > 0, 30.0)
+        assert wait_for(lambda: all(p > 0 for p in probe.publisher_counts()), 30.0)
+        for i in range(3):
+            send_frame(probe, (i + 1) * 1_000_000_000, with_info=False)
+            frame_outputs(probe, (i + 1) * 1_000_000_000, keys=('depth', 'depth_info'))
+        assert probe.messages('points') == [] and probe.messages('depth_camera_info') == []
+        assert process.output().count('no camera_info received yet') == 1
+    finally:
+        probe.close()
+        code, elapsed = process.stop(signal.SIGTERM)
+    assert code == 0 and elapsed < 2.0, (code, elapsed, process.output())
+
+
+def test_bad_checkpoint_refuses_to_start(tmp_path, rclpy_context):
+    bad = tmp_path / 'broken.safetensors'
+    bad.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"not": "json')
+    process = NodeProcess(['-p', f'checkpoint:={bad}', '-p', 'device:=cpu'],
+                          tmp_path / 'node.log')
+    assert process.process.wait(60) == 1
+    output = process.output()
+    process.stop()
+    assert 'cannot start' in output and str(bad) in output
