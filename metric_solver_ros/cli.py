@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'info': ('metric_solver_ros.commands.info', 'print the config and parameter counts of a model'),
     'eval': ('metric_solver_ros.commands.eval',
              'accuracy on a rosbag (or synthetic scenes): metrics.json, metrics.csv, report.md'),
+    'bench': ('metric_solver_ros.commands.bench',
+              'time the stages of a frame (encoder, decoders, batched vs sequential anchors)'),
     'make-bag': ('metric_solver_ros.commands.make_bag',
                  'write an RGB-D rosbag2 (image, camera_info, GT depth) from a folder or '
                  'synthetic scenes'),

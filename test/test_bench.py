@@ -1,0 +1,34 @@
+"""`metric-solver bench` runs on CPU and reports every documented key."""
+
+import json
+
+from node_harness import small_checkpoint
+
+from metric_solver_ros.cli import main
+
+KEYS = ('preprocess_ms', 'encoder_ms', 'single_ms', 'batched4_ms', 'sequential4_ms',
+        'redecode_ms', 'fps', 'peak_mem_mb', 'device', 'precision', 'preset', 'input_size',
+        'decoder1_ms', 'decoder4_ms', 'fusion_ms', 'batched4_over_single',
+        'sequential4_over_batched4', 'redecode_over_single')
+
+
+def test_bench_json_has_the_documented_keys(tmp_path, capsys):
+    checkpoint = small_checkpoint(tmp_path / 'small.safetensors')
+    code = main(['bench', '--checkpoint', str(checkpoint), '--device', 'cpu', '--width', '96',
+                 '--height', '72', '--warmup', '1', '--iters', '2', '--json'])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in KEYS:
+        assert key in result, key
+    assert result['device'] == 'cpu' and result['precision'] == 'float32'
+    assert result['input_size'] == [56, 70] and result['image_size'] == [72, 96]
+    assert result['anchors4'] == [2.0, 10.0, 40.0, 80.0]
+    assert result['single_ms'] > 0 and result['fps'] == round(1000 / result['single_ms'], 2)
+
+
+def test_bench_table(tmp_path, capsys):
+    checkpoint = small_checkpoint(tmp_path / 'small.safetensors')
+    assert main(['bench', '--checkpoint', str(checkpoint), '--device', 'cpu', '--width', '64',
+                 '--height', '48', '--warmup', '0', '--iters', '1']) == 0
+    out = capsys.readouterr().out
+    assert 'frame, 4 anchors batched' in out and 'batched-4 / single' in out
