@@ -1,0 +1,383 @@
+"""Metric-Solver checkpoints (safetensors, config inside) and importers of official weights.
+
+A checkpoint is one ``.safetensors`` file: the model's state dict plus string metadata
+``format = 'metric_solver'``, ``format_version = '1'`` and ``config`` (JSON of
+``MetricSolverConfig.to_dict()``), so :func:`load_checkpoint` rebuilds the exact model from the
+file alone. Official DINOv2 / Depth Anything V2 ``.pth`` files are read with
+``torch.load(weights_only=True)`` only (a pickle that would run code is refused) and mapped onto
+a model by :func:`import_dinov2` / :func:`import_depth_anything_v2`, which report every key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pickle
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from metric_solver_ros.model import MetricSolver, MetricSolverConfig, create_model
+
+FORMAT = 'metric_solver'
+FORMAT_VERSION = '1'
+RESERVED_METADATA = ('format', 'format_version', 'config')
+
+DEFAULT_MODEL_PATH: pathlib.Path = pathlib.Path(__file__).resolve().parent / 'models' / \
+    'default.safetensors'
+"""The bundled default model (package data ``metric_solver_ros/models/default.safetensors``)."""
+
+PathLike = str | os.PathLike
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or official weight file cannot be used; the message names file and problem."""
+
+
+def default_model_path() -> pathlib.Path:
+    """Return the path of the bundled default model (it may not exist in a source checkout)."""
+    return DEFAULT_MODEL_PATH
+
+
+# --------------------------------------------------------------------------- safetensors I/O
+
+
+def save_checkpoint(path: PathLike, model: MetricSolver,
+                    metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``model`` (weights and config) to a safetensors file, atomically.
+
+    Args:
+        path: Destination ``.safetensors`` file (parent directories are created).
+        model: The network; its tensors are saved in their current dtype.
+        metadata: Extra string metadata (e.g. ``{'source': 'dinov2_vits14_pretrain.pth'}``);
+            the keys ``format``, ``format_version`` and ``config`` are reserved.
+
+    Raises:
+        ValueError: Reserved or non-string metadata.
+    """
+    from safetensors.torch import save_file
+
+    extra = dict(metadata or {})
+    bad = [k for k, v in extra.items()
+           if k in RESERVED_METADATA or not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise ValueError(f'metadata keys {bad}: reserved ({", ".join(RESERVED_METADATA)}) or '
+                         f'not str -> str')
+    meta = {**extra, 'format': FORMAT, 'format_version': FORMAT_VERSION,
+            'config': json.dumps(model.config.to_dict(), sort_keys=True)}
+    tensors = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_header(path: PathLike) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """Return (metadata, {key: shape}) of a safetensors file without reading the weights."""
+    from safetensors import safe_open
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path}: no such checkpoint file')
+    try:
+        with safe_open(str(path), framework='pt', device='cpu') as f:
+            metadata = dict(f.metadata() or {})
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for every corruption
+        raise CheckpointError(f'{path}: not a readable safetensors file (truncated or corrupt?): '
+                              f'{exc}') from None
+    return metadata, shapes
+
+
+def _config_from_metadata(path: PathLike, metadata: Mapping[str, str]) -> MetricSolverConfig:
+    fmt = metadata.get('format')
+    if fmt != FORMAT:
+        raise CheckpointError(f'{path}: not a Metric-Solver checkpoint (metadata format '
+                              f'{fmt!r}, expected {FORMAT!r}); convert official weights with '
+                              f'`metric-solver convert`')
+    version = metadata.get('format_version')
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f'{path}: unsupported checkpoint format_version {version!r} '
+                              f'(this code reads {FORMAT_VERSION!r})')
+    if 'config' not in metadata:
+        raise CheckpointError(f'{path}: checkpoint metadata has no model config')
+    try:
+        return MetricSolverConfig.from_dict(json.loads(metadata['config']))
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise CheckpointError(f'{path}: invalid model config in metadata: {exc}') from None
+
+
+def read_checkpoint_config(path: PathLike) -> MetricSolverConfig:
+    """Return the config stored in a checkpoint (reads the header only, no weights).
+
+    Raises:
+        CheckpointError: Missing, corrupt or foreign file, or an invalid config.
+    """
+    metadata, _ = _read_header(path)
+    return _config_from_metadata(path, metadata)
+
+
+def read_checkpoint_metadata(path: PathLike) -> dict[str, str]:
+    """Return all string metadata of a checkpoint (format, config JSON, extras)."""
+    metadata, _ = _read_header(path)
+    _config_from_metadata(path, metadata)
+    return metadata
+
+
+def _list(names: list[str], limit: int = 8) -> str:
+    shown = ', '.join(names[:limit])
+    return shown + (f', ... ({len(names) - limit} more)' if len(names) > limit else '')
+
+
+def load_checkpoint(path: PathLike, device: torch.device | str | None = None,
+                    dtype: torch.dtype | None = None) -> MetricSolver:
+    """Rebuild the exact model stored in a checkpoint (strict), in eval mode.
+
+    Args:
+        path: A file written by :func:`save_checkpoint`.
+        device: Where to put the model (default CPU).
+        dtype: Floating dtype of the parameters (default: as stored).
+
+    Raises:
+        CheckpointError: Missing / truncated / corrupt file, missing metadata, unknown format
+            version, invalid config, missing or unexpected keys, or wrong shapes (all listed).
+    """
+    from safetensors import safe_open
+
+    metadata, shapes = _read_header(path)
+    config = _config_from_metadata(path, metadata)
+    model = create_model(config, device='meta')
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(f'{k} (file {shapes[k]}, model {expected[k]})'
+                   for k in set(expected) & set(shapes) if shapes[k] != expected[k])
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing keys: {_list(missing)}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected keys: {_list(unexpected)}')
+    if wrong:
+        problems.append(f'{len(wrong)} keys with wrong shapes: {_list(wrong)}')
+    if problems:
+        raise CheckpointError(f'{path}: weights do not match the stored {config.preset!r} '
+                              f'config: ' + '; '.join(problems))
+    try:
+        with safe_open(str(path), framework='pt', device='cpu') as f:
+            state = {k: f.get_tensor(k) for k in expected}
+    except Exception as exc:
+        raise CheckpointError(f'{path}: cannot read the weights (truncated or corrupt?): '
+                              f'{exc}') from None
+    model.load_state_dict(state, strict=True, assign=True)
+    model.to(device=device or 'cpu', dtype=dtype)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------ official weights
+
+
+def load_official_state_dict(path: PathLike) -> dict[str, Tensor]:
+    """Read an official DINOv2 / Depth Anything V2 weight file into a flat state dict.
+
+    ``.pth`` files are read with ``torch.load(map_location='cpu', weights_only=True)`` only: a
+    pickle that needs anything beyond tensors and plain containers (one that would run code) is
+    refused before anything runs. ``.safetensors`` files are read as such. A state dict nested
+    under ``'model'`` or ``'state_dict'`` is unwrapped, a ``module.`` prefix (DDP) stripped and
+    non-tensor entries dropped.
+
+    Raises:
+        CheckpointError: Missing, unreadable or refused file, or no tensors inside.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path}: no such weight file')
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        try:
+            obj = load_file(str(path), device='cpu')
+        except Exception as exc:
+            raise CheckpointError(f'{path}: not a readable safetensors file: {exc}') from None
+    else:
+        try:
+            obj = torch.load(path, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as exc:
+            detail = re.search(r'Unsupported global: [^\n]*|Unsupported operand[^\n]*', str(exc))
+            reason = detail.group(0).strip() if detail else str(exc).splitlines()[0]
+            raise CheckpointError(f'{path}: refused: the pickle needs more than plain tensors '
+                                  f'(weights_only load failed: {reason}); nothing was run') \
+                from None
+        except Exception as exc:
+            raise CheckpointError(f'{path}: cannot read the weight file ({type(exc).__name__}: '
+                                  f'{exc})') from None
+    for key in ('model', 'state_dict'):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f'{path}: expected a state dict, found {type(obj).__name__}')
+    state = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
+    if not state:
+        raise CheckpointError(f'{path}: no tensors in the file')
+    if all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}
+    return state
+
+
+@dataclass
+class ImportReport:
+    """What an import did, key by key (model key names unless stated).
+
+    Attributes:
+        loaded: Model keys fully overwritten from the file.
+        partial: Model keys partly overwritten (``projects.i.weight``: the image channels
+            copied, the anchor channels zeroed).
+        skipped: File key -> why it was not used.
+        missing: Model keys of the imported part that the file did not provide (they keep
+            their random initialisation).
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def format(self, max_names: int = 20) -> str:
+        """Return a human-readable multi-line summary (counts, then names and reasons)."""
+        lines = [f'loaded: {len(self.loaded)} tensors, partial: {len(self.partial)}, '
+                 f'skipped: {len(self.skipped)}, missing: {len(self.missing)}']
+        for name in self.partial:
+            lines.append(f'  partial  {name}: image channels copied, anchor channels zeroed')
+        for i, (name, reason) in enumerate(sorted(self.skipped.items())):
+            if i == max_names:
+                lines.append(f'  skipped  ... {len(self.skipped) - max_names} more')
+                break
+            lines.append(f'  skipped  {name}: {reason}')
+        for i, name in enumerate(self.missing):
+            if i == max_names:
+                lines.append(f'  missing  ... {len(self.missing) - max_names} more')
+                break
+            lines.append(f'  missing  {name} (randomly initialised)')
+        return '\n'.join(lines)
+
+
+def _shape_reason(source: Tensor, target: Tensor) -> str:
+    return f'shape {list(source.shape)} in file, {list(target.shape)} in model'
+
+
+_UNUSED_DAV2 = re.compile(r'^scratch\.refinenet4\.resConfUnit1\.')
+_PROJECT_WEIGHT = re.compile(r'^projects\.\d+\.weight$')
+
+
+@torch.no_grad()
+def _import_encoder(model: MetricSolver, state: Mapping[str, Tensor], prefix: str,
+                    report: ImportReport) -> None:
+    targets = model.pretrained.state_dict(keep_vars=True)
+    for key, value in state.items():
+        name = key[len(prefix):]
+        if name not in targets:
+            report.skipped[key] = 'not a key of the DINOv2 encoder'
+            continue
+        target = targets[name]
+        if target.shape != value.shape:
+            report.skipped[key] = _shape_reason(value, target)
+            continue
+        target.copy_(value)
+        report.loaded.append(f'pretrained.{name}')
+
+
+def _missing(model: MetricSolver, prefix: str, report: ImportReport) -> list[str]:
+    written = set(report.loaded) | set(report.partial)
+    return [k for k in model.state_dict() if k.startswith(prefix) and k not in written
+            and k != 'anchor_pool.anchors_m']  # the pool values come from the config
+
+
+def import_dinov2(model: MetricSolver, state_dict: Mapping[str, Tensor]) -> ImportReport:
+    """Copy an official DINOv2 backbone (``dinov2_vit*14_pretrain.pth`` keys) into the encoder.
+
+    Keys may also carry DA-V2's ``pretrained.`` prefix. Keys of other shapes (another preset)
+    or unknown to the encoder are skipped with the reason.
+
+    Args:
+        model: The target network (modified in place).
+        state_dict: From :func:`load_official_state_dict`.
+
+    Returns:
+        The report; ``missing`` lists encoder keys the file lacked.
+    """
+    report = ImportReport()
+    plain = {k: v for k, v in state_dict.items() if not k.startswith('pretrained.')}
+    prefixed = {k: v for k, v in state_dict.items() if k.startswith('pretrained.')}
+    _import_encoder(model, plain, '', report)
+    _import_encoder(model, prefixed, 'pretrained.', report)
+    report.missing = _missing(model, 'pretrained.', report)
+    return report
+
+
+@torch.no_grad()
+def import_depth_anything_v2(model: MetricSolver,
+                             state_dict: Mapping[str, Tensor]) -> ImportReport:
+    """Copy a Depth Anything V2 model (``pretrained.*``, ``depth_head.*``) into the network.
+
+    ``pretrained.*`` goes to the encoder; ``depth_head.*`` to the near AND far heads where
+    shapes match. ``projects.i.weight`` has extra anchor input channels here: the file's
+    channels are copied and the anchor channels zeroed (reported as partial), so the initial
+    heads compute DA-V2's function for every anchor. DA-V2's unused
+    ``scratch.refinenet4.resConfUnit1`` and every other unusable key are skipped with the reason.
+
+    Args:
+        model: The target network (modified in place).
+        state_dict: From :func:`load_official_state_dict`.
+
+    Returns:
+        The report; ``missing`` lists model keys the file did not provide (anchor pool, mask
+        projection, ...).
+    """
+    report = ImportReport()
+    encoder = {k: v for k, v in state_dict.items() if k.startswith('pretrained.')}
+    _import_encoder(model, encoder, 'pretrained.', report)
+    heads = [('near_head', model.near_head)]
+    if model.far_head is not None:
+        heads.append(('far_head', model.far_head))
+    dim = model.config.embed_dim
+    for key, value in state_dict.items():
+        if key.startswith('pretrained.'):
+            continue
+        if not key.startswith('depth_head.'):
+            report.skipped[key] = ('not part of a Depth Anything V2 model (pretrained.*, '
+                                   'depth_head.*)')
+            continue
+        name = key[len('depth_head.'):]
+        if _UNUSED_DAV2.match(name):
+            report.skipped[key] = ('unused by Depth Anything V2 itself (refinenet4 has no skip '
+                                   'input); not part of this model')
+            continue
+        for head_name, head in heads:
+            targets = head.state_dict(keep_vars=True)
+            if name not in targets:
+                report.skipped[key] = 'no such key in the Metric-Solver head'
+                break
+            target = targets[name]
+            if _PROJECT_WEIGHT.match(name) and value.dim() == 4 and value.shape[1] == dim \
+                    and target.shape[0] == value.shape[0] and target.shape[2:] == value.shape[2:]:
+                target[:, :dim].copy_(value)
+                target[:, dim:].zero_()
+                report.partial.append(f'{head_name}.{name}')
+            elif target.shape == value.shape:
+                target.copy_(value)
+                report.loaded.append(f'{head_name}.{name}')
+            else:
+                report.skipped[key] = _shape_reason(value, target)
+                break
+    report.missing = _missing(model, '', report)
+    return report

@@ -1,0 +1,56 @@
+"""The Metric-Solver network as pure ``nn.Module``s (no ROS, no file I/O, no CLI).
+
+``config`` (presets, constants), ``representation`` (targets, inverse maps, fusion), ``anchor``
+(the anchor pool), ``dinov2`` (encoder), ``dpt`` (heads), ``metric_solver`` (the model).
+"""
+
+from .anchor import AnchorPool
+from .config import (
+    D_TF_EPS,
+    DEFAULT_ANCHOR_POOL_M,
+    ENCODER_TAPS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    K_TAPER,
+    PRESETS,
+    MetricSolverConfig,
+    get_config,
+)
+from .dinov2 import DinoVisionTransformer
+from .dpt import DPTHead
+from .metric_solver import MetricSolver, count_parameters, create_model, parameter_groups
+from .representation import (
+    NO_MASK_NEAR_THRESHOLD,
+    decode,
+    depth_to_targets,
+    far_limit_m,
+    far_to_depth,
+    fuse_anchors,
+    near_to_depth,
+)
+
+__all__ = [
+    'D_TF_EPS',
+    'DEFAULT_ANCHOR_POOL_M',
+    'ENCODER_TAPS',
+    'IMAGENET_MEAN',
+    'IMAGENET_STD',
+    'K_TAPER',
+    'NO_MASK_NEAR_THRESHOLD',
+    'PRESETS',
+    'AnchorPool',
+    'DPTHead',
+    'DinoVisionTransformer',
+    'MetricSolver',
+    'MetricSolverConfig',
+    'count_parameters',
+    'create_model',
+    'decode',
+    'depth_to_targets',
+    'far_limit_m',
+    'far_to_depth',
+    'fuse_anchors',
+    'get_config',
+    'near_to_depth',
+    'parameter_groups',
+]

@@ -1,0 +1,180 @@
+"""The anchor-based depth representation (paper Sec. 3.1): targets, inverse maps and fusion.
+
+For an anchor depth ``a`` [m] and a depth ``d`` [m] in [0, inf]:
+
+- near: ``d_sn = d / a`` for ``d <= a`` with mask ``m = 1[d <= a]``; inverse ``d = d_sn * a``;
+- far: ``d_tf = exp(-k (d - a))`` for ``d >= a`` (+inf -> 0); inverse ``d = a - ln(d_tf) / k``,
+  +inf where ``d_tf < eps`` (beyond :func:`far_limit_m`, REP 117 "too far").
+
+Everything here is computed in float32 whatever the input dtype: with ``k = 0.025`` an error of
+0.001 in ``d_tf`` costs 4 m at ``d_tf = 0.01``, so half-precision networks are decoded from their
+logits in float32 (``-ln(sigmoid(z)) = softplus(-z)`` is exact even where ``d_tf`` underflows).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import D_TF_EPS, K_TAPER
+
+if TYPE_CHECKING:
+    from .config import MetricSolverConfig
+
+NO_MASK_NEAR_THRESHOLD: float = 0.99
+"""Without a mask head a pixel counts as near where the predicted ``d_sn`` is below this."""
+
+
+def _anchor_like(anchor_m: Tensor | float, ref: Tensor) -> Tensor:
+    """Return ``anchor_m`` as a float32 tensor on ``ref``'s device."""
+    return torch.as_tensor(anchor_m, dtype=torch.float32, device=ref.device)
+
+
+def depth_to_targets(depth_m: Tensor, anchor_m: Tensor | float,
+                     k: float = K_TAPER) -> dict[str, Tensor]:
+    """Compute the training targets of a ground-truth depth map for one anchor per image.
+
+    Args:
+        depth_m: Depth [m], shape [..., H, W]. 0 or NaN marks invalid pixels (excluded from every
+            mask); +inf is sky / infinitely far (a valid far pixel with ``d_tf = 0``).
+            Negative depths are invalid too.
+        anchor_m: Anchor depth [m] > 0: a scalar or a tensor broadcastable to ``depth_m``
+            (e.g. [B, 1, 1, 1]).
+        k: Taper rate [1/m].
+
+    Returns:
+        float32 / bool tensors of ``depth_m``'s shape:
+        ``'d_sn'`` d / a in [0, 1] where near-valid, else 0; ``'mask'`` 1.0 where near-valid
+        (valid and d <= a), else 0; ``'d_tf'`` exp(-k (d - a)) in [0, 1] where far-valid (valid
+        and d >= a; exactly 0 for +inf), else 0; ``'valid'``, ``'near_valid'``, ``'far_valid'``
+        (bool). A pixel at exactly d = a is both near- and far-valid.
+    """
+    d = depth_m.float()
+    a = _anchor_like(anchor_m, d)
+    valid = d > 0  # False for 0, NaN, negatives and -inf; True for +inf
+    near_valid = valid & (d <= a)
+    far_valid = valid & (d >= a)
+    zero = torch.zeros((), dtype=torch.float32, device=d.device)
+    d_sn = torch.where(near_valid, (d / a).clamp(0.0, 1.0), zero)
+    d_tf = torch.where(far_valid, torch.exp(-k * (d - a)), zero)
+    return {
+        'd_sn': d_sn,
+        'mask': near_valid.float(),
+        'd_tf': d_tf,
+        'valid': valid,
+        'near_valid': near_valid,
+        'far_valid': far_valid,
+    }
+
+
+def near_to_depth(d_sn: Tensor, anchor_m: Tensor | float) -> Tensor:
+    """Invert the near representation: depth [m] = ``d_sn * a`` (float32)."""
+    d_sn = d_sn.float()
+    return d_sn * _anchor_like(anchor_m, d_sn)
+
+
+def far_to_depth(d_tf: Tensor, anchor_m: Tensor | float, k: float = K_TAPER,
+                 eps: float = D_TF_EPS) -> Tensor:
+    """Invert the far representation: depth [m] = ``a - ln(d_tf) / k`` (float32).
+
+    ``d_tf`` is clamped to at most 1 (depth >= a); ``d_tf < eps`` (including 0) gives +inf.
+    """
+    d_tf = d_tf.float().clamp(max=1.0)
+    a = _anchor_like(anchor_m, d_tf)
+    depth = a - torch.log(d_tf.clamp(min=eps)) / k
+    return torch.where(d_tf < eps, torch.full_like(depth, math.inf), depth)
+
+
+def far_limit_m(anchor_m: float, k: float = K_TAPER, eps: float = D_TF_EPS) -> float:
+    """Return the largest finite far depth [m] for anchor ``anchor_m`` [m]: ``a - ln(eps) / k``."""
+    return float(anchor_m) - math.log(eps) / k
+
+
+def decode(outputs: dict[str, Tensor], anchors_m: Tensor,
+           config: MetricSolverConfig) -> dict[str, Tensor]:
+    """Turn raw network outputs (logits) into metric depth, in float32.
+
+    Args:
+        outputs: ``MetricSolver`` outputs: ``'d_sn_logit'`` and, if the heads exist,
+            ``'mask_logit'`` and ``'d_tf_logit'``, each [B, 1, h, w] (any float dtype).
+        anchors_m: Anchor depth [m] of each batch item, shape [B] (or [B, 1, 1, 1]).
+        config: The network's config (``k``, ``d_tf_eps``, ``mask_head``, ``far_head``).
+
+    Returns:
+        ``'depth_m'`` [B, 1, h, w] float32 depth [m], +inf beyond the far limit;
+        ``'near'`` bool, the pixel is nearer than its anchor (``near_prob >= 0.5``);
+        ``'near_prob'`` float32 mask probability; ``'depth_near_m'`` ``d_sn * a``;
+        ``'depth_far_m'`` ``a - ln(d_tf) / k`` (+inf where ``d_tf < eps``).
+
+        Without a mask head (``mask_head=False``) a pixel is near where ``d_sn < 0.99``
+        (:data:`NO_MASK_NEAR_THRESHOLD`) and ``near_prob`` is that decision as 0/1.
+        Without a far head (``far_head=False``, the "one head, hard cap" baseline) the depth is
+        ``d_sn * a`` everywhere (capped at the anchor) and ``depth_far_m`` equals ``depth_near_m``.
+    """
+    d_sn_logit = outputs['d_sn_logit'].float()
+    a = anchors_m.float().to(d_sn_logit.device).reshape(-1, 1, 1, 1)
+    depth_near = torch.sigmoid(d_sn_logit) * a
+    if config.mask_head:
+        near_prob = torch.sigmoid(outputs['mask_logit'].float())
+        near = near_prob >= 0.5
+    else:
+        near = torch.sigmoid(d_sn_logit) < NO_MASK_NEAR_THRESHOLD
+        near_prob = near.float()
+    if config.far_head:
+        # -ln(sigmoid(z)) = softplus(-z): exact where d_tf is far below fp16/bf16 resolution.
+        neg_log_d_tf = F.softplus(-outputs['d_tf_logit'].float())
+        depth_far = a + neg_log_d_tf / config.k
+        too_far = neg_log_d_tf > -math.log(config.d_tf_eps)
+        depth_far = torch.where(too_far, torch.full_like(depth_far, math.inf), depth_far)
+        depth = torch.where(near, depth_near, depth_far)
+    else:
+        depth_far = depth_near
+        depth = depth_near
+    return {
+        'depth_m': depth,
+        'near': near,
+        'near_prob': near_prob,
+        'depth_near_m': depth_near,
+        'depth_far_m': depth_far,
+    }
+
+
+def fuse_anchors(depth_near_m: Tensor, depth_far_m: Tensor, near: Tensor,
+                 anchors_m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Fuse the decoded predictions of several anchors for ONE image (METHOD.md's rule).
+
+    Per pixel: the near prediction of the smallest anchor whose mask says near (the finest
+    resolution that covers the pixel); where no anchor says near, the far prediction of the
+    largest anchor.
+
+    Args:
+        depth_near_m: Near depth [m] per anchor, [A, 1, h, w].
+        depth_far_m: Far depth [m] per anchor, [A, 1, h, w].
+        near: Near decision per anchor, [A, 1, h, w] bool.
+        anchors_m: The A anchor depths [m], shape [A], in any order.
+
+    Returns:
+        ``(depth_m, near_any, anchor_index)``, each [1, 1, h, w]: fused depth [m] (float32),
+        whether any anchor said near (bool), and the index into ``anchors_m`` of the anchor
+        whose prediction was used (long).
+    """
+    num = depth_near_m.shape[0]
+    if not (depth_far_m.shape[0] == near.shape[0] == num == anchors_m.numel()):
+        raise ValueError(f'fuse_anchors: {num} near maps, {depth_far_m.shape[0]} far maps, '
+                         f'{near.shape[0]} masks and {anchors_m.numel()} anchors must agree')
+    anchors = anchors_m.reshape(-1).to(depth_near_m.device)
+    order = torch.argsort(anchors.float())  # ascending anchor depth
+    near_sorted = near.bool()[order]
+    near_any = near_sorted.any(dim=0, keepdim=True)
+    # First True along the (sorted) anchor axis; argmax returns the first maximal index.
+    first_near = torch.argmax(near_sorted.to(torch.uint8), dim=0, keepdim=True)
+    largest = order[-1]
+    anchor_index = torch.where(near_any, order[first_near], largest)
+    depth_near = torch.gather(depth_near_m.float(), 0, anchor_index)
+    depth_far = depth_far_m[largest].float().unsqueeze(0)
+    depth = torch.where(near_any, depth_near, depth_far)
+    return depth, near_any, anchor_index
