@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import collections
 import math
+import signal
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -501,19 +503,28 @@ def _cloud_msg(header: Any, xyz_m: np.ndarray, rgb: np.ndarray | None) -> PointC
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C / SIGTERM (Humble-safe init/shutdown)."""
+    """Run the node until Ctrl-C / SIGTERM (Humble-safe init/shutdown).
+
+    The executor is spun in short slices so that a Python SIGTERM handler runs promptly on every
+    distro; SIGINT is rclpy's own (it shuts the context down).
+    """
     rclpy.init(args=args)
+    terminate = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminate.set())
     node = None
     code = 0
     try:
         node = MetricSolverNode()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and not terminate.is_set():
+            executor.spin_once(timeout_sec=0.1)
     except StartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         code = 1
     except KeyboardInterrupt:
         pass
-    except Exception as exc:  # ExternalShutdownException on SIGTERM (name differs by distro)
+    except Exception as exc:  # ExternalShutdownException after SIGINT (name differs by distro)
         if type(exc).__name__ != 'ExternalShutdownException':
             raise
     finally:
