@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import collections
 import math
+import re
 import signal
 import sys
 import threading
@@ -68,6 +69,9 @@ CAMERA_INFO_HISTORY = 30
 ERROR_LOG_PERIOD_S = 5.0
 
 
+_DIGITS = re.compile(r'[-+]?\d[\d.e+-]*')
+
+
 class StartupError(RuntimeError):
     """The node cannot start (bad checkpoint, device, parameters); the text says why."""
 
@@ -82,7 +86,12 @@ class ThrottledLog:
         self._lock = threading.Lock()
 
     def warn(self, key: str, text: str, level: str = 'warning') -> None:
-        """Log ``text`` unless ``key`` was logged within the period."""
+        """Log ``text`` unless the same kind of message was logged within the period.
+
+        The kind is ``key`` plus the text with its numbers blanked, so different problems
+        (a short buffer, an unknown encoding) each get through, and a flood of one does not.
+        """
+        key = f'{key}:{_DIGITS.sub("#", text)}'
         now = time.monotonic()
         with self._lock:
             state = self._state.get(key)
@@ -362,6 +371,8 @@ class MetricSolverNode(Node):
                 else:
                     self._process_redecode()
             except Exception as exc:  # the node must keep serving whatever happens
+                if self._stop.is_set() or not rclpy.ok():
+                    return  # shutting down: publishers are gone
                 self._log.warn(f'worker:{type(exc).__name__}',
                                f'frame dropped: {type(exc).__name__}: {exc}', level='error')
 

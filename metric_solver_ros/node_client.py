@@ -75,7 +75,6 @@ class DepthNodeClient:
     """
 
     def __init__(self, namespace: str, name: str = 'depth_client') -> None:
-        import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rclpy.qos import qos_profile_sensor_data
@@ -115,7 +114,7 @@ class DepthNodeClient:
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
         self._thread.start()
-        self._rclpy = rclpy
+        self._closed = False
 
     def _recorder(self, key: str):
         def record(msg) -> None:
@@ -146,7 +145,8 @@ class DepthNodeClient:
         if not wait_for(lambda: self.set_anchor.service_is_ready() or not alive(), timeout_s):
             return False
         return (alive() and self.set_anchor.service_is_ready()
-                and wait_for(lambda: self.pub_image.get_subscription_count() > 0
+                and wait_for(lambda: (self.pub_image.get_subscription_count() > 0
+                                      or self.pub_compressed.get_subscription_count() > 0)
                              and self.pub_info.get_subscription_count() > 0
                              and self.pub_anchor.get_subscription_count() > 0, timeout_s)
                 and wait_for(lambda: all(p > 0 for p in self.publisher_counts()), timeout_s))
@@ -212,7 +212,10 @@ class DepthNodeClient:
         return msg
 
     def close(self) -> None:
-        """Stop spinning and destroy the probe node."""
+        """Stop spinning and destroy the client node (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self._executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
 

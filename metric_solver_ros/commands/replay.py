@@ -1,0 +1,632 @@
+r"""``metric-solver replay``: play a rosbag's camera into a running node and record its answers.
+
+Examples::
+
+    depth_node --ros-args -r __ns:=/depth -p device:=cuda &
+    metric-solver replay --bag my_bag --image-topic /camera/color/image_raw \\
+        --camera-info-topic /camera/color/camera_info --namespace /depth --record replay_bag
+    metric-solver eval --bag replay_bag --depth-topic /camera/depth/image_raw \\
+        --pred-topic /depth/depth --cap 10
+
+The bag's image messages (``sensor_msgs/Image``, or ``CompressedImage`` published on
+``<ns>/image/compressed``) and camera infos are published *as recorded*: the serialised bytes go
+out unchanged, so header stamps are kept, with the recorded timing divided by ``--rate``.
+Messages that share a log time go out camera info first. The node's ``depth``,
+``anchor_mask``, ``depth_info`` (and with ``--points`` its ``points``) are received as serialised
+bytes and, with ``--record``, written to a new bag together with copies of the original image,
+camera info and ground-truth depth topics (original log times), so one bag holds input, GT and
+prediction. Outputs are logged at their arrival time on the original bag's timeline
+(``first log time + (arrival - start) x rate``).
+
+Report (printed, and ``replay.json`` next to the recorded bag or at ``--summary``): frames
+published, frames answered (a ``depth`` with the image's stamp arrived), and latency percentiles:
+*end to end* (image published here -> its depth received here) and *node* (image published here
+-> node published its ``depth_info``: ``DepthInfo.latency_ms`` minus the stamp's age when we
+published it; only for stamps less than about 17 minutes old then, as the float32 field cannot
+resolve 0.1 ms beyond that, so null for old bags). ``DepthInfo.latency_ms`` itself (image stamp
+-> publish) is kept as ``depth_info_raw``.
+
+The node keeps only the newest pending image, so a replay faster than the node answers drops
+frames (reported, stamp by stamp). ``--lockstep`` publishes each image only once the previous one
+is answered (or ``--wait-s`` passed), for a complete recording to evaluate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import queue
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
+CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+DEPTH_INFO = 'metric_solver_ros/msg/DepthInfo'
+#: Node outputs recorded: key -> (topic below the namespace, message type).
+OUTPUTS = {'depth': ('depth', IMAGE), 'anchor_mask': ('anchor_mask', IMAGE),
+           'depth_info': ('depth_info', DEPTH_INFO),
+           'points': ('points', 'sensor_msgs/msg/PointCloud2')}
+#: Pause after every link is matched, so the first best-effort image is not lost [s].
+SETTLE_S = 0.3
+#: Coarsest float32 step of ``DepthInfo.latency_ms`` accepted for the node latency [ms].
+NODE_LATENCY_RESOLUTION_MS = 0.1
+#: History kept per output subscription (reliable), far more than the node publishes at once.
+OUTPUT_QUEUE_DEPTH = 100
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``metric-solver replay``."""
+    parser.add_argument('--bag', type=pathlib.Path, required=True,
+                        help='rosbag2 directory, .mcap or .db3 file to play')
+    parser.add_argument('--image-topic', default='/camera/color/image_raw',
+                        help='image topic of the bag, Image or CompressedImage '
+                             '(default: %(default)s)')
+    parser.add_argument('--camera-info-topic', default=None,
+                        help='CameraInfo topic of the bag to publish alongside (needed for the '
+                             'node\'s points)')
+    parser.add_argument('--depth-topic', default='/camera/depth/image_raw',
+                        help='ground-truth depth topic copied into the recording when the bag '
+                             'has it (default: %(default)s)')
+    parser.add_argument('--rate', type=float, default=1.0,
+                        help='playback speed factor: 2 plays twice as fast (default: %(default)s)')
+    parser.add_argument('--namespace', default='/depth',
+                        help='namespace of the running node: it reads <ns>/image (or '
+                             '<ns>/image/compressed) and <ns>/camera_info (default: %(default)s)')
+    parser.add_argument('--record', type=pathlib.Path, default=None, metavar='OUT_BAG',
+                        help='record the node\'s outputs (and copies of the bag\'s image, camera '
+                             'info and GT depth) into this new bag')
+    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
+                        help='storage of the recorded bag (default: %(default)s)')
+    parser.add_argument('--points', action='store_true',
+                        help='also subscribe to and record <ns>/points (the node computes the '
+                             'cloud only when someone subscribes)')
+    parser.add_argument('--lockstep', action='store_true',
+                        help='publish each image only after the previous one was answered '
+                             '(or --wait-s passed): no frame is dropped by a slow node')
+    parser.add_argument('--wait-s', type=float, default=5.0,
+                        help='how long to wait for the node to appear, and for answers after '
+                             'the last image / between outputs [s] (default: %(default)s)')
+    parser.add_argument('--max-frames', type=int, default=None,
+                        help='publish only the first N images')
+    parser.add_argument('--summary', type=pathlib.Path, default=None,
+                        help='where to write the JSON summary (default: replay.json next to '
+                             'the recorded bag; none without --record)')
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Reject bad options before anything starts (ValueError / FileNotFoundError)."""
+    if not (math.isfinite(args.rate) and args.rate > 0):
+        raise ValueError(f'--rate must be a finite number > 0, got {args.rate}')
+    if not (math.isfinite(args.wait_s) and args.wait_s > 0):
+        raise ValueError(f'--wait-s must be > 0 s, got {args.wait_s}')
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f'--max-frames must be >= 1, got {args.max_frames}')
+    if not args.bag.exists():
+        raise FileNotFoundError(f'no bag at {args.bag}')
+    if args.record is not None and args.record.exists():
+        raise ValueError(f'{args.record} exists; remove it or choose another --record')
+    if args.summary is None and args.record is not None:
+        args.summary = args.record.parent / 'replay.json'
+        if args.summary.exists():
+            raise ValueError(f'{args.summary} exists (from another replay?); remove it, record '
+                             'into another folder or pass --summary')
+    if not args.namespace.startswith('/'):
+        args.namespace = '/' + args.namespace
+    args.namespace = args.namespace.rstrip('/')
+
+
+# ------------------------------------------------------------------------------- bag helpers
+
+
+def depth_info_definition() -> str:
+    """Return the text of ``msg/DepthInfo.msg`` (installed share directory or source checkout).
+
+    Raises:
+        FileNotFoundError: If no copy is found.
+    """
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(pathlib.Path(get_package_share_directory('metric_solver_ros')))
+    except (ImportError, KeyError, LookupError, OSError, ValueError):
+        pass  # no ament index (plain venv): look in the prefix and the checkout
+    candidates += [pathlib.Path(sys.prefix) / 'share' / 'metric_solver_ros',
+                   pathlib.Path(__file__).resolve().parents[2]]
+    for root in candidates:
+        path = root / 'msg' / 'DepthInfo.msg'
+        if path.is_file():
+            return path.read_text()
+    raise FileNotFoundError('msg/DepthInfo.msg not found in ' +
+                            ', '.join(str(c) for c in candidates))
+
+
+def recording_typestore() -> Any:
+    """A rosbags type store (ROS 2 Humble) that also knows ``metric_solver_ros/msg/DepthInfo``."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)  # a fresh store: bagio's shared one stays as is
+    store.register(get_types_from_msg(depth_info_definition(), DEPTH_INFO))
+    return store
+
+
+class RawBagWriter:
+    """Write already serialised (CDR) messages to a new rosbag2; connections added on first use.
+
+    Args:
+        path: Bag directory to create (must not exist).
+        storage: ``'mcap'`` or ``'sqlite3'``.
+        typestore: rosbags type store that defines every message type written.
+    """
+
+    def __init__(self, path: pathlib.Path, storage: str, typestore: Any) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        from metric_solver_ros.bagio import BAG_VERSION
+
+        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+        self.path = path
+        self._store = typestore
+        self._writer = Writer(path, version=BAG_VERSION, storage_plugin=plugin)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def write(self, topic: str, msgtype: str, data: bytes | memoryview, log_time_ns: int,
+              source: Any = None) -> None:
+        """Append one serialised message.
+
+        Args:
+            topic: Topic name.
+            msgtype: Message type, e.g. ``sensor_msgs/msg/Image``.
+            data: CDR bytes.
+            log_time_ns: Log time [ns].
+            source: The rosbags connection it was read from: its message definition is reused.
+        """
+        connection = self._connections.get(topic)
+        if connection is None:
+            definition = getattr(source, 'msgdef', None)
+            if definition is not None and definition.data and source.digest:
+                connection = self._writer.add_connection(
+                    topic, msgtype, msgdef=definition.data, rihs01=source.digest)
+            else:
+                connection = self._writer.add_connection(topic, msgtype, typestore=self._store)
+            self._connections[topic] = connection
+        self._writer.write(connection, int(log_time_ns), data)
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def close(self) -> None:
+        """Finish the bag (writes its metadata)."""
+        self._writer.close()
+
+
+def _bag_messages(path: pathlib.Path, topics: list[str]) -> Iterator[list[tuple[Any, int, bytes]]]:
+    """Yield the raw messages of ``topics`` grouped by identical log time, in log-time order."""
+    from rosbags.rosbag2 import Reader
+
+    with Reader(path) as reader:
+        connections = [c for c in reader.connections if c.topic in topics]
+        group: list[tuple[Any, int, bytes]] = []
+        for connection, log_time_ns, raw in reader.messages(connections=connections):
+            if group and group[0][1] != log_time_ns:
+                yield group
+                group = []
+            group.append((connection, log_time_ns, bytes(raw)))
+        if group:
+            yield group
+
+
+# ------------------------------------------------------------------------------- the live link
+
+
+class ReplayLink:
+    """An rclpy node that publishes serialised bag messages and receives the node's outputs raw.
+
+    Args:
+        namespace: Namespace of the running metric_solver node (``/depth``).
+        compressed: Publish ``CompressedImage`` on ``<ns>/image/compressed`` instead of
+            ``Image`` on ``<ns>/image``.
+        outputs: Keys of :data:`OUTPUTS` to subscribe to.
+    """
+
+    def __init__(self, namespace: str, compressed: bool, outputs: list[str]) -> None:
+        import threading
+
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+        from metric_solver_ros.msg import DepthInfo
+
+        kinds = {IMAGE: Image, DEPTH_INFO: DepthInfo, 'sensor_msgs/msg/PointCloud2': PointCloud2}
+        self.ns = namespace
+        self.node = Node(f'metric_solver_replay_{os.getpid()}')
+        self.image_topic = f'{namespace}/image' + ('/compressed' if compressed else '')
+        self.pub_image = self.node.create_publisher(
+            CompressedImage if compressed else Image, self.image_topic, qos_profile_sensor_data)
+        self.pub_info = self.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
+                                                   qos_profile_sensor_data)
+        #: (key, arrival time [ns, monotonic], serialised message) in arrival order.
+        self.arrivals: queue.SimpleQueue = queue.SimpleQueue()
+        self.output_topics = {key: f'{namespace}/{OUTPUTS[key][0]}' for key in outputs}
+        qos = QoSProfile(depth=OUTPUT_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
+        for key, topic in self.output_topics.items():
+            self.node.create_subscription(kinds[OUTPUTS[key][1]], topic, self._receiver(key),
+                                          qos, raw=True)
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self._executor.spin()
+        except ExternalShutdownException:
+            pass  # the context was shut down under us (e.g. by another owner): stop receiving
+
+    def _receiver(self, key: str):
+        def receive(data: bytes) -> None:
+            self.arrivals.put((key, time.monotonic_ns(), data))
+        return receive
+
+    def missing_links(self, with_info: bool) -> list[str]:
+        """Topics not matched yet: our publishers without the node, the node's outputs unseen."""
+        missing = [] if self.pub_image.get_subscription_count() else [self.image_topic]
+        if with_info and not self.pub_info.get_subscription_count():
+            missing.append(f'{self.ns}/camera_info')
+        missing += [t for t in self.output_topics.values() if not self.node.count_publishers(t)]
+        return missing
+
+    def close(self) -> None:
+        """Stop spinning and destroy the node."""
+        self._executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+
+
+# ------------------------------------------------------------------------------- bookkeeping
+
+
+@dataclass
+class _Frame:
+    """One published image: when it went out and what came back for it."""
+
+    stamp_ns: int
+    published_mono_ns: int
+    published_wall_ns: int
+    depth_mono_ns: int | None = None
+    info_latency_ms: float | None = None
+    inference_ms: float | None = None
+
+    @property
+    def end_to_end_ms(self) -> float | None:
+        """Image published here -> its depth received here [ms]."""
+        if self.depth_mono_ns is None:
+            return None
+        return (self.depth_mono_ns - self.published_mono_ns) / 1e6
+
+    @property
+    def node_latency_ms(self) -> float | None:
+        """Image published here -> the node published its depth_info [ms] (stamp age removed).
+
+        None when ``DepthInfo.latency_ms`` (float32) is too coarse at the stamp's age to resolve
+        :data:`NODE_LATENCY_RESOLUTION_MS` (stamps older than about 10 minutes).
+        """
+        import numpy as np
+
+        if self.info_latency_ms is None or not math.isfinite(self.info_latency_ms):
+            return None
+        if float(np.spacing(np.float32(self.info_latency_ms))) > NODE_LATENCY_RESOLUTION_MS:
+            return None
+        return self.info_latency_ms - (self.published_wall_ns - self.stamp_ns) / 1e6
+
+
+@dataclass
+class _Session:
+    """Everything measured during one replay."""
+
+    frames: dict[int, _Frame] = field(default_factory=dict)
+    duplicate_stamps: int = 0
+    received: dict[str, int] = field(default_factory=dict)
+    unknown_stamp: dict[str, int] = field(default_factory=dict)
+    last_arrival_mono_ns: int = 0
+
+    def answered(self, stamp_ns: int) -> bool:
+        frame = self.frames.get(stamp_ns)
+        return frame is not None and frame.depth_mono_ns is not None
+
+    def complete(self) -> bool:
+        """Whether the newest image has its depth and depth_info.
+
+        The node works on the newest pending image and publishes in order, so once the newest
+        is answered, older images without an answer were dropped and will not come.
+        """
+        if not self.frames:
+            return True
+        last = next(reversed(self.frames.values()))
+        return last.depth_mono_ns is not None and last.info_latency_ms is not None
+
+
+def percentiles(values: list[float]) -> dict[str, Any]:
+    """``n``, ``p50``, ``p95``, ``p99``, ``mean``, ``max`` of ``values`` [ms] (None when empty)."""
+    import numpy as np
+
+    if not values:
+        return {'n': 0, 'p50': None, 'p95': None, 'p99': None, 'mean': None, 'max': None}
+    array = np.asarray(values, dtype=np.float64)
+    p50, p95, p99 = np.percentile(array, [50, 95, 99])
+    return {'n': len(values), 'p50': float(p50), 'p95': float(p95), 'p99': float(p99),
+            'mean': float(array.mean()), 'max': float(array.max())}
+
+
+class _Replay:
+    """The replay loop: pacing, publishing, draining outputs into the session and the bag."""
+
+    def __init__(self, args: argparse.Namespace, link: ReplayLink,
+                 writer: RawBagWriter | None) -> None:
+        self.args, self.link, self.writer = args, link, writer
+        self.session = _Session()
+        self.start_mono_ns = 0
+        self.bag_start_ns = 0
+
+    def drain(self) -> None:
+        """Move every output that arrived so far into the session (and the recording)."""
+        from rclpy.serialization import deserialize_message
+
+        from metric_solver_ros.bagio import cdr_header_stamp_ns
+        from metric_solver_ros.msg import DepthInfo
+
+        session = self.session
+        while True:
+            try:
+                key, arrival_ns, data = self.link.arrivals.get_nowait()
+            except queue.Empty:
+                return
+            session.last_arrival_mono_ns = arrival_ns
+            session.received[key] = session.received.get(key, 0) + 1
+            stamp = cdr_header_stamp_ns(data)
+            frame = session.frames.get(stamp)
+            if frame is None:
+                session.unknown_stamp[key] = session.unknown_stamp.get(key, 0) + 1
+            elif key == 'depth' and frame.depth_mono_ns is None:
+                frame.depth_mono_ns = arrival_ns
+            elif key == 'depth_info' and frame.info_latency_ms is None:
+                info = deserialize_message(data, DepthInfo)
+                frame.info_latency_ms = float(info.latency_ms)
+                frame.inference_ms = float(info.inference_ms)
+            if self.writer is not None:
+                log_ns = self.bag_start_ns + round(
+                    (arrival_ns - self.start_mono_ns) * self.args.rate)
+                self.writer.write(self.link.output_topics[key], OUTPUTS[key][1], data, log_ns)
+
+    def wait_until(self, done, deadline_mono_ns: int) -> bool:
+        """Drain outputs until ``done()`` or the deadline [monotonic ns]; return ``done()``."""
+        while True:
+            self.drain()
+            if done():
+                return True
+            remaining_ns = deadline_mono_ns - time.monotonic_ns()
+            if remaining_ns <= 0:
+                return False
+            time.sleep(min(remaining_ns / 1e9, 0.002))
+
+    def play(self, topics: list[str], publish: set[str]) -> bool:
+        """Publish (and copy) the bag's messages in time; return False when interrupted."""
+        from metric_solver_ros.bagio import cdr_header_stamp_ns
+
+        args, session = self.args, self.session
+        wait_ns = round(args.wait_s * 1e9)
+        previous_stamp = None
+        images = 0
+        try:
+            for group in _bag_messages(args.bag, topics):
+                log_ns = group[0][1]
+                if not self.start_mono_ns:
+                    self.start_mono_ns, self.bag_start_ns = time.monotonic_ns(), log_ns
+                has_image = any(c.topic == args.image_topic for c, _, _ in group)
+                if has_image and args.max_frames is not None and images >= args.max_frames:
+                    break
+                target_ns = self.start_mono_ns + round((log_ns - self.bag_start_ns) / args.rate)
+                if has_image and args.lockstep and previous_stamp is not None:
+                    self.wait_until(lambda s=previous_stamp: session.answered(s),
+                                    time.monotonic_ns() + wait_ns)
+                self.wait_until(lambda: False, target_ns)
+                # Camera info before the image of the same instant (the node pairs by stamp).
+                for connection, _, data in sorted(
+                        group, key=lambda m: m[0].topic == args.image_topic):
+                    if connection.topic == args.image_topic:
+                        previous_stamp = cdr_header_stamp_ns(data)
+                        self._publish_image(data, previous_stamp)
+                        images += 1
+                    elif connection.topic in publish:
+                        self.link.pub_info.publish(data)
+                    if self.writer is not None:
+                        self.writer.write(connection.topic, connection.msgtype, data, log_ns,
+                                          source=connection)
+            # Answers in flight: wait for the newest image's, or until nothing came for --wait-s.
+            last_ns = time.monotonic_ns()
+            while True:
+                deadline_ns = max(last_ns, session.last_arrival_mono_ns) + wait_ns
+                if (self.wait_until(session.complete, deadline_ns)
+                        or max(last_ns, session.last_arrival_mono_ns) + wait_ns
+                        <= time.monotonic_ns()):
+                    break
+        except KeyboardInterrupt:
+            self.drain()
+            return False
+        return True
+
+    def _publish_image(self, data: bytes, stamp_ns: int) -> None:
+        """Publish one serialised image and note when it went out."""
+        if stamp_ns in self.session.frames:
+            self.session.duplicate_stamps += 1
+        self.session.frames.setdefault(
+            stamp_ns, _Frame(stamp_ns, time.monotonic_ns(), time.time_ns()))
+        self.link.pub_image.publish(data)
+
+
+# ------------------------------------------------------------------------------- the command
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay, record and report; return 0 when frames were answered, 130 if interrupted, else 1.
+
+    Raises:
+        ValueError: For bad options or topics (the message lists the bag's topics).
+        FileNotFoundError: If the bag is missing.
+    """
+    from metric_solver_ros.bagio import list_topics
+
+    _check(args)
+    bag_topics = list_topics(args.bag)
+    have = ', '.join(f'{t} [{k}]' for t, k in bag_topics.items()) or 'nothing'
+    image_type = bag_topics.get(args.image_topic)
+    if image_type not in (IMAGE, COMPRESSED_IMAGE):
+        what = 'is not in' if image_type is None else f'is {image_type}, not an image, in'
+        raise ValueError(f'--image-topic {args.image_topic} {what} {args.bag}; it holds: {have}')
+    publish = {args.image_topic}
+    if args.camera_info_topic is not None:
+        if bag_topics.get(args.camera_info_topic) != CAMERA_INFO:
+            raise ValueError(f'--camera-info-topic {args.camera_info_topic} is not a CameraInfo '
+                             f'topic of {args.bag}; it holds: {have}')
+        publish.add(args.camera_info_topic)
+    copied = sorted(publish | ({args.depth_topic} if args.depth_topic in bag_topics else set()))
+    outputs = ['depth', 'anchor_mask', 'depth_info'] + (['points'] if args.points else [])
+    typestore = recording_typestore() if args.record else None
+
+    os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')  # big best-effort images
+    import rclpy
+
+    from metric_solver_ros.node_client import wait_for
+
+    owns_rclpy = not rclpy.ok()
+    if owns_rclpy:
+        # Ctrl-C must stop the playback (and still report), not silently shut the context down.
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    link = writer = None
+    try:
+        link = ReplayLink(args.namespace, image_type == COMPRESSED_IMAGE, outputs)
+        with_info = args.camera_info_topic is not None
+        if not wait_for(lambda: not link.missing_links(with_info), args.wait_s):
+            missing = link.missing_links(with_info)
+            hint = (' (is the node running with -p image_transport:=compressed?)'
+                    if image_type == COMPRESSED_IMAGE else '')
+            print(f'metric-solver replay: no running node on {args.namespace} within '
+                  f'{args.wait_s:g} s: nothing on {", ".join(missing)}{hint}. Start it with '
+                  f'`depth_node --ros-args -r __ns:={args.namespace}` (same ROS_DOMAIN_ID and '
+                  'FASTDDS_BUILTIN_TRANSPORTS).', file=sys.stderr)
+            return 1
+        time.sleep(SETTLE_S)
+        if args.record is not None:
+            writer = RawBagWriter(args.record, args.storage, typestore)
+        replay = _Replay(args, link, writer)
+        started = time.monotonic()
+        completed = replay.play(copied if writer is not None else sorted(publish), publish)
+        duration_s = time.monotonic() - started
+    finally:
+        if link is not None:
+            link.close()
+        if writer is not None:
+            writer.close()
+        if owns_rclpy and rclpy.ok():
+            rclpy.shutdown()
+
+    summary = _summary(args, replay.session, image_type, duration_s, completed, writer,
+                       args.depth_topic in bag_topics)
+    _print_report(summary)
+    if args.summary is not None:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(json.dumps(summary, indent=2, allow_nan=False) + '\n')
+        print(f'summary: {args.summary}')
+    if not completed:
+        return 130
+    return 0 if summary['frames_answered'] else 1
+
+
+def _summary(args: argparse.Namespace, session: _Session, image_type: str, duration_s: float,
+             completed: bool, writer: RawBagWriter | None, has_gt: bool) -> dict[str, Any]:
+    """The JSON summary (strict JSON: unknown values are null)."""
+    frames = sorted(session.frames.values(), key=lambda f: f.stamp_ns)
+    answered = [f for f in frames if f.depth_mono_ns is not None]
+    pred_topic = f'{args.namespace}/depth'
+    notes = []
+    with_info = [f for f in frames if f.info_latency_ms is not None]
+    if with_info and not any(f.node_latency_ms is not None for f in with_info):
+        notes.append('node latency unavailable: the bag\'s stamps are too old for the float32 '
+                     'DepthInfo.latency_ms to resolve it; use end_to_end')
+    eval_command = None
+    if writer is not None and has_gt:
+        eval_command = (f'metric-solver eval --bag {args.record} --image-topic {args.image_topic} '
+                        f'--depth-topic {args.depth_topic} --pred-topic {pred_topic}')
+    return {
+        'bag': str(args.bag), 'image_topic': args.image_topic, 'image_type': image_type,
+        'camera_info_topic': args.camera_info_topic, 'namespace': args.namespace,
+        'rate': args.rate, 'lockstep': args.lockstep, 'wait_s': args.wait_s,
+        'completed': completed, 'duration_s': duration_s,
+        'frames_published': len(frames), 'frames_answered': len(answered),
+        'answered_fraction': len(answered) / len(frames) if frames else None,
+        'unanswered_stamps_ns': [f.stamp_ns for f in frames if f.depth_mono_ns is None],
+        'duplicate_image_stamps': session.duplicate_stamps,
+        'outputs_received': dict(session.received),
+        'outputs_with_unknown_stamp': dict(session.unknown_stamp),
+        'latency_ms': {
+            'end_to_end': percentiles([f.end_to_end_ms for f in answered]),
+            'node': percentiles([f.node_latency_ms for f in frames
+                                 if f.node_latency_ms is not None]),
+            'depth_info_raw': percentiles([f.info_latency_ms for f in frames
+                                           if f.info_latency_ms is not None
+                                           and math.isfinite(f.info_latency_ms)]),
+        },
+        'notes': notes,
+        'inference_ms': percentiles([f.inference_ms for f in frames
+                                     if f.inference_ms is not None]),
+        'record': None if writer is None else {
+            'bag': str(args.record), 'storage': args.storage, 'messages': dict(writer.counts),
+            'pred_topic': pred_topic, 'gt_depth_topic': args.depth_topic if has_gt else None},
+        'eval_command': eval_command,
+        'frames': [{'stamp_ns': f.stamp_ns, 'answered': f.depth_mono_ns is not None,
+                    'end_to_end_ms': f.end_to_end_ms, 'node_latency_ms': f.node_latency_ms,
+                    'inference_ms': f.inference_ms} for f in frames],
+    }
+
+
+def _print_report(summary: dict[str, Any]) -> None:
+    def cells(stats: dict[str, Any]) -> str:
+        if not stats['n']:
+            return 'none'
+        return '  '.join(f'{k} {stats[k]:.1f}' for k in ('p50', 'p95', 'p99', 'max'))
+
+    published, answered = summary['frames_published'], summary['frames_answered']
+    share = f' ({100.0 * answered / published:.0f}%)' if published else ''
+    latency = summary['latency_ms']
+    lines = [
+        f'replay: {published} frames published from {summary["bag"]} '
+        f'({summary["image_topic"]}) at {summary["rate"]:g}x in {summary["duration_s"]:.1f} s'
+        + ('' if summary['completed'] else ' (interrupted)'),
+        f'answered: {answered} / {published}{share}'
+        + (f'; unanswered stamps [ns]: {summary["unanswered_stamps_ns"][:10]}'
+           + (' ...' if len(summary['unanswered_stamps_ns']) > 10 else '')
+           if published > answered else ''),
+        f'end-to-end latency [ms] (published -> depth received): {cells(latency["end_to_end"])}',
+        f'node latency [ms] (published -> depth_info sent):    {cells(latency["node"])}',
+        f'inference [ms] (depth_info):                          '
+        f'{cells(summary["inference_ms"])}',
+    ]
+    lines += [f'note: {note}' for note in summary['notes']]
+    if summary['record'] is not None:
+        counts = ', '.join(f'{t} {n}' for t, n in sorted(summary['record']['messages'].items()))
+        lines.append(f'recorded {summary["record"]["bag"]}: {counts}')
+    if summary['eval_command']:
+        lines.append(f'evaluate: {summary["eval_command"]}')
+    print('\n'.join(lines))

@@ -1,0 +1,203 @@
+"""``metric-solver predict`` on real image files with a small random-weight model (CPU)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import cv2
+import numpy as np
+import pytest
+from node_harness import camera_image, small_checkpoint
+
+from metric_solver_ros.commands import predict
+from metric_solver_ros.engine import DepthEngine
+from metric_solver_ros.visualize import read_ply
+
+WIDTH, HEIGHT = 64, 48
+INTRINSICS = (60.0, 61.0, 31.5, 23.5)
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    return small_checkpoint(tmp_path_factory.mktemp('model') / 'small.safetensors')
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('images')
+    rgb = camera_image(WIDTH, HEIGHT)
+    first, second = folder / 'room.png', folder / 'mirror.jpg'
+    cv2.imwrite(str(first), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(second), cv2.cvtColor(np.ascontiguousarray(rgb[:, ::-1]), cv2.COLOR_RGB2BGR))
+    return first, second
+
+
+@pytest.fixture(scope='module')
+def engine(checkpoint):
+    return DepthEngine.from_checkpoint(str(checkpoint), device='cpu')
+
+
+def _run(argv):
+    parser = argparse.ArgumentParser()
+    predict.add_arguments(parser)
+    return predict.run(parser.parse_args([str(a) for a in argv]))
+
+
+def _expected_points(depth_m, intrinsics, stride=1, max_range_m=math.inf):
+    """Hand back-projection of the strided pixels, in PLY order (row-major, finite, in range)."""
+    fx, fy, cx, cy = intrinsics
+    rows = []
+    for v in range(0, depth_m.shape[0], stride):
+        for u in range(0, depth_m.shape[1], stride):
+            z = float(depth_m[v, u])
+            point = ((u - cx) * z / fx, (v - cy) * z / fy, z)
+            if math.isfinite(z) and math.dist(point, (0, 0, 0)) <= max_range_m:
+                rows.append(point)
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def _ply_xyz(path):
+    vertices = read_ply(path)
+    return np.stack([vertices[k] for k in 'xyz'], axis=1).astype(np.float64), vertices
+
+
+def test_outputs_have_the_right_dtypes_shapes_and_units(checkpoint, images, engine, tmp_path):
+    out = tmp_path / 'out'
+    fx, fy, cx, cy = INTRINSICS
+    assert _run([*images, '--anchor', 2.0, '--checkpoint', checkpoint, '--device', 'cpu',
+                 '--out', out, '--fx', fx, '--fy', fy, '--cx', cx, '--cy', cy]) == 0
+    for path in images:
+        stem = out / path.stem
+        depth = np.load(f'{stem}_depth.npy')
+        assert depth.dtype == np.float32 and depth.shape == (HEIGHT, WIDTH)
+        # The command writes exactly what the engine computes for that file and anchor.
+        rgb = predict.read_rgb(path)
+        expected = engine.infer(rgb, 2.0)
+        np.testing.assert_array_equal(depth, expected.depth_m)
+
+        mm = cv2.imread(f'{stem}_depth_mm.png', cv2.IMREAD_UNCHANGED)
+        assert mm.dtype == np.uint16 and mm.shape == (HEIGHT, WIDTH)
+        valid = np.isfinite(depth) & (np.round(depth * 1000.0) <= 65535)
+        np.testing.assert_array_equal(mm[valid], np.round(depth[valid] * 1000.0).astype(np.uint16))
+        assert np.all(mm[~valid] == 0)
+        assert np.abs(mm[valid] / 1000.0 - depth[valid]).max() <= 0.0005 + 1e-6
+
+        mask = cv2.imread(f'{stem}_mask.png', cv2.IMREAD_UNCHANGED)
+        assert mask.dtype == np.uint8 and mask.shape == (HEIGHT, WIDTH)
+        np.testing.assert_array_equal(mask, np.where(expected.near, 255, 0))
+
+        figure = cv2.imread(f'{stem}_depth.png', cv2.IMREAD_UNCHANGED)
+        assert figure.dtype == np.uint8 and figure.shape[0] == HEIGHT
+        assert figure.shape[1] > WIDTH and figure.shape[2] == 3  # image + colour bar
+
+        xyz, vertices = _ply_xyz(f'{stem}.ply')
+        assert set(vertices.dtype.names) == {'x', 'y', 'z', 'red', 'green', 'blue'}
+        assert len(xyz) == int(np.isfinite(depth).sum())
+        np.testing.assert_allclose(xyz, _expected_points(depth, INTRINSICS), rtol=1e-5,
+                                   atol=1e-5)
+        colours = np.stack([vertices[k] for k in ('red', 'green', 'blue')], axis=1)
+        np.testing.assert_array_equal(colours, rgb[np.isfinite(depth)])
+
+
+def test_stride_and_max_range_filter_the_cloud(checkpoint, images, tmp_path):
+    fx, fy, cx, cy = INTRINSICS
+    common = ['--anchor', 10.0, '--checkpoint', checkpoint, '--device', 'cpu',
+              '--fx', fx, '--fy', fy, '--cx', cx, '--cy', cy]
+    assert _run([images[0], *common, '--out', tmp_path / 'all']) == 0
+    depth = np.load(tmp_path / 'all' / 'room_depth.npy')
+    norms = np.linalg.norm(_expected_points(depth, INTRINSICS, stride=2), axis=1)
+    max_range = float(np.median(norms))
+    out = tmp_path / 'near'
+    assert _run([images[0], *common, '--out', out, '--points-stride', 2,
+                 '--max-range', max_range]) == 0
+    xyz, _ = _ply_xyz(out / 'room.ply')
+    expected = _expected_points(depth, INTRINSICS, stride=2, max_range_m=max_range)
+    assert 0 < len(xyz) == len(expected) < len(norms)
+    np.testing.assert_allclose(xyz, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_multi_anchor_fusion_matches_the_engine(checkpoint, images, engine, tmp_path):
+    assert _run([images[0], '--anchors', 2.0, 40.0, 10.0, '--checkpoint', checkpoint,
+                 '--device', 'cpu', '--out', tmp_path]) == 0
+    expected = engine.infer(predict.read_rgb(images[0]), [2.0, 10.0, 40.0])
+    np.testing.assert_array_equal(np.load(tmp_path / 'room_depth.npy'), expected.depth_m)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / 'room_mask.png'),
+                                             cv2.IMREAD_UNCHANGED) == 255, expected.near)
+    assert not (tmp_path / 'room.ply').exists()  # no intrinsics, no cloud
+
+
+def test_camera_info_yaml_for_another_resolution_is_scaled(checkpoint, images, tmp_path,
+                                                           capsys):
+    fx, fy, cx, cy = 120.0, 122.0, 63.5, 47.5  # calibrated at 2x the image size
+    yaml_path = tmp_path / 'camera.yaml'
+    yaml_path.write_text(
+        'image_width: 128\nimage_height: 96\ncamera_name: test\n'
+        f'camera_matrix:\n  rows: 3\n  cols: 3\n  data: [{fx}, 0, {cx}, 0, {fy}, {cy}, 0, 0, 1]\n'
+        'distortion_model: plumb_bob\n'
+        'distortion_coefficients:\n  rows: 1\n  cols: 5\n  data: [0, 0, 0, 0, 0]\n')
+    out = tmp_path / 'out'
+    assert _run([images[0], '--camera-info', yaml_path, '--checkpoint', checkpoint,
+                 '--device', 'cpu', '--out', out]) == 0
+    printed = capsys.readouterr().out
+    assert 'scaled to 64x48' in printed and '128x96' in printed
+    scaled = (fx / 2, fy / 2, (cx + 0.5) / 2 - 0.5, (cy + 0.5) / 2 - 0.5)
+    assert scaled == pytest.approx(INTRINSICS)
+    depth = np.load(out / 'room_depth.npy')
+    xyz, _ = _ply_xyz(out / 'room.ply')
+    np.testing.assert_allclose(xyz, _expected_points(depth, scaled), rtol=1e-5, atol=1e-5)
+
+
+def test_camera_info_yaml_at_the_image_resolution_is_used_as_is(tmp_path):
+    yaml_path = tmp_path / 'camera.yaml'
+    yaml_path.write_text('image_width: 64\nimage_height: 48\ncamera_matrix:\n'
+                         '  data: [60, 0, 31.5, 0, 61, 23.5, 0, 0, 1]\n'
+                         'distortion_coefficients:\n  data: [0.1, 0, 0, 0, 0]\n')
+    intrinsics, size, distorted = predict.read_camera_info_yaml(yaml_path)
+    assert intrinsics == INTRINSICS and size == (64, 48) and distorted
+
+
+@pytest.mark.parametrize('text, message', [
+    ('image_width: 64\nimage_height: 48\n', 'lacks camera_matrix'),
+    ('image_width: 64\nimage_height: 48\ncamera_matrix:\n  data: [1, 2, 3]\n', '9 numbers'),
+    ('image_width: 64\nimage_height: 48\ncamera_matrix:\n  data: [0, 0, 1, 0, 5, 1, 0, 0, 1]\n',
+     'focal'),
+    ('- just\n- a list\n', 'expected a mapping'),
+    ('image_width: [\n', 'not valid YAML'),
+])
+def test_bad_camera_info_yaml_is_refused(tmp_path, text, message):
+    yaml_path = tmp_path / 'camera.yaml'
+    yaml_path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        predict.read_camera_info_yaml(yaml_path)
+
+
+def test_user_errors_are_clear(checkpoint, images, tmp_path):
+    model = ['--checkpoint', checkpoint, '--device', 'cpu', '--out', tmp_path / 'out']
+    with pytest.raises(FileNotFoundError, match='no image at .*missing.png'):
+        _run([images[0], tmp_path / 'missing.png', *model])
+    not_an_image = tmp_path / 'notes.png'
+    not_an_image.write_text('this is not a PNG')
+    with pytest.raises(ValueError, match='cannot read .*notes.png'):
+        _run([not_an_image, *model])
+    other = tmp_path / 'room.jpg'
+    other.write_bytes(images[1].read_bytes())
+    with pytest.raises(ValueError, match='same outputs'):
+        _run([images[0], other, *model])
+    for bad in (0.0, -1.0, float('nan')):
+        with pytest.raises(ValueError, match='> 0 m'):
+            _run([images[0], '--anchor', bad, *model])
+    with pytest.raises(ValueError, match='outside the model.s anchor pool'):
+        _run([images[0], '--anchors', 2.0, 1000.0, *model])
+    with pytest.raises(ValueError, match='missing: --cx, --cy'):
+        _run([images[0], '--fx', 60, '--fy', 60, *model])
+    with pytest.raises(ValueError, match='either'):
+        _run([images[0], '--fx', 60, '--fy', 60, '--cx', 30, '--cy', 20,
+              '--camera-info', tmp_path / 'c.yaml', *model])
+    with pytest.raises(FileNotFoundError, match='no camera info file'):
+        _run([images[0], '--camera-info', tmp_path / 'c.yaml', *model])
+    with pytest.raises(FileNotFoundError, match='no checkpoint'):
+        _run([images[0], '--checkpoint', tmp_path / 'none.safetensors', '--out', tmp_path])
+    with pytest.raises(ValueError, match='points-stride'):
+        _run([images[0], '--points-stride', 0, *model])
+    assert not (tmp_path / 'out').exists()  # nothing is written when the inputs are bad
