@@ -180,6 +180,8 @@ def load_checkpoint(path: PathLike, device: torch.device | str | None = None,
         raise CheckpointError(f'{path}: cannot read the weights (truncated or corrupt?): '
                               f'{exc}') from None
     model.load_state_dict(state, strict=True, assign=True)
+    # Buffers that are not saved (the pool values, from the config) are still on `meta`.
+    model.anchor_pool.anchors_m = torch.tensor(config.anchor_pool_m, dtype=torch.float32)
     model.to(device=device or 'cpu', dtype=dtype)
     return model.eval()
 

@@ -44,7 +44,9 @@ class AnchorPool(nn.Module):
             raise ValueError(f'anchor embedding dim must be >= 1, got {dim}')
         self.pool_values_m: tuple[float, ...] = tuple(values)
         self.dim = int(dim)
-        self.register_buffer('anchors_m', torch.tensor(values, dtype=torch.float32))
+        # Not saved: the pool values live in the config (one place), which checkpoints carry.
+        self.register_buffer('anchors_m', torch.tensor(values, dtype=torch.float32),
+                             persistent=False)
         self.embeddings = nn.Parameter(torch.empty(len(values), dim))
         if not self.embeddings.is_meta:
             nn.init.normal_(self.embeddings, std=0.02)
