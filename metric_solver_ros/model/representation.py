@@ -143,6 +143,18 @@ def decode(outputs: dict[str, Tensor], anchors_m: Tensor,
     }
 
 
+_MAX_FUSED_ANCHORS = 16
+
+
+def _first_set_bit_table(num: int, device: torch.device) -> Tensor:
+    """Lookup: ``code`` (bit ``num-1-i`` set when the i-th anchor says near) -> smallest i."""
+    codes = torch.arange(1 << num, device=device)
+    table = torch.zeros(1 << num, dtype=torch.long, device=device)
+    for i in range(num - 1, -1, -1):  # the smallest i wins: written last
+        table = torch.where((codes >> (num - 1 - i)) & 1 == 1, i, table)
+    return table
+
+
 def fuse_anchors(depth_near_m: Tensor, depth_far_m: Tensor, near: Tensor,
                  anchors_m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Fuse the decoded predictions of several anchors for ONE image (METHOD.md's rule).
@@ -168,11 +180,16 @@ def fuse_anchors(depth_near_m: Tensor, depth_far_m: Tensor, near: Tensor,
                          f'{near.shape[0]} masks and {anchors_m.numel()} anchors must agree')
     anchors = anchors_m.reshape(-1).to(depth_near_m.device)
     order = torch.argsort(anchors.float())  # ascending anchor depth
-    near_sorted = near.bool()[order]
-    near_any = near_sorted.any(dim=0, keepdim=True)
-    # First True along the (sorted) anchor axis; argmax returns the first maximal index.
-    first_near = torch.argmax(near_sorted.to(torch.uint8), dim=0, keepdim=True)
     largest = order[-1]
+    if num > _MAX_FUSED_ANCHORS:
+        raise ValueError(f'fuse_anchors: at most {_MAX_FUSED_ANCHORS} anchors, got {num}')
+    # First anchor (in ascending order) that says near, per pixel. A weighted sum over the
+    # anchor axis (bit A-1-i for the i-th smallest) and a lookup of its highest set bit: the
+    # same answer as an argmax over that axis, an order of magnitude faster on CPUs.
+    bits = (1 << torch.arange(num - 1, -1, -1, device=anchors.device, dtype=torch.int32))
+    code = (near.to(torch.int32)[order] * bits.view(-1, 1, 1, 1)).sum(dim=0, keepdim=True)
+    first_near = _first_set_bit_table(num, anchors.device)[code]
+    near_any = code > 0
     anchor_index = torch.where(near_any, order[first_near], largest)
     depth_near = torch.gather(depth_near_m.float(), 0, anchor_index)
     depth_far = depth_far_m[largest].float().unsqueeze(0)
