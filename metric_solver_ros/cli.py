@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'convert': ('metric_solver_ros.commands.convert',
                 'write a Metric-Solver checkpoint initialised from official DINOv2 / DA-V2 files'),
     'info': ('metric_solver_ros.commands.info', 'print the config and parameter counts of a model'),
+    'train': ('metric_solver_ros.commands.train', 'train or fine-tune a Metric-Solver model'),
     'eval': ('metric_solver_ros.commands.eval',
              'accuracy on a rosbag (or synthetic scenes): metrics.json, metrics.csv, report.md'),
     'predict': ('metric_solver_ros.commands.predict',

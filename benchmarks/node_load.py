@@ -1,0 +1,232 @@
+"""Load and soak benchmark of the running node: a camera at a fixed rate, latency and memory.
+
+Starts ``depth_node`` as its own process, publishes 640x480 rgb8 images (+ camera_info) from this
+process at ``--rate`` Hz (or at ``--rate-factor`` times the rate the node reaches on its own,
+measured first) for ``--duration`` seconds, and reports:
+
+- frames published / answered (a depth image with the same stamp arrived);
+- end-to-end latency percentiles p50 / p95 / p99 (image stamp -> depth received, one clock);
+- the latency trend: percentiles per time window and the least-squares slope of the p50 series
+  [ms per minute], and the ratio of the last window's p99 to the first's;
+- node RSS after warm-up and at the end, and its growth [%].
+
+Figures go to stdout (and ``--json FILE``); record them in benchmarks/RESULTS.md with the machine.
+
+    python benchmarks/node_load.py --duration 60 --rate 30
+    python benchmarks/node_load.py --duration 60 --rate-factor 2
+    python benchmarks/node_load.py --duration 660 --rate-factor 1 --windows 11   # soak
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import os
+import pathlib
+import random
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / 'shared' / 'realdata'
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process [MiB] (Linux /proc)."""
+    for line in pathlib.Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024.0
+    return float('nan')
+
+
+def camera_frame() -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """A real 640x480 camera image and its intrinsics (synthetic scene if the sample is absent)."""
+    import cv2
+
+    path = REALDATA / 'nyu_m3d_00000_rgb.jpg'
+    if path.is_file():
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        return cv2.resize(rgb, (640, 480)), (518.86, 519.47, 325.58, 253.74)
+    from metric_solver_ros.data.synthetic import render_scene
+
+    scene = render_scene('indoor', 0, 480, 640)
+    return scene.image, scene.intrinsics
+
+
+class LoadClient:
+    """Publishes images at a rate and records (stamp, receive time) of the depth answers."""
+
+    def __init__(self, namespace: str) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+
+        self.node = Node(f'load_camera_{os.getpid()}')
+        self.pub_image = self.node.create_publisher(Image, f'{namespace}/image',
+                                                    qos_profile_sensor_data)
+        self.pub_info = self.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
+                                                   qos_profile_sensor_data)
+        self.answers: list[tuple[int, int]] = []  # (stamp ns, receive ns)
+        self.node.create_subscription(Image, f'{namespace}/depth', self._on_depth, 10)
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread.start()
+        self._image = Image()
+        self._info = CameraInfo()
+
+    def _on_depth(self, msg) -> None:
+        now = time.time_ns()
+        self.answers.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+                             now))
+
+    def prepare(self, rgb: np.ndarray, intrinsics) -> None:
+        """Build the messages once; each publish only restamps them."""
+        height, width = rgb.shape[:2]
+        self._image.height, self._image.width, self._image.encoding = height, width, 'rgb8'
+        self._image.step = width * 3
+        self._image.header.frame_id = self._info.header.frame_id = 'camera_optical'
+        buffer = array.array('B')
+        buffer.frombytes(np.ascontiguousarray(rgb).tobytes())
+        self._image.data = buffer
+        fx, fy, cx, cy = intrinsics
+        self._info.width, self._info.height = width, height
+        self._info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+
+    def publish(self) -> int:
+        """Publish camera_info + image stamped now; return the stamp [ns]."""
+        stamp = time.time_ns()
+        sec, nanosec = divmod(stamp, 1_000_000_000)
+        for msg in (self._info, self._image):
+            msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        self.pub_info.publish(self._info)
+        self.pub_image.publish(self._image)
+        return stamp
+
+    def stream(self, rate_hz: float, duration_s: float) -> list[int]:
+        """Publish at ``rate_hz`` for ``duration_s``; return the stamps sent."""
+        period = 1.0 / rate_hz
+        start = time.monotonic()
+        sent = []
+        while time.monotonic() - start < duration_s:
+            sent.append(self.publish())
+            next_time = start + len(sent) * period
+            time.sleep(max(0.0, next_time - time.monotonic()))
+        return sent
+
+    def close(self) -> None:
+        """Stop spinning and destroy the node."""
+        self._executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+
+
+def summarise(sent: list[int], answers: list[tuple[int, int]], windows: int) -> dict:
+    """Latency statistics and trend of one run."""
+    sent_set = set(sent)
+    latencies = {s: (r - s) / 1e6 for s, r in answers if s in sent_set}
+    answered = sorted(latencies)
+    values = np.array([latencies[s] for s in answered]) if answered else np.array([np.nan])
+    result = {
+        'published': len(sent), 'answered': len(answered),
+        'answered_fraction': round(len(answered) / max(len(sent), 1), 4),
+        'latency_ms': {p: round(float(np.percentile(values, q)), 2)
+                       for p, q in (('p50', 50), ('p95', 95), ('p99', 99))},
+    }
+    if len(answered) >= 2 * windows:
+        t0 = sent[0]
+        chunks = np.array_split(np.array(answered), windows)
+        series = []
+        for chunk in chunks:
+            lat = np.array([latencies[s] for s in chunk])
+            series.append({'t_s': round(float((chunk[0] - t0) / 1e9), 1),
+                           'p50': round(float(np.percentile(lat, 50)), 2),
+                           'p99': round(float(np.percentile(lat, 99)), 2), 'n': len(chunk)})
+        t_min = np.array([w['t_s'] for w in series]) / 60.0
+        p50 = np.array([w['p50'] for w in series])
+        slope = float(np.polyfit(t_min, p50, 1)[0]) if len(series) > 1 else 0.0
+        result['windows'] = series
+        result['p50_slope_ms_per_min'] = round(slope, 3)
+        result['p99_last_over_first'] = round(series[-1]['p99'] / series[0]['p99'], 3)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return a process exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--checkpoint', default='', help='empty = the bundled default model')
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--precision', default='auto')
+    parser.add_argument('--rate', type=float, default=30.0, help='camera rate [Hz]')
+    parser.add_argument('--rate-factor', type=float, default=None,
+                        help='publish at this multiple of the node\'s own rate (measured first)')
+    parser.add_argument('--duration', type=float, default=60.0, help='measured time [s]')
+    parser.add_argument('--warmup', type=float, default=10.0, help='unmeasured start [s]')
+    parser.add_argument('--windows', type=int, default=6, help='windows of the latency trend')
+    parser.add_argument('--points', action='store_true', help='also subscribe to points')
+    parser.add_argument('--json', default=None, help='write the result here too')
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
+    import rclpy
+
+    from metric_solver_ros.node_client import NodeProcess, wait_for
+
+    namespace = '/load'
+    ros_args = ['-r', f'__ns:={namespace}', '-p', f'device:={args.device}',
+                '-p', f'precision:={args.precision}', '-p', 'publish_points:=false']
+    if args.checkpoint:
+        ros_args += ['-p', f'checkpoint:={args.checkpoint}']
+    log = pathlib.Path(tempfile.mkdtemp(prefix='node_load_')) / 'node.log'
+    node = NodeProcess(ros_args, log)
+    rclpy.init()
+    client = None
+    try:
+        client = LoadClient(namespace)
+        if not wait_for(lambda: client.pub_image.get_subscription_count() > 0
+                        and client.node.count_publishers(f'{namespace}/depth') > 0, 120.0):
+            print(node.output(), file=sys.stderr)
+            return 1
+        rgb, intrinsics = camera_frame()
+        client.prepare(rgb, intrinsics)
+        # Warm-up at the requested rate (or flat out), then measure the node's own rate.
+        warm_rate = args.rate if args.rate_factor is None else 100.0
+        warm = client.stream(warm_rate, args.warmup)
+        own_rate = len([1 for s, _ in client.answers if s in set(warm)]) / args.warmup
+        rate = args.rate if args.rate_factor is None else max(1.0, args.rate_factor * own_rate)
+        time.sleep(1.0)
+        rss_start = rss_mb(node.process.pid)
+        client.answers.clear()
+        sent = client.stream(rate, args.duration)
+        time.sleep(2.0)
+        rss_end = rss_mb(node.process.pid)
+        result = summarise(sent, list(client.answers), args.windows)
+        result.update({
+            'rate_hz': round(rate, 2), 'node_own_rate_hz': round(own_rate, 2),
+            'duration_s': args.duration, 'image': [rgb.shape[1], rgb.shape[0]],
+            'rss_mb': {'start': round(rss_start, 1), 'end': round(rss_end, 1),
+                       'growth_pct': round(100.0 * (rss_end / rss_start - 1.0), 2)},
+            'device': args.device, 'checkpoint': args.checkpoint or 'bundled default',
+            'transport': os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', 'default'),
+        })
+        print(json.dumps(result, indent=2))
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
+    finally:
+        if client is not None:
+            client.close()
+        node.stop()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

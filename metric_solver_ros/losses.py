@@ -1,0 +1,168 @@
+"""The training losses of Metric-Solver (paper Sec. 3.3, Eq. 8-11).
+
+For a ground-truth depth ``d`` [m] and the anchor ``a`` [m] of each image (targets from
+:func:`metric_solver_ros.model.representation.depth_to_targets`):
+
+- ``L_sn``: L2 between ``sigmoid(d_sn_logit)`` and ``d / a`` over the near pixels
+  (valid and ``d <= a``);
+- ``L_tf``: L2 between ``sigmoid(d_tf_logit)`` and ``exp(-k (d - a))`` over the far pixels
+  (valid and ``d >= a``; sky, ``d = +inf``, is far with target 0);
+- ``L_mask``: binary cross-entropy between the mask logit and ``1[d <= a]`` over all valid pixels,
+  computed from the logit (``binary_cross_entropy_with_logits``, stable where the probability
+  saturates);
+- ``L = 1.0 L_sn + 1.0 L_tf + 0.05 L_mask`` (:class:`LossWeights`).
+
+Decisions the paper leaves open:
+
+- **Means, not sums.** The paper writes sums over pixels; each term here is the mean over its
+  masked pixels, pooled over the whole batch (sum over every masked pixel of every image divided
+  by their count), so the weights do not depend on the image size. A term whose mask is empty
+  in the whole batch is exactly 0 (no NaN, gradient 0).
+- **Invalid pixels** (GT 0, NaN, negative) are excluded from every term; a pixel at exactly
+  ``d = a`` is both near and far.
+- **Resolution.** The targets are computed at the network output resolution: the GT depth is
+  resized there with nearest-neighbour sampling (``'nearest-exact'``), never interpolated
+  (which would blend depths across edges and smear +inf / NaN).
+- **Precision.** The depth terms compare ``sigmoid(logit)`` in float32 whatever the network's
+  (autocast) dtype: near the far targets' small values bf16 loses metres (see ``METHOD.md``).
+- **Ablations** follow the model config:
+
+  - ``mask_head=False`` ("w/o mask head"): no BCE term, and the near head is trained on ALL
+    valid pixels with the truncated target ``min(d, a) / a`` (sky -> 1), because without a mask
+    the decoder calls a pixel near where ``d_sn < 0.99``
+    (:data:`~metric_solver_ros.model.representation.NO_MASK_NEAR_THRESHOLD`): the truncation
+    is what teaches the near head to say "far". The far term is unchanged.
+  - ``far_head=False`` ("one head, hard cap"): no far term; the near head is trained on ALL
+    valid pixels with the capped target ``min(d, a) / a`` (sky -> 1), the cap being the anchor
+    (train such a model with a fixed anchor, e.g. 80 m, for the paper's baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metric_solver_ros.model.representation import depth_to_targets
+
+if TYPE_CHECKING:
+    from metric_solver_ros.model.config import MetricSolverConfig
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the three loss terms (paper Eq. 11: 1.0, 1.0, 0.05).
+
+    Attributes:
+        sn: Weight of the near-depth L2 term ``lambda_sn``.
+        tf: Weight of the far-depth L2 term ``lambda_tf``.
+        mask: Weight of the mask BCE term ``lambda_m``.
+    """
+
+    sn: float = 1.0
+    tf: float = 1.0
+    mask: float = 0.05
+
+
+def resize_depth_nearest(depth_m: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """Resize ground-truth depth to ``size_hw`` by nearest-neighbour sampling.
+
+    Every output pixel copies one input pixel, so depth edges stay sharp and 0 / NaN / +inf are
+    preserved as they are (no interpolation across edges or infinities).
+
+    Args:
+        depth_m: Depth [m], shape [B, 1, H, W] (0 / NaN invalid, +inf sky).
+        size_hw: Output (h, w) [px].
+
+    Returns:
+        float32 depth [m], shape [B, 1, h, w] (the input itself when the size already matches).
+    """
+    depth = depth_m.float()
+    if tuple(depth.shape[-2:]) == tuple(size_hw):
+        return depth
+    return F.interpolate(depth, size=tuple(size_hw), mode='nearest-exact')
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over the ``True`` pixels of ``mask``; exactly 0 when ``mask`` is empty.
+
+    Unselected values are replaced by 0 before summing (they may be anything finite), and the
+    count is clamped to at least 1, so an empty mask gives 0 with a finite (zero) gradient.
+
+    Args:
+        values: Per-pixel values, any shape.
+        mask: bool tensor of the same shape.
+
+    Returns:
+        A float32 scalar.
+    """
+    values = torch.where(mask, values.float(), torch.zeros((), device=values.device))
+    count = mask.sum().clamp(min=1).float()
+    return values.sum() / count
+
+
+def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: Tensor,
+                       config: MetricSolverConfig,
+                       weights: LossWeights | None = None) -> dict[str, Tensor]:
+    """Compute the Metric-Solver training loss of one batch (module docstring: the choices).
+
+    Args:
+        outputs: ``MetricSolver.forward`` output: ``'d_sn_logit'`` and, where the config has the
+            heads, ``'mask_logit'`` and ``'d_tf_logit'``; each [B, 1, h, w], any float dtype.
+        depth_m: Ground-truth depth [m], [B, 1, H, W] at any resolution (resized to (h, w) by
+            nearest neighbour); 0 / NaN invalid, +inf sky.
+        anchors_m: Anchor depth [m] of each image, shape [B].
+        config: The model config (``k``, ``mask_head``, ``far_head``).
+        weights: Term weights (default: the paper's 1.0, 1.0, 0.05).
+
+    Returns:
+        float32 scalars: ``'loss'`` (the weighted total, differentiable), ``'loss_sn'``,
+        ``'loss_tf'`` and ``'loss_mask'`` (unweighted terms; 0 for a term the config drops),
+        and ``'near_fraction'`` (near pixels / valid pixels, detached; a monitor of the
+        sampled anchors).
+    """
+    weights = weights or LossWeights()
+    d_sn_logit = outputs['d_sn_logit']
+    batch = d_sn_logit.shape[0]
+    depth = resize_depth_nearest(depth_m.to(d_sn_logit.device), tuple(d_sn_logit.shape[-2:]))
+    if depth.shape[0] != batch:
+        raise ValueError(f'depth batch {depth.shape[0]} != output batch {batch}')
+    a = anchors_m.to(device=depth.device, dtype=torch.float32).reshape(-1, 1, 1, 1)
+    if a.shape[0] != batch:
+        raise ValueError(f'{a.shape[0]} anchors for a batch of {batch}; need one per image')
+    targets = depth_to_targets(depth, a, config.k)
+    valid = targets['valid']
+    zero = torch.zeros((), dtype=torch.float32, device=depth.device)
+
+    d_sn = torch.sigmoid(d_sn_logit.float())
+    if config.mask_head and config.far_head:
+        loss_sn = masked_mean((d_sn - targets['d_sn']) ** 2, targets['near_valid'])
+    else:  # truncated / capped near target over every valid pixel (sky: d / a = inf -> 1)
+        capped = torch.where(valid, (depth / a).clamp(0.0, 1.0), zero)
+        loss_sn = masked_mean((d_sn - capped) ** 2, valid)
+
+    if config.far_head:
+        d_tf = torch.sigmoid(outputs['d_tf_logit'].float())
+        loss_tf = masked_mean((d_tf - targets['d_tf']) ** 2, targets['far_valid'])
+    else:
+        loss_tf = zero
+
+    if config.mask_head:
+        bce = F.binary_cross_entropy_with_logits(
+            outputs['mask_logit'].float(), targets['mask'], reduction='none')
+        loss_mask = masked_mean(bce, valid)
+    else:
+        loss_mask = zero
+
+    loss = weights.sn * loss_sn + weights.tf * loss_tf + weights.mask * loss_mask
+    near_fraction = (targets['near_valid'].sum() / valid.sum().clamp(min=1)).float().detach()
+    return {
+        'loss': loss,
+        'loss_sn': loss_sn,
+        'loss_tf': loss_tf,
+        'loss_mask': loss_mask,
+        'near_fraction': near_fraction,
+    }

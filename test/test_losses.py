@@ -1,0 +1,203 @@
+"""Hand-computed checks of the Metric-Solver losses (metric_solver_ros.losses)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metric_solver_ros.losses import (
+    LossWeights,
+    masked_mean,
+    metric_solver_loss,
+    resize_depth_nearest,
+)
+from metric_solver_ros.model import get_config
+
+FULL = get_config('tiny')
+NO_MASK = get_config('tiny', mask_head=False)
+ONE_HEAD = get_config('tiny', far_head=False)
+K = FULL.k
+INF = math.inf
+NAN = math.nan
+LN2 = math.log(2.0)
+LOGIT_075 = math.log(3.0)  # sigmoid(ln 3) = 0.75
+
+
+def _outputs(shape, d_sn=0.0, mask=0.0, d_tf=0.0, requires_grad=False, config=FULL):
+    """Constant logit maps of ``shape``."""
+    out = {'d_sn_logit': torch.full(shape, float(d_sn), requires_grad=requires_grad)}
+    if config.mask_head:
+        out['mask_logit'] = torch.full(shape, float(mask), requires_grad=requires_grad)
+    if config.far_head:
+        out['d_tf_logit'] = torch.full(shape, float(d_tf), requires_grad=requires_grad)
+    return out
+
+
+def _depth(rows):
+    return torch.tensor(rows, dtype=torch.float32).reshape(1, 1, len(rows), len(rows[0]))
+
+
+def test_exact_values_near_far_sky_invalid():
+    # anchor 2 m; pixels: 0.5 m (near), 4 m (far), sky (far, target 0), 0 (invalid).
+    depth = _depth([[0.5, 4.0], [INF, 0.0]])
+    outputs = _outputs((1, 1, 2, 2))  # every sigmoid = 0.5
+    losses = metric_solver_loss(outputs, depth, torch.tensor([2.0]), FULL)
+    sn = (0.5 - 0.25) ** 2
+    tf = ((0.5 - math.exp(-K * 2.0)) ** 2 + (0.5 - 0.0) ** 2) / 2
+    mask = LN2  # BCE of logit 0 is ln 2 whatever the target, over the 3 valid pixels
+    assert losses['loss_sn'].item() == pytest.approx(sn, rel=1e-6)
+    assert losses['loss_tf'].item() == pytest.approx(tf, rel=1e-6)
+    assert losses['loss_mask'].item() == pytest.approx(mask, rel=1e-6)
+    assert losses['loss'].item() == pytest.approx(sn + tf + 0.05 * mask, rel=1e-6)
+    assert losses['near_fraction'].item() == pytest.approx(1 / 3)
+    assert losses['loss'].dtype == torch.float32
+
+
+def test_exact_bce_with_nonzero_logits_and_weights():
+    # mask logit ln 3 (p = 0.75): near pixel BCE -ln 0.75, far pixels -ln 0.25.
+    depth = _depth([[1.0, 3.0, NAN]])
+    outputs = _outputs((1, 1, 1, 3), d_sn=LOGIT_075, mask=LOGIT_075, d_tf=LOGIT_075)
+    weights = LossWeights(sn=2.0, tf=3.0, mask=0.5)
+    losses = metric_solver_loss(outputs, depth, torch.tensor([2.0]), FULL, weights)
+    sn = (0.75 - 0.5) ** 2
+    tf = (0.75 - math.exp(-K * 1.0)) ** 2
+    mask = (-math.log(0.75) - math.log(0.25)) / 2
+    assert losses['loss_mask'].item() == pytest.approx(mask, rel=1e-6)
+    assert losses['loss'].item() == pytest.approx(2 * sn + 3 * tf + 0.5 * mask, rel=1e-6)
+
+
+def test_pixel_at_anchor_is_near_and_far():
+    depth = _depth([[2.0]])
+    outputs = _outputs((1, 1, 1, 1))
+    losses = metric_solver_loss(outputs, depth, torch.tensor([2.0]), FULL)
+    assert losses['loss_sn'].item() == pytest.approx(0.25)  # target 1
+    assert losses['loss_tf'].item() == pytest.approx(0.25)  # target exp(0) = 1
+
+
+def test_means_pool_pixels_over_the_batch():
+    # Image 0: anchor 1, two near pixels (0.5, 1.0); image 1: anchor 10, one near pixel (5).
+    depth = torch.tensor([[[[0.5, 1.0]]], [[[5.0, NAN]]]])
+    outputs = _outputs((2, 1, 1, 2))
+    losses = metric_solver_loss(outputs, depth, torch.tensor([1.0, 10.0]), FULL)
+    # Pooled mean over the 3 near pixels, not a mean of per-image means.
+    expected = ((0.5 - 0.5) ** 2 + (0.5 - 1.0) ** 2 + (0.5 - 0.5) ** 2) / 3
+    assert losses['loss_sn'].item() == pytest.approx(expected, rel=1e-6)
+    assert losses['loss_tf'].item() == pytest.approx((0.5 - 1.0) ** 2, rel=1e-6)  # 1 m at a = 1
+
+
+def test_empty_near_mask_is_zero_with_finite_gradients():
+    depth = _depth([[5.0, INF], [NAN, 0.0]])  # nothing nearer than 2 m
+    outputs = _outputs((1, 1, 2, 2), requires_grad=True)
+    losses = metric_solver_loss(outputs, depth, torch.tensor([2.0]), FULL)
+    assert losses['loss_sn'].item() == 0.0
+    losses['loss'].backward()
+    for name, logit in outputs.items():
+        assert torch.isfinite(logit.grad).all(), name
+    assert torch.count_nonzero(outputs['d_sn_logit'].grad) == 0
+    # Invalid pixels get no gradient from any term.
+    assert outputs['d_tf_logit'].grad[0, 0, 1].abs().sum() == 0
+    assert outputs['mask_logit'].grad[0, 0, 1].abs().sum() == 0
+
+
+def test_all_invalid_gives_zero_loss_and_zero_gradients():
+    depth = _depth([[0.0, NAN], [-1.0, 0.0]])
+    outputs = _outputs((1, 1, 2, 2), d_sn=1.0, mask=-2.0, d_tf=3.0, requires_grad=True)
+    losses = metric_solver_loss(outputs, depth, torch.tensor([2.0]), FULL)
+    assert losses['loss'].item() == 0.0
+    assert not torch.isnan(losses['near_fraction'])
+    losses['loss'].backward()
+    for logit in outputs.values():
+        assert torch.equal(logit.grad, torch.zeros_like(logit.grad))
+
+
+def test_sky_far_target_is_zero():
+    depth = _depth([[INF]])
+    good = metric_solver_loss(_outputs((1, 1, 1, 1), mask=-30.0, d_tf=-30.0), depth,
+                              torch.tensor([80.0]), FULL)
+    bad = metric_solver_loss(_outputs((1, 1, 1, 1), mask=30.0, d_tf=30.0), depth,
+                             torch.tensor([80.0]), FULL)
+    assert good['loss'].item() < 1e-12
+    assert bad['loss_tf'].item() == pytest.approx(1.0, abs=1e-6)
+    assert bad['loss_mask'].item() == pytest.approx(30.0, rel=1e-6)  # BCE from the logit
+    assert math.isfinite(bad['loss'].item())
+
+
+def test_bf16_logits_are_scored_in_float32():
+    depth = _depth([[100.0]])  # d_tf target exp(-0.025 * 20) = 0.6065...
+    logit = math.log(0.6 / 0.4)
+    out32 = _outputs((1, 1, 1, 1), d_tf=logit)
+    out16 = {k: v.to(torch.bfloat16) for k, v in out32.items()}
+    loss32 = metric_solver_loss(out32, depth, torch.tensor([80.0]), FULL)['loss_tf']
+    loss16 = metric_solver_loss(out16, depth, torch.tensor([80.0]), FULL)['loss_tf']
+    assert loss16.dtype == torch.float32
+    assert loss32.item() == pytest.approx((0.6 - math.exp(-0.5)) ** 2, rel=1e-3)
+    assert loss16.item() == pytest.approx(loss32.item(), rel=0.2)
+
+
+def test_no_mask_head_drops_bce_and_truncates_near_target():
+    depth = _depth([[1.0, 4.0], [INF, NAN]])
+    outputs = _outputs((1, 1, 2, 2), config=NO_MASK)
+    assert 'mask_logit' not in outputs
+    losses = metric_solver_loss(outputs, depth, torch.tensor([2.0]), NO_MASK)
+    assert losses['loss_mask'].item() == 0.0
+    # Near over all 3 valid pixels, targets 0.5, min(4, 2) / 2 = 1, sky -> 1.
+    sn = ((0.5 - 0.5) ** 2 + (0.5 - 1.0) ** 2 + (0.5 - 1.0) ** 2) / 3
+    tf = ((0.5 - math.exp(-K * 2.0)) ** 2 + 0.5 ** 2) / 2
+    assert losses['loss_sn'].item() == pytest.approx(sn, rel=1e-6)
+    assert losses['loss_tf'].item() == pytest.approx(tf, rel=1e-6)
+    assert losses['loss'].item() == pytest.approx(sn + tf, rel=1e-6)
+
+
+def test_one_head_hard_cap():
+    depth = _depth([[40.0, 120.0], [INF, 0.0]])
+    outputs = _outputs((1, 1, 2, 2), config=ONE_HEAD)
+    assert 'd_tf_logit' not in outputs
+    losses = metric_solver_loss(outputs, depth, torch.tensor([80.0]), ONE_HEAD)
+    # Targets 40 / 80 = 0.5, min(120, 80) / 80 = 1, sky -> 1; invalid excluded.
+    sn = (0.0 + 0.25 + 0.25) / 3
+    assert losses['loss_sn'].item() == pytest.approx(sn, rel=1e-6)
+    assert losses['loss_tf'].item() == 0.0
+    assert losses['loss_mask'].item() == pytest.approx(LN2, rel=1e-6)  # the mask head remains
+    no_heads = get_config('tiny', far_head=False, mask_head=False)
+    bare = metric_solver_loss(_outputs((1, 1, 2, 2), config=no_heads), depth,
+                              torch.tensor([80.0]), no_heads)
+    assert bare['loss'].item() == pytest.approx(sn, rel=1e-6)
+
+
+def test_gt_is_resized_by_nearest_neighbour_without_smearing():
+    # 4x4 GT with a near/sky edge, NaN holes; output 2x2.
+    gt = _depth([[1.0, 1.0, INF, INF],
+                 [1.0, 1.0, INF, INF],
+                 [3.0, 3.0, NAN, NAN],
+                 [3.0, 3.0, NAN, NAN]])
+    small = resize_depth_nearest(gt, (2, 2))
+    assert small.shape == (1, 1, 2, 2)
+    assert small[0, 0, 0, 0] == 1.0 and small[0, 0, 0, 1] == INF
+    assert small[0, 0, 1, 0] == 3.0 and torch.isnan(small[0, 0, 1, 1])
+    # The loss at output resolution equals the loss against the resized GT.
+    outputs = _outputs((1, 1, 2, 2), d_sn=LOGIT_075, mask=1.0, d_tf=-1.0)
+    a = torch.tensor([2.0])
+    full = metric_solver_loss(outputs, gt, a, FULL)
+    resized = metric_solver_loss(outputs, small, a, FULL)
+    for key in ('loss', 'loss_sn', 'loss_tf', 'loss_mask'):
+        assert full[key].item() == resized[key].item()
+    # Odd ratios keep only input values too (no interpolation).
+    rng = torch.Generator().manual_seed(0)
+    gt_rand = torch.rand(2, 1, 15, 21, generator=rng) * 10
+    gt_rand[:, :, ::3] = INF
+    out = resize_depth_nearest(gt_rand, (8, 12))
+    assert set(out.flatten().tolist()) <= set(gt_rand.flatten().tolist())
+
+
+def test_masked_mean_and_argument_checks():
+    values = torch.tensor([1.0, 2.0, 6.0, NAN])
+    mask = torch.tensor([True, False, True, False])
+    assert masked_mean(values, mask).item() == pytest.approx(3.5)
+    assert masked_mean(values, torch.zeros(4, dtype=torch.bool)).item() == 0.0
+    outputs = _outputs((2, 1, 1, 1))
+    with pytest.raises(ValueError, match='anchors'):
+        metric_solver_loss(outputs, torch.ones(2, 1, 1, 1), torch.tensor([1.0, 2.0, 3.0]), FULL)
+    with pytest.raises(ValueError, match='batch'):
+        metric_solver_loss(outputs, torch.ones(3, 1, 1, 1), torch.tensor([1.0, 2.0]), FULL)

@@ -1,0 +1,268 @@
+"""The training pipeline end to end on tiny configs (CPU): loss, checkpoints, resume, DDP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import re
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+import torch
+
+from metric_solver_ros.checkpoint import load_checkpoint, read_checkpoint_metadata
+from metric_solver_ros.commands import train as command
+from metric_solver_ros.model import create_model, get_config
+from metric_solver_ros.train import (
+    StepBatchSampler,
+    TrainConfig,
+    configure_optimizer,
+    get_lr,
+    init_model,
+    load_config,
+    param_digest,
+    train,
+)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = REPO / 'config' / 'train_smoke.yaml'
+
+
+def _smoke(tmp_path: pathlib.Path, name: str, **overrides) -> TrainConfig:
+    """The smoke config (0.3 M parameters, 56x56, batch 2) writing to ``tmp_path / name``."""
+    return load_config(SMOKE, {'out_dir': str(tmp_path / name), **overrides})
+
+
+def _log(out_dir: pathlib.Path, kind: str) -> list[dict]:
+    lines = (out_dir / 'log.jsonl').read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r['kind'] == kind]
+
+
+def test_smoke_run_loss_falls_and_writes_a_loadable_checkpoint(tmp_path):
+    # A fixed batch (2 scenes, batch 2) and a fixed anchor: the loss must fall reliably.
+    cfg = _smoke(tmp_path, 'fixed', data=[{'source': 'synthetic', 'kind': 'mixed', 'length': 2}],
+                 anchor_sampling='fixed', fixed_anchor_m=10.0, max_steps=20)
+    summary = train(cfg)
+    assert summary['step'] == 20 and summary['stopped_by'] == 'max_steps'
+    losses = [loss for _, loss in summary['losses']]
+    assert len(losses) == 20 and all(math.isfinite(v) for v in losses)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.7 * first, losses
+    # The log holds the same losses, and the eval metrics of both scene kinds.
+    out = pathlib.Path(cfg.out_dir)
+    assert [r['loss'] for r in _log(out, 'train')] == pytest.approx(losses)
+    evals = _log(out, 'eval')
+    assert [r['step'] for r in evals] == [20]
+    for kind in ('indoor', 'outdoor'):
+        metrics = summary['metrics'][kind]
+        assert 0.0 <= metrics['delta1'] <= 1.0 and metrics['abs_rel'] >= 0.0
+        assert metrics['rmse'] >= 0.0 and 0.0 <= metrics['mask_accuracy'] <= 1.0
+        assert evals[0][kind]['delta1'] == metrics['delta1']
+    assert summary['metrics']['indoor']['anchor_m'] == 10.0
+    assert summary['metrics']['outdoor']['cap_m'] == 80.0
+    # The checkpoint is ours: config inside, loads strictly, holds the trained weights.
+    model = load_checkpoint(out / 'ckpt.safetensors')
+    assert model.config == get_config('tiny', **load_config(SMOKE).model)
+    meta = read_checkpoint_metadata(out / 'ckpt.safetensors')
+    assert meta['train_step'] == '20'
+    assert json.loads(meta['train_config'])['max_steps'] == 20
+    assert json.loads(meta['eval_metrics'])['indoor']['delta1'] == metrics_of(summary, 'indoor')
+    state = torch.load(out / 'train_state.pt', weights_only=True)
+    assert state['step'] == 20
+    # Resume: the step counter continues from 20.
+    resumed = train(_smoke(tmp_path, 'fixed',
+                           data=[{'source': 'synthetic', 'kind': 'mixed', 'length': 2}],
+                           anchor_sampling='fixed', fixed_anchor_m=10.0, max_steps=23))
+    assert resumed['step'] == 23
+    assert [s for s, _ in resumed['losses']] == [21, 22, 23]
+    assert read_checkpoint_metadata(out / 'ckpt.safetensors')['train_step'] == '23'
+    assert [r['step'] for r in _log(out, 'start')] == [0, 20]
+
+
+def metrics_of(summary: dict, kind: str) -> float:
+    return summary['metrics'][kind]['delta1']
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    # Random anchors, endless synthetic data, EMA: everything that resume must restore.
+    common = {'max_steps': 8, 'lr_decay_steps': 8, 'ema_decay': 0.9, 'eval_frames': 0,
+              'log_interval': 4}
+    train(_smoke(tmp_path, 'pieces', **{**common, 'max_steps': 5}))
+    pieces = train(_smoke(tmp_path, 'pieces', **common))
+    whole = train(_smoke(tmp_path, 'whole', **common))
+    assert pieces['step'] == whole['step'] == 8
+    for name in ('ckpt.safetensors', 'ckpt_raw.safetensors'):
+        a = load_checkpoint(tmp_path / 'pieces' / name)
+        b = load_checkpoint(tmp_path / 'whole' / name)
+        assert param_digest(a) == param_digest(b), name
+    ema = load_checkpoint(tmp_path / 'whole' / 'ckpt.safetensors')
+    raw = load_checkpoint(tmp_path / 'whole' / 'ckpt_raw.safetensors')
+    assert param_digest(ema) != param_digest(raw)  # the EMA is what ckpt.safetensors holds
+
+
+def test_time_budget_stops_cleanly_and_saves(tmp_path):
+    cfg = _smoke(tmp_path, 'budget', max_steps=100_000, time_budget_s=1.0, eval_frames=0,
+                 log_interval=1000, schedule_by_time=True)
+    summary = train(cfg)
+    assert summary['stopped_by'] == 'time_budget'
+    assert 0 < summary['step'] < 100_000
+    assert summary['elapsed_s'] >= 1.0
+    meta = read_checkpoint_metadata(tmp_path / 'budget' / 'ckpt.safetensors')
+    assert int(meta['train_step']) == summary['step']
+    assert _log(tmp_path / 'budget', 'train')[-1]['step'] == summary['step']
+    # The schedule followed the clock: the last lr is near min_lr although few steps ran.
+    assert _log(tmp_path / 'budget', 'train')[-1]['lr'] < cfg.min_lr + 0.2 * (cfg.lr - cfg.min_lr)
+
+
+@pytest.mark.parametrize('model', [{'far_head': False}, {'mask_head': False}])
+def test_ablation_configs_train(tmp_path, model):
+    cfg = _smoke(tmp_path, 'ablation', max_steps=2, eval_frames=1, anchor_sampling='fixed',
+                 fixed_anchor_m=80.0, model=model)
+    summary = train(cfg)
+    assert summary['step'] == 2 and all(math.isfinite(v) for _, v in summary['losses'])
+    loaded = load_checkpoint(tmp_path / 'ablation' / 'ckpt.safetensors')
+    for key, value in model.items():
+        assert getattr(loaded.config, key) is value
+    assert summary['metrics']['outdoor']['delta1'] is not None
+
+
+def test_rgbd_folder_and_mixed_sources_through_dataloader_workers(tmp_path):
+    from metric_solver_ros.data import render_scene, write_rgbd_folder
+
+    samples = [render_scene('indoor', seed, 70, 98) for seed in range(3)]
+    write_rgbd_folder(tmp_path / 'folder', samples, depth_format='npy')
+    folder = {'source': 'rgbd_folder', 'root': str(tmp_path / 'folder')}
+    only = train(_smoke(tmp_path, 'folder', data=[folder], max_steps=3, eval_frames=0,
+                        num_workers=1))
+    assert only['step'] == 3 and all(math.isfinite(v) for _, v in only['losses'])
+    mixed = train(_smoke(tmp_path, 'mixed', max_steps=2, eval_frames=0, num_workers=1,
+                         data=[{**folder, 'weight': 3.0},
+                               {'source': 'synthetic', 'kind': 'outdoor', 'weight': 1.0}]))
+    assert mixed['step'] == 2 and all(math.isfinite(v) for _, v in mixed['losses'])
+
+
+def test_get_lr_warmup_cosine_and_floor():
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=9, max_steps=109)
+    assert get_lr(0, cfg) == pytest.approx(1e-4)  # (0 + 1) / (9 + 1) of the peak
+    assert get_lr(4, cfg) == pytest.approx(5e-4)
+    assert get_lr(9, cfg) == pytest.approx(1e-3)  # end of warmup: the peak
+    assert get_lr(59, cfg) == pytest.approx(5.5e-4)  # half-way down the cosine
+    assert get_lr(109, cfg) == pytest.approx(1e-4)
+    assert get_lr(10_000, cfg) == pytest.approx(1e-4)
+    values = [get_lr(i, cfg) for i in range(9, 110)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert get_lr(59, TrainConfig(lr=1e-3, min_lr=0.0, warmup_steps=9, max_steps=1000,
+                                  lr_decay_steps=109)) == pytest.approx(5e-4)
+
+
+def test_optimizer_groups_head_lr_and_no_decay():
+    cfg = TrainConfig(lr=1e-4, head_lr_mult=10.0, weight_decay=0.05)
+    model = create_model(get_config('tiny', **load_config(SMOKE).model))
+    model.pretrained.mask_token.requires_grad_(False)
+    optimizer = configure_optimizer(model, cfg, 'cpu')
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {g['name']: g for g in optimizer.param_groups}
+    assert set(groups) == {'encoder_decay', 'encoder_no_decay', 'heads_decay', 'heads_no_decay'}
+    assert groups['encoder_decay']['lr_mult'] == 1.0 and groups['heads_decay']['lr_mult'] == 10.0
+    no_decay = {names[id(p)] for g in optimizer.param_groups if g['weight_decay'] == 0.0
+                for p in g['params']}
+    decay = {names[id(p)] for g in optimizer.param_groups if g['weight_decay'] > 0.0
+             for p in g['params']}
+    assert {'pretrained.pos_embed', 'pretrained.cls_token', 'anchor_pool.embeddings',
+            'pretrained.norm.weight', 'pretrained.blocks.0.ls1.gamma',
+            'near_head.projects.0.bias'} <= no_decay
+    assert {'pretrained.patch_embed.proj.weight', 'pretrained.blocks.0.attn.qkv.weight',
+            'near_head.projects.0.weight', 'far_head.scratch.output_conv1.weight'} <= decay
+    assert all(not n.startswith('pretrained.') for n in
+               (names[id(p)] for g in ('heads_decay', 'heads_no_decay')
+                for p in groups[g]['params']))
+    everything = decay | no_decay
+    assert 'pretrained.mask_token' not in everything
+    assert everything == {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_step_batch_sampler_shards_and_resumes():
+    def take(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    rank0 = take(StepBatchSampler(10, 3, 0, 2, seed=1, shuffle=True), 4)
+    rank1 = take(StepBatchSampler(10, 3, 1, 2, seed=1, shuffle=True), 4)
+    flat = [item for batch in rank0 + rank1 for item in batch]
+    assert len(set(flat)) == len(flat) == 24  # disjoint (epoch, index) items over ranks
+    epoch0 = sorted(index for epoch, index in flat if epoch == 0)
+    assert epoch0 == list(range(10))  # each epoch is a permutation of the dataset
+    assert take(StepBatchSampler(10, 3, 1, 2, seed=1, shuffle=True, start=2), 2) == rank1[2:]
+    assert take(StepBatchSampler(5, 2, 0, 1, seed=0, shuffle=False), 3) == [
+        [(0, 0), (0, 1)], [(0, 2), (0, 3)], [(0, 4), (1, 0)]]
+
+
+def test_config_yaml_overrides_and_cli(tmp_path):
+    cfg = load_config(SMOKE, {'lr': 5e-4, 'model': {'depth': 5}, 'image_size': [28, 42]})
+    assert cfg.lr == 5e-4 and cfg.image_size == (28, 42)
+    assert cfg.model['depth'] == 5 and cfg.model['embed_dim'] == 48  # merged, not replaced
+    with pytest.raises(ValueError, match='unknown train config keys: nope'):
+        load_config(SMOKE, {'nope': 1})
+    with pytest.raises(ValueError, match='anchor_sampling'):
+        load_config(None, {'anchor_sampling': 'random'})
+    with pytest.raises(ValueError, match='data source'):
+        load_config(None, {'data': [{'source': 'kitti'}]})
+    # The CLI options are exactly the config fields, parsed as YAML.
+    assert [n for n, _ in command.config_fields()] == [f.name for f in fields(TrainConfig)]
+    assert all(help_text for _, help_text in command.config_fields())
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(['--config', str(SMOKE), '--max_steps', '7', '--ema_decay=0.99',
+                              '--model', '{anchor_dim: 4}', '--resume', 'false'])
+    assert command.overrides_from_args(args) == {
+        'max_steps': 7, 'ema_decay': 0.99, 'model': {'anchor_dim': 4}, 'resume': False}
+
+
+def test_init_from_checkpoint_and_official_dinov2(tmp_path):
+    model_overrides = load_config(SMOKE).model
+    source = create_model(get_config('tiny', **model_overrides))
+    from metric_solver_ros.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / 'src.safetensors', source)
+    fine, origin = init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'src.safetensors'),
+                                                  'model': {'input_size': [112, 112]}}))
+    assert 'Metric-Solver checkpoint' in origin and fine.config.input_size == (112, 112)
+    fine_state = fine.state_dict()
+    assert all(torch.equal(v, fine_state[k]) for k, v in source.state_dict().items())
+    # An official DINOv2 file (plain encoder keys) initialises the encoder only.
+    encoder = {k: v.clone() for k, v in source.pretrained.state_dict().items()}
+    torch.save(encoder, tmp_path / 'dinov2_tiny.pth')
+    model, origin = init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'dinov2_tiny.pth'),
+                                                   'seed': 5}))
+    assert origin.startswith('DINOv2 weights')
+    got = model.pretrained.state_dict()
+    assert all(torch.equal(v, got[k]) for k, v in encoder.items())
+    with pytest.raises(ValueError, match='wrong preset'):
+        init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'dinov2_tiny.pth'),
+                                       'model': {'embed_dim': 64}}))
+    with pytest.raises(FileNotFoundError):
+        init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'missing.pth')}))
+
+
+def test_ddp_two_processes_stay_identical(tmp_path):
+    out = tmp_path / 'ddp'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           '-m', 'metric_solver_ros.train', '--config', str(SMOKE), '--out_dir', str(out),
+           '--max_steps', '4', '--grad_accum_steps', '2', '--eval_frames', '0',
+           '--device', 'cpu']
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    digests = dict(re.findall(r'\[rank (\d)\] step 4 param_digest (\w+)', result.stdout))
+    assert set(digests) == {'0', '1'}, result.stdout[-3000:]
+    assert digests['0'] == digests['1']
+    assert param_digest(load_checkpoint(out / 'ckpt.safetensors')) == digests['0']
+    start = _log(out, 'start')
+    assert len(start) == 1 and start[0]['world'] == 2  # only rank 0 logs
+    assert [r['step'] for r in _log(out, 'train')] == [1, 2, 3, 4]
