@@ -14,6 +14,7 @@ healthy network; a NaN from the network is passed through, not hidden).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -40,6 +41,18 @@ MAX_ANCHORS = 8
 
 class EngineError(ValueError):
     """A request the engine cannot serve (bad device, anchor, image or state); says why."""
+
+
+class EngineOutOfMemory(EngineError):
+    """The device ran out of memory for this frame; the frame is dropped, the engine is usable.
+
+    :meth:`DepthEngine.degrade` trades resolution (then the GPU) for memory.
+    """
+
+
+_OOM_ERRORS = (getattr(torch, 'OutOfMemoryError', torch.cuda.OutOfMemoryError),)
+#: Smallest network input side :meth:`DepthEngine.degrade` goes down to [px].
+MIN_INPUT_SIZE_PX = 112
 
 
 @dataclass
@@ -268,8 +281,9 @@ class DepthEngine:
             EngineError: For a bad image or anchors (nothing is cached then).
         """
         anchors = self.validate_anchors(anchors_m)
-        self._encode_frame(image, color_order)
-        return self._decode_cached(anchors, fuse=True, points=points)[0]
+        with self._oom_guard():
+            self._encode_frame(image, color_order)
+            return self._decode_cached(anchors, fuse=True, points=points)[0]
 
     def infer_each(self, image: np.ndarray | torch.Tensor, anchors_m: Sequence[float],
                    color_order: str = 'rgb') -> list[DepthResult]:
@@ -282,8 +296,9 @@ class DepthEngine:
         order = [float(a) for a in anchors_m]
         if len(set(order)) != len(order):
             raise EngineError(f'duplicate anchors in {order}')
-        self._encode_frame(image, color_order)
-        results = self._decode_cached(anchors, fuse=False, points=None)
+        with self._oom_guard():
+            self._encode_frame(image, color_order)
+            results = self._decode_cached(anchors, fuse=False, points=None)
         by_anchor = {r.anchors_m[0]: r for r in results}
         return [by_anchor[a] for a in order]
 
@@ -297,7 +312,47 @@ class DepthEngine:
         anchors = self.validate_anchors(anchors_m)
         if self._cache is None:
             raise EngineError('no frame to re-decode yet')
-        return self._decode_cached(anchors, fuse=True, points=points)[0]
+        with self._oom_guard():
+            return self._decode_cached(anchors, fuse=True, points=points)[0]
+
+    def degrade(self) -> str:
+        """Use less memory after running out: a 25% smaller input, then the CPU.
+
+        Returns:
+            What changed, for the log.
+
+        Raises:
+            EngineError: When there is nothing left to give up (smallest input on the CPU).
+        """
+        self._cache = None
+        if self.input_size > MIN_INPUT_SIZE_PX:
+            patch = self.config.patch_size
+            old = self.input_size
+            smaller = int(round(0.75 * old / patch)) * patch
+            self.input_size = max(MIN_INPUT_SIZE_PX, min(smaller, old - patch))
+            return f'network input reduced from {old} to {self.input_size} px (short side)'
+        if self.device.type != 'cpu':
+            old_device = self.device
+            self.device, self.dtype = torch.device('cpu'), torch.float32
+            self.model.to(device=self.device, dtype=self.dtype)
+            self._mean, self._std = self._mean.cpu(), self._std.cpu()
+            if old_device.type == 'cuda':
+                torch.cuda.empty_cache()
+            return f'moved from {old_device} to the CPU (fp32)'
+        raise EngineError('out of memory at the smallest input size on the CPU')
+
+    @contextlib.contextmanager
+    def _oom_guard(self):
+        """Turn the device running out of memory into EngineOutOfMemory, memory released."""
+        try:
+            yield
+        except _OOM_ERRORS as exc:
+            self._cache = None
+            if self.device.type == 'cuda':
+                torch.cuda.empty_cache()
+            raise EngineOutOfMemory(
+                f'{self.device} out of memory at network input short side {self.input_size} px: '
+                f'frame dropped ({str(exc).splitlines()[0][:120]})') from None
 
     @property
     def flip_tta(self) -> bool:

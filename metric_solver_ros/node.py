@@ -51,7 +51,13 @@ from metric_solver_ros.conversions import (
     image_to_rgb,
     pack_cloud,
 )
-from metric_solver_ros.engine import DepthEngine, DepthResult, EngineError, PointsRequest
+from metric_solver_ros.engine import (
+    DepthEngine,
+    DepthResult,
+    EngineError,
+    EngineOutOfMemory,
+    PointsRequest,
+)
 from metric_solver_ros.msg import DepthInfo
 from metric_solver_ros.parameters import (
     PARAMETERS,
@@ -65,6 +71,8 @@ from metric_solver_ros.srv import SetAnchor
 NODE_NAME = 'metric_solver'
 #: Camera infos kept for pairing with images by stamp.
 CAMERA_INFO_HISTORY = 30
+#: Out-of-memory frames in a row before the engine gives up resolution (then the GPU).
+OOM_STREAK = 2
 #: Seconds between two log lines of the same kind of error.
 ERROR_LOG_PERIOD_S = 5.0
 
@@ -196,6 +204,7 @@ class MetricSolverNode(Node):
         self._last_info: CameraInfo | None = None
         self._last_rgb: np.ndarray | None = None
         self._frames = 0
+        self._oom_streak = 0
         self._mailbox = _Mailbox()
         self._stop = threading.Event()
 
@@ -398,9 +407,13 @@ class MetricSolverNode(Node):
             anchors = self._current_anchors()
         try:
             result = self.engine.infer(rgb, anchors, points=self._points_request(settings, info))
+        except EngineOutOfMemory as exc:
+            self._on_out_of_memory(exc)
+            return
         except EngineError as exc:
             self._log.warn('engine', f'dropped image: {exc}')
             return
+        self._oom_streak = 0
         self._last_header, self._last_info, self._last_rgb = msg.header, info, rgb
         self._publish(result, msg.header, info, settings)
         if settings.anchor_mode != 'fixed':
@@ -412,6 +425,20 @@ class MetricSolverNode(Node):
             if after != before:
                 self.get_logger().info(f'{settings.anchor_mode} anchor: {before:g} m -> '
                                        f'{after:g} m')
+
+    def _on_out_of_memory(self, exc: EngineOutOfMemory) -> None:
+        """Drop the frame; after OOM_STREAK frames in a row, give up resolution (then the GPU)."""
+        self._oom_streak += 1
+        self._log.warn('oom', str(exc), level='error')
+        if self._oom_streak >= OOM_STREAK:
+            self._oom_streak = 0
+            try:
+                change = self.engine.degrade()
+            except EngineError as final:
+                self._log.warn('oom_final', f'cannot recover: {final}', level='error')
+                return
+            self.get_logger().warning(f'after {OOM_STREAK} out-of-memory frames in a row: '
+                                      f'{change}')
 
     def _process_redecode(self) -> None:
         if self._last_header is None:

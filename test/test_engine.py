@@ -226,3 +226,34 @@ def test_bf16_network_still_decodes_far_depths(image):
     assert both.mean() > 0.5
     assert np.nanmedian(np.abs(bf16[both] - fp32[both]) / fp32[both]) < 0.05
     assert far_limit_m(80.0) > 600.0
+
+
+def test_out_of_memory_drops_the_frame_and_degrade_trades_resolution(image):
+    """Device OOM cannot happen on this CPU machine: raise torch's OOM error from the encoder."""
+    from metric_solver_ros.engine import MIN_INPUT_SIZE_PX, EngineOutOfMemory
+
+    torch.manual_seed(0)
+    engine = DepthEngine(create_model(CONFIG), device='cpu', input_size=168)
+    failures = {'left': 2}
+
+    def fail(module, args):
+        if failures['left']:
+            failures['left'] -= 1
+            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+
+    handle = engine.model.pretrained.patch_embed.register_forward_pre_hook(fail)
+    try:
+        for _ in range(2):
+            with pytest.raises(EngineOutOfMemory, match='out of memory at network input short '
+                                                        'side 168 px: frame dropped'):
+                engine.infer(image, 2.0)
+            assert not engine.has_frame
+        assert engine.infer(image, 2.0).depth_m.shape == (72, 96)  # usable again
+    finally:
+        handle.remove()
+    assert engine.degrade() == 'network input reduced from 168 to 126 px (short side)'
+    assert engine.infer(image, 2.0).depth_m.shape == (72, 96)
+    assert engine.degrade() == f'network input reduced from 126 to {MIN_INPUT_SIZE_PX} px ' \
+                               '(short side)'
+    with pytest.raises(EngineError, match='smallest input size on the CPU'):
+        engine.degrade()
