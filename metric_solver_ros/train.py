@@ -48,7 +48,7 @@ import pathlib
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -481,10 +481,13 @@ def eval_frames(cfg: TrainConfig, device: torch.device) -> dict[str, dict[str, t
 
 @torch.no_grad()
 def evaluate(model: MetricSolver, frames: dict[str, dict[str, torch.Tensor]],
-             device: torch.device, ctx: Any, batch_size: int) -> dict[str, dict[str, Any]]:
+             device: torch.device, ctx: Any, batch_size: int,
+             sets: Sequence[tuple[str, float, float]] = EVAL_SETS) -> dict[str, dict[str, Any]]:
     """The paper's metrics per scene kind on the held-out frames (``metrics.MetricAggregator``).
 
-    Each kind uses its anchor and cap (``EVAL_SETS``); predictions are brought to GT resolution
+    Each kind uses its anchor and cap (``sets``, default ``EVAL_SETS``; results are keyed by
+    kind, or ``kind@anchor/cap`` when a kind appears more than once); predictions are brought
+    to GT resolution
     with ``evaluation.to_gt_resolution``. Per kind: ``delta1/2/3``, ``abs_rel``, ``rmse`` [m],
     ``log10``, ``silog``, ``mask_accuracy`` (means over frames) and ``sky_far_fraction``: the
     share of sky GT pixels predicted beyond ``SKY_FAR_M`` or +inf (None without sky).
@@ -500,9 +503,11 @@ def evaluate(model: MetricSolver, frames: dict[str, dict[str, torch.Tensor]],
     was_training = model.training
     model.eval()
     results: dict[str, dict[str, Any]] = {}
-    for kind, anchor_m, cap_m in EVAL_SETS:
+    kinds = [kind for kind, _, _ in sets]
+    for kind, anchor_m, cap_m in sets:
         if kind not in frames:
             continue
+        name = kind if kinds.count(kind) == 1 else f'{kind}@{anchor_m:g}/{cap_m:g}'
         images, depths = frames[kind]['image'], frames[kind]['depth_m']
         aggregator = MetricAggregator(min_depth_m=DEFAULT_MIN_DEPTH_M, cap_m=cap_m,
                                       anchor_m=anchor_m)
@@ -529,7 +534,7 @@ def evaluate(model: MetricSolver, frames: dict[str, dict[str, torch.Tensor]],
         metrics = aggregator.frame_mean()
         metrics['sky_far_fraction'] = sky_right / sky_total if sky_total else None
         metrics['anchor_m'], metrics['cap_m'] = anchor_m, cap_m
-        results[kind] = metrics
+        results[name] = metrics
     model.train(was_training)
     return results
 
