@@ -66,6 +66,21 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, period_s: float = 
     return predicate()
 
 
+def publish_until(publish: Callable[[], None], done: Callable[[], bool],
+                  timeout_s: float = 20.0, period_s: float = 1.0) -> bool:
+    """Call ``publish`` every ``period_s`` (as a camera would) until ``done()`` or timeout.
+
+    Best-effort samples sent right after discovery can be lost while a transport connects; a
+    single publish is not a reliable request.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        publish()
+        if wait_for(done, min(period_s, max(0.0, deadline - time.monotonic()))):
+            return True
+    return done()
+
+
 class DepthNodeClient:
     """An rclpy node that feeds a running metric_solver node and records its outputs.
 

@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 from node_harness import camera_image, small_checkpoint
 
-from metric_solver_ros.node_client import DepthNodeClient, NodeProcess, image_array, stamp_ns
+from metric_solver_ros.node_client import (
+    DepthNodeClient,
+    NodeProcess,
+    image_array,
+    publish_until,
+    stamp_ns,
+)
 from metric_solver_ros.node_client import wait_for as wait
 
 WIDTH, HEIGHT = 128, 96
@@ -50,26 +56,15 @@ def depth_for(client: DepthNodeClient, rgb: np.ndarray, stamp: int, info: bool =
     def found():
         return next((m for m in client.messages('depth') if stamp_ns(m) == stamp), None)
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and found() is None:
+    def publish():
         if info:
             client.publish_camera_info(rgb.shape[1], rgb.shape[0], INTRINSICS, stamp)
         client.publish_image(rgb, stamp)
-        wait(lambda: found() is not None, 1.0)
-    assert found() is not None, (
+
+    assert publish_until(publish, lambda: found() is not None, timeout_s), (
         f'no depth for stamp {stamp}; received stamps: '
         f'{[stamp_ns(m) for m in client.messages("depth")]}')
     return image_array(found()).copy()
-
-
-def publish_until(publish, done, timeout_s: float = 20.0) -> bool:
-    """Publish (again every second, as a camera would) until ``done()``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        publish()
-        if wait(done, 1.0):
-            return True
-    return False
 
 
 def raw_image(height, width, encoding, step, data: bytes, bigendian=0):
@@ -115,9 +110,15 @@ def test_fuzzed_images_are_dropped_and_the_next_valid_image_is_exact(node):
     process, client = node
     rgb = camera_image(WIDTH, HEIGHT)
     before = depth_for(client, rgb, 1_000_000_000)
-    for msg in fuzzed_images(seed=1234, count=60):
-        client.pub_image.publish(msg)
-        time.sleep(0.005)
+    burst = list(fuzzed_images(seed=1234, count=60))
+
+    def publish_burst():
+        for msg in burst:
+            client.pub_image.publish(msg)
+            time.sleep(0.005)
+
+    # Best-effort: a burst can be lost in transport; it is sent again until the node saw some.
+    assert publish_until(publish_burst, lambda: 'dropped image' in process.output(), 30.0)
     after = depth_for(client, rgb, 2_000_000_000)
     np.testing.assert_array_equal(before, after)
     assert process.alive()
@@ -134,6 +135,7 @@ def test_fuzzed_images_are_dropped_and_the_next_valid_image_is_exact(node):
 def test_each_kind_of_bad_image_has_a_clear_reason(node):
     process, client = node
     rgb = camera_image(WIDTH, HEIGHT)
+    time.sleep(5.1)  # past the rate limit of what earlier tests logged
     cases = [
         (raw_image(HEIGHT, WIDTH, 'rgb8', WIDTH * 3, rgb.tobytes()[:100]), 'data holds 100 bytes'),
         (raw_image(HEIGHT, WIDTH, 'rgb8', 10, rgb.tobytes()), 'shorter than one row'),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from metric_solver_ros.node_client import (
     NodeProcess,
     cloud_xyz,
     image_array,
+    publish_until,
     stamp_ns,
     wait_for,
 )
@@ -54,36 +54,30 @@ def send_frame(probe: Probe, stamp: int, rgb: np.ndarray | None = None,
     probe.publish_image(rgb, stamp)
 
 
-def frame_outputs(probe: Probe, stamp: int, keys=('depth', 'anchor_mask', 'points', 'depth_info',
-                                                   'depth_camera_info'), timeout_s: float = 20.0,
-                  resend: dict | None = None):
-    """Wait for every output of the frame ``stamp``.
+ALL_OUTPUTS = ('depth', 'anchor_mask', 'points', 'depth_info', 'depth_camera_info')
 
-    Best-effort images sent right after discovery can be lost while the transport connects: the
-    frame is sent again every second (as a camera would) unless ``resend`` is None.
+
+def find_outputs(probe: Probe, stamp: int, keys=ALL_OUTPUTS) -> dict | None:
+    """The latest message of each output for the frame ``stamp``, or None if one is missing."""
+    found = {}
+    for key in keys:
+        hits = [m for m in probe.messages(key) if stamp_ns(m) == stamp]
+        if not hits:
+            return None
+        found[key] = hits[-1]
+    return found
+
+
+def request(probe: Probe, stamp: int, keys=ALL_OUTPUTS, **frame) -> dict:
+    """Send a frame until its outputs arrive; return them.
+
+    Best-effort images can be lost right after discovery, so the frame is sent again every
+    second, as a camera would.
     """
-    def find():
-        found = {}
-        for key in keys:
-            hits = [m for m in probe.messages(key) if stamp_ns(m) == stamp]
-            if not hits:
-                return None
-            found[key] = hits[-1]
-        return found
-
-    deadline = time.monotonic() + timeout_s
-    while not wait_for(lambda: find() is not None, 1.0) and time.monotonic() < deadline:
-        if resend is not None:
-            send_frame(probe, stamp, **resend)
-    assert find() is not None, {k: [stamp_ns(m) for m in probe.messages(k)] for k in keys}
-    return find()
-
-
-def request(probe: Probe, stamp: int, keys=('depth', 'anchor_mask', 'points', 'depth_info',
-                                            'depth_camera_info'), **frame):
-    """Send a frame and return its outputs."""
-    send_frame(probe, stamp, **frame)
-    return frame_outputs(probe, stamp, keys, resend=frame)
+    done = publish_until(lambda: send_frame(probe, stamp, **frame),
+                         lambda: find_outputs(probe, stamp, keys) is not None, 20.0)
+    assert done, {k: [stamp_ns(m) for m in probe.messages(k)] for k in keys}
+    return find_outputs(probe, stamp, keys)
 
 
 def test_every_output_has_the_right_encoding_size_and_header(node):
@@ -216,18 +210,20 @@ def test_broken_images_do_not_kill_the_node(node):
 
     process, probe = node
     rgb = camera_image(WIDTH, HEIGHT)
-    for encoding, step, data in [('rgb8', WIDTH * 3, b'\x00' * 10),
-                                 ('rgb8', 7, rgb.tobytes()),
-                                 ('16UC1', WIDTH * 2, b'\x00' * WIDTH * 2 * HEIGHT),
-                                 ('weird', WIDTH * 3, rgb.tobytes())]:
+    cases = [('rgb8', WIDTH * 3, b'\x00' * 10, 'data holds 10 bytes'),
+             ('rgb8', 7, rgb.tobytes(), 'shorter than one row'),
+             ('16UC1', WIDTH * 2, b'\x00' * WIDTH * 2 * HEIGHT, "encoding '16UC1'"),
+             ('weird', WIDTH * 3, rgb.tobytes(), "encoding 'weird'")]
+    for encoding, step, data, reason in cases:
         msg = Image(height=HEIGHT, width=WIDTH, encoding=encoding, step=step)
         msg.header.stamp.sec = 9
         msg.data = data
-        probe.pub_image.publish(msg)
+        # Sent again every second until the node has said why it dropped it (best effort).
+        assert publish_until(lambda m=msg: probe.pub_image.publish(m),
+                             lambda r=reason: r in process.output(), 20.0), reason
     stamp = 10_000_000_000
     assert request(probe, stamp, keys=('depth',))
     assert process.alive()
-    assert 'dropped image' in process.output()
 
 
 def test_no_camera_info_means_depth_but_no_points(checkpoint, tmp_path, rclpy_context):
