@@ -18,6 +18,8 @@ import argparse
 import pathlib
 from typing import Any
 
+from metric_solver_ros.commands.common import add_model_arguments, engine_from_args
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``metric-solver eval``."""
@@ -47,19 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synthetic.add_argument('--frames', type=int, default=8, help='number of synthetic scenes')
     synthetic.add_argument('--size', type=int, nargs=2, default=(240, 320), metavar=('H', 'W'),
                            help='synthetic image size [px] (default: 240 320)')
-    model = parser.add_argument_group('model')
+    model = add_model_arguments(parser)
     model.add_argument('--anchors', type=float, nargs='+', default=None, metavar='M',
                        help='anchors [m], each evaluated separately (default: 2 10 40 unless '
                             'only --pred-topic is evaluated)')
     model.add_argument('--fusion', action='store_true',
                        help='also evaluate multi-anchor fusion of all anchors ("fusion")')
-    model.add_argument('--checkpoint', type=pathlib.Path, default=None,
-                       help='Metric-Solver safetensors checkpoint (default: the bundled model)')
-    model.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    model.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
-                       help='network precision (decoding is always fp32)')
-    model.add_argument('--flip-tta', action='store_true',
-                       help='average image and mirror (the paper\'s evaluation protocol)')
     metrics = parser.add_argument_group('metrics and outputs')
     metrics.add_argument('--cap', type=float, default=80.0,
                          help='GT cap [m]: 10 indoors, 80 outdoors in the paper '
@@ -136,11 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     predictors = []
     if use_model:
-        from metric_solver_ros.engine import DepthEngine
-
-        engine = DepthEngine.from_checkpoint(
-            None if args.checkpoint is None else str(args.checkpoint), device=args.device,
-            precision=args.precision, flip_tta=args.flip_tta)
+        engine = engine_from_args(args)
         config.update(anchors=list(anchors), device=str(engine.device),
                       checkpoint=str(args.checkpoint) if args.checkpoint else 'bundled default',
                       precision=str(engine.dtype).replace('torch.', ''),

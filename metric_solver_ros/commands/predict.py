@@ -31,6 +31,8 @@ import pathlib
 import types
 from typing import Any
 
+from metric_solver_ros.commands.common import add_model_arguments, engine_from_args
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``metric-solver predict``."""
@@ -42,14 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               '(default: %(default)s)')
     anchors.add_argument('--anchors', type=float, nargs='+', default=None, metavar='M',
                          help='several anchors [m], fused per pixel (multi-anchor fusion)')
-    model = parser.add_argument_group('model')
-    model.add_argument('--checkpoint', type=pathlib.Path, default=None,
-                       help='Metric-Solver safetensors checkpoint (default: the bundled model)')
-    model.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    model.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
-                       help='network precision (decoding is always fp32)')
-    model.add_argument('--flip-tta', action='store_true',
-                       help='average the image and its mirror (about 2x the network time)')
+    add_model_arguments(parser)
     out = parser.add_argument_group('outputs')
     out.add_argument('--out', type=pathlib.Path, default=pathlib.Path('predict_out'),
                      help='output directory, created if needed (default: %(default)s)')
@@ -180,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metric_solver_ros.conversions import scale_intrinsics
-    from metric_solver_ros.engine import DepthEngine, PointsRequest
+    from metric_solver_ros.engine import PointsRequest
     from metric_solver_ros.visualize import (
         depth_figure,
         write_depth_png_mm,
@@ -195,9 +190,7 @@ def run(args: argparse.Namespace) -> int:
         if calibration[2]:
             print(f'note: {args.camera_info} has non-zero distortion; points are back-projected '
                   'with K only (pass rectified images for exact points)')
-    engine = DepthEngine.from_checkpoint(
-        None if args.checkpoint is None else str(args.checkpoint), device=args.device,
-        precision=args.precision, flip_tta=args.flip_tta)
+    engine = engine_from_args(args)
     anchors = engine.validate_anchors(args.anchors if args.anchors is not None else args.anchor)
     max_range_m = args.max_range if args.max_range > 0 else math.inf
     args.out.mkdir(parents=True, exist_ok=True)
