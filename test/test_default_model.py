@@ -1,0 +1,63 @@
+"""The bundled default model: present, small, self-describing, and it does its job.
+
+Quality is checked on the synthetic world it was trained on (held-out scenes, never training
+seeds): it is a demo model, not a real-world one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metric_solver_ros.checkpoint import (
+    default_model_path,
+    load_checkpoint,
+    read_checkpoint_metadata,
+)
+from metric_solver_ros.data.synthetic import render_scene
+from metric_solver_ros.engine import DepthEngine
+from metric_solver_ros.metrics import compute_metrics
+
+HELD_OUT_SEED = 555_000_000  # far from every training / evaluation seed range
+
+
+@pytest.fixture(scope='module')
+def engine():
+    torch.manual_seed(0)
+    return DepthEngine.from_checkpoint(None, device='cpu')
+
+
+def test_bundled_file_is_small_and_self_describing():
+    path = default_model_path()
+    assert path.is_file(), f'{path} is missing: run tools/bundle_default_model.py'
+    assert path.stat().st_size <= 40 * 2**20
+    model = load_checkpoint(path)
+    assert model.config.preset == 'tiny'
+    metadata = read_checkpoint_metadata(path)
+    assert 'synthetic' in metadata['note'] and int(metadata['train_step']) > 0
+
+
+@pytest.mark.parametrize('kind, anchor_m, cap_m, max_abs_rel', [
+    ('indoor', 10.0, 10.0, 0.6),
+    ('outdoor', 80.0, 80.0, 0.8),
+])
+def test_metric_depth_on_held_out_synthetic_scenes(engine, kind, anchor_m, cap_m, max_abs_rel):
+    results = []
+    for i in range(4):
+        scene = render_scene(kind, HELD_OUT_SEED + i, 240, 320)
+        depth = engine.infer(scene.image, anchor_m).depth_m
+        results.append(compute_metrics(depth, scene.depth_m, cap_m=cap_m))
+    abs_rel = float(np.mean([r['abs_rel'] for r in results]))
+    assert abs_rel < max_abs_rel, results
+
+
+def test_sky_is_beyond_the_outdoor_range(engine):
+    right = total = 0
+    for i in range(4):
+        scene = render_scene('outdoor', HELD_OUT_SEED + 100 + i, 240, 320)
+        sky = np.isposinf(scene.depth_m)
+        depth = engine.infer(scene.image, 80.0).depth_m
+        right += int(np.count_nonzero(depth[sky] > 80.0))
+        total += int(np.count_nonzero(sky))
+    assert total > 0 and right / total > 0.5
