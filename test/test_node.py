@@ -191,6 +191,36 @@ def test_string_anchor_and_read_only_parameters_are_refused(node):
     assert not result.successful and 'read-only' in result.reason.lower()
 
 
+def test_auto_and_roi_modes_follow_the_documented_rule(node):
+    """The node's auto / roi anchor equals AnchorSelector replayed on its published depth."""
+    from metric_solver_ros.anchor_modes import AnchorSelector
+    from metric_solver_ros.model import DEFAULT_ANCHOR_POOL_M
+
+    process, probe = node
+    for mode, roi, first in (('auto', [0, 0, 0, 0], 20), ('roi', [10, 20, 60, 40], 30)):
+        # The random test model answers about anchor / 2 everywhere: from 6 m the rule moves
+        # down to 4 m (3 m <= 0.8 x 4 m) after two frames.
+        assert probe.set_parameters(anchor=6.0, roi=roi)[0].successful
+        assert probe.set_parameters(anchor_mode=mode)[0].successful
+        stamps = [(first + i) * 1_000_000_000 for i in range(5)]
+        for stamp in stamps:
+            request(probe, stamp, keys=('depth', 'depth_info'))
+        # Every processed image (a frame may have been sent more than once) updated the node's
+        # rule once, in the order its outputs arrived: replay the rule on the same depths.
+        depths = [m for m in probe.messages('depth') if stamp_ns(m) in stamps]
+        infos = [m for m in probe.messages('depth_info') if stamp_ns(m) in stamps]
+        assert len(depths) == len(infos) >= len(stamps)
+        selector = AnchorSelector(DEFAULT_ANCHOR_POOL_M, 6.0)
+        seen = set()
+        for depth, info in zip(depths, infos, strict=True):
+            assert info.anchor_mode == mode and stamp_ns(depth) == stamp_ns(info)
+            assert info.anchor == pytest.approx(selector.current_m), (mode, stamp_ns(info))
+            seen.add(info.anchor)
+            selector.update(image_array(depth), tuple(roi) if mode == 'roi' else None)
+        assert seen == {6.0, 4.0}, f'{mode}: {seen}'
+    assert probe.set_parameters(anchor_mode='fixed', anchor=10.0)[0].successful
+
+
 def test_anchor_change_redecodes_the_last_frame(node):
     from metric_solver_ros.srv import SetAnchor
 
