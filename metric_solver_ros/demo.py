@@ -76,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     import rclpy
 
-    from metric_solver_ros.node_client import DepthNodeClient, NodeProcess, wait_for
+    from metric_solver_ros.node_client import (
+        DepthNodeClient,
+        NodeProcess,
+        publish_until,
+        stamp_ns,
+        wait_for,
+    )
     from metric_solver_ros.srv import SetAnchor
 
     out = pathlib.Path(args.out)
@@ -97,6 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             print('demo: the node did not come up', file=sys.stderr)
             return 1
         frames = list(demo_frames(args.frames))
+        # Warm-up (not counted): the first best-effort images can be lost while the transport
+        # connects, and the first inference is slow; send one frame until it is answered.
+        name, rgb, intrinsics = frames[0]
+        warm_stamp = time.time_ns()
+        publish_until(lambda: (client.publish_camera_info(rgb.shape[1], rgb.shape[0], intrinsics,
+                                                          warm_stamp),
+                               client.publish_image(rgb, warm_stamp)),
+                      lambda: any(stamp_ns(m) == warm_stamp
+                                  for m in client.messages('depth_info')), 60.0)
+        client.clear()
         phase_len = max(1, len(frames) // len(args.anchors))
         sent: dict[int, tuple[str, float, np.ndarray]] = {}
         timeline = []
@@ -132,10 +148,16 @@ def _write_outputs(out: pathlib.Path, client, sent: dict, timeline: list,
     from metric_solver_ros.node_client import cloud_xyz, image_array, stamp_ns
     from metric_solver_ros.visualize import depth_figure, write_ply, write_rgb_png
 
-    infos = {stamp_ns(m): m for m in client.messages('depth_info')}
-    depths = {stamp_ns(m): m for m in client.messages('depth')}
-    masks = {stamp_ns(m): m for m in client.messages('anchor_mask')}
-    clouds = {stamp_ns(m): m for m in client.messages('points')}
+    def first_per_stamp(key: str) -> dict:
+        # A frame's first answer; a later one with the same stamp is the re-decode that follows
+        # an anchor change (redecode_on_anchor_change), reported with the new anchor.
+        found: dict = {}
+        for msg in client.messages(key):
+            found.setdefault(stamp_ns(msg), msg)
+        return found
+
+    infos, depths = first_per_stamp('depth_info'), first_per_stamp('depth')
+    masks, clouds = first_per_stamp('anchor_mask'), first_per_stamp('points')
     rows, saved = [], {}
     for stamp, (name, anchor, rgb) in sent.items():
         info = infos.get(stamp)
