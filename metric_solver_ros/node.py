@@ -498,6 +498,7 @@ class MetricSolverNode(Node):
         msg.latency_ms = float((now_ns - stamp_ns) / 1e6) if stamp_ns else math.nan
         msg.anchor_mode = settings.anchor_mode
         msg.height, msg.width = depth.shape
+        msg.frames_skipped = self._mailbox.dropped
         return msg
 
     # ------------------------------------------------------------------------ shutdown
