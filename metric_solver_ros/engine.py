@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from metric_solver_ros.model import MetricSolver
 from metric_solver_ros.model.representation import decode as decode_outputs
-from metric_solver_ros.model.representation import fuse_anchors
+from metric_solver_ros.model.representation import decode_fused
 
 _LOG = logging.getLogger(__name__)
 
@@ -448,25 +448,26 @@ class DepthEngine:
         else:
             anchors_net = anchors_t
         outputs = self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
+        fused = fuse and count > 1
         logits = {}
         for key, value in outputs.items():
             value = value.float()
             if self.flip_tta:
                 value = 0.5 * (value[:count] + value[count:].flip(-1))
+            if fused and key == 'd_tf_logit':
+                # Fusion reads the far map of the largest anchor only: upsample just that one.
+                value = value[max(range(count), key=anchors.__getitem__)].unsqueeze(0)
             logits[key] = F.interpolate(value, size=cache.image_hw, mode='bilinear',
                                         align_corners=False)
         self._sync()
         decoded_at = time.perf_counter()
-        decoded = decode_outputs(logits, anchors_t, self.config)
-        if fuse and count > 1:
-            depth, near, index = fuse_anchors(decoded['depth_near_m'], decoded['depth_far_m'],
-                                              decoded['near'], anchors_t)
+        if fused:
+            depth, near, index = decode_fused(logits, anchors_t, self.config)
             depths, nears, indices, groups = depth, near, index, [anchors]
-        elif fuse:
-            depths, nears, indices, groups = decoded['depth_m'], decoded['near'], None, [anchors]
         else:
+            decoded = decode_outputs(logits, anchors_t, self.config)
             depths, nears, indices = decoded['depth_m'], decoded['near'], None
-            groups = [(a,) for a in anchors]
+            groups = [anchors] if fuse else [(a,) for a in anchors]
         if self.far_limit_m is not None:
             depths = torch.where(depths > self.far_limit_m, torch.inf, depths)
         cloud = rgb = None

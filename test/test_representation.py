@@ -17,6 +17,7 @@ from metric_solver_ros.model import (
 )
 from metric_solver_ros.model.representation import (
     decode,
+    decode_fused,
     depth_to_targets,
     far_limit_m,
     far_to_depth,
@@ -252,3 +253,28 @@ def test_fuse_anchors_rejects_mismatched_inputs():
     x = torch.zeros(2, 1, 2, 2)
     with pytest.raises(ValueError, match='anchors'):
         fuse_anchors(x, x, x.bool(), torch.tensor([1.0, 2.0, 4.0]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 5), st.integers(0, 2**31 - 1),
+       st.sampled_from([{}, {'mask_head': False}, {'far_head': False}]))
+def test_decode_fused_equals_decoding_every_anchor_then_fusing(num_anchors, seed, switches):
+    """The engine's shortcut (decode only what fusion reads) equals the long way."""
+    config = get_config('tiny', **switches)
+    g = torch.Generator().manual_seed(seed)
+    anchors = torch.tensor(DEFAULT_ANCHOR_POOL_M)[torch.randperm(10, generator=g)[:num_anchors]]
+    # logits spread wide enough to reach saturated, near/far and beyond-the-limit pixels
+    outputs = {key: torch.randn(num_anchors, 1, 7, 9, generator=g) * 12
+               for key in ('d_sn_logit', 'mask_logit', 'd_tf_logit')}
+    decoded = decode(outputs, anchors, config)
+    expected = fuse_anchors(decoded['depth_near_m'], decoded['depth_far_m'], decoded['near'],
+                            anchors)
+    # the far map of the largest anchor alone is enough
+    only_largest = dict(outputs, d_tf_logit=outputs['d_tf_logit'][anchors.argmax()][None])
+    for fused in (decode_fused(outputs, anchors, config),
+                  decode_fused(only_largest, anchors, config)):
+        # same pixels, same anchors; depth equal up to the last bit of float32 (vectorised
+        # sigmoid may round a lane differently from the one-map-per-anchor call)
+        assert torch.equal(fused[1], expected[1]) and torch.equal(fused[2], expected[2])
+        torch.testing.assert_close(fused[0], expected[0], rtol=2e-7, atol=0)
+        assert torch.equal(torch.isinf(fused[0]), torch.isinf(expected[0]))

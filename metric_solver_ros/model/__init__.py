@@ -22,6 +22,7 @@ from .metric_solver import MetricSolver, count_parameters, create_model, paramet
 from .representation import (
     NO_MASK_NEAR_THRESHOLD,
     decode,
+    decode_fused,
     depth_to_targets,
     far_limit_m,
     far_to_depth,
@@ -46,6 +47,7 @@ __all__ = [
     'count_parameters',
     'create_model',
     'decode',
+    'decode_fused',
     'depth_to_targets',
     'far_limit_m',
     'far_to_depth',

@@ -155,6 +155,29 @@ def _first_set_bit_table(num: int, device: torch.device) -> Tensor:
     return table
 
 
+def _select_anchor(near: Tensor, anchors_m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per pixel, the anchor fusion uses: ``(anchor_index, near_any, largest)``.
+
+    ``anchor_index`` [1, 1, h, w] (long) is the smallest anchor whose mask says near, else the
+    largest anchor (index ``largest``, a 0-d tensor); ``near_any`` [1, 1, h, w] is whether any
+    anchor said near. ``near`` is [A, 1, h, w] bool, ``anchors_m`` the A anchors in any order.
+    """
+    num = near.shape[0]
+    if num > _MAX_FUSED_ANCHORS:
+        raise ValueError(f'fuse_anchors: at most {_MAX_FUSED_ANCHORS} anchors, got {num}')
+    anchors = anchors_m.reshape(-1).to(near.device)
+    order = torch.argsort(anchors.float())  # ascending anchor depth
+    largest = order[-1]
+    # First anchor (in ascending order) that says near, per pixel. A weighted sum over the
+    # anchor axis (bit A-1-i for the i-th smallest) and a lookup of its highest set bit: the
+    # same answer as an argmax over that axis, an order of magnitude faster on CPUs.
+    bits = (1 << torch.arange(num - 1, -1, -1, device=near.device, dtype=torch.int32))
+    code = (near.to(torch.int32)[order] * bits.view(-1, 1, 1, 1)).sum(dim=0, keepdim=True)
+    first_near = _first_set_bit_table(num, near.device)[code]
+    near_any = code > 0
+    return torch.where(near_any, order[first_near], largest), near_any, largest
+
+
 def fuse_anchors(depth_near_m: Tensor, depth_far_m: Tensor, near: Tensor,
                  anchors_m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Fuse the decoded predictions of several anchors for ONE image (METHOD.md's rule).
@@ -178,20 +201,45 @@ def fuse_anchors(depth_near_m: Tensor, depth_far_m: Tensor, near: Tensor,
     if not (depth_far_m.shape[0] == near.shape[0] == num == anchors_m.numel()):
         raise ValueError(f'fuse_anchors: {num} near maps, {depth_far_m.shape[0]} far maps, '
                          f'{near.shape[0]} masks and {anchors_m.numel()} anchors must agree')
-    anchors = anchors_m.reshape(-1).to(depth_near_m.device)
-    order = torch.argsort(anchors.float())  # ascending anchor depth
-    largest = order[-1]
-    if num > _MAX_FUSED_ANCHORS:
-        raise ValueError(f'fuse_anchors: at most {_MAX_FUSED_ANCHORS} anchors, got {num}')
-    # First anchor (in ascending order) that says near, per pixel. A weighted sum over the
-    # anchor axis (bit A-1-i for the i-th smallest) and a lookup of its highest set bit: the
-    # same answer as an argmax over that axis, an order of magnitude faster on CPUs.
-    bits = (1 << torch.arange(num - 1, -1, -1, device=anchors.device, dtype=torch.int32))
-    code = (near.to(torch.int32)[order] * bits.view(-1, 1, 1, 1)).sum(dim=0, keepdim=True)
-    first_near = _first_set_bit_table(num, anchors.device)[code]
-    near_any = code > 0
-    anchor_index = torch.where(near_any, order[first_near], largest)
+    anchor_index, near_any, largest = _select_anchor(near, anchors_m)
     depth_near = torch.gather(depth_near_m.float(), 0, anchor_index)
     depth_far = depth_far_m[largest].float().unsqueeze(0)
     depth = torch.where(near_any, depth_near, depth_far)
     return depth, near_any, anchor_index
+
+
+def decode_fused(outputs: dict[str, Tensor], anchors_m: Tensor,
+                 config: MetricSolverConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """``fuse_anchors(decode(outputs))`` for ONE image, decoding only what fusion reads.
+
+    Fusion needs every anchor's near decision, the near depth of the anchor each pixel picks and
+    the far depth of the largest anchor only; decoding just those (a gather of the near logits,
+    one far map) gives the same pixels, anchors and depths (to the last bit of float32) as
+    decoding all A anchors and then fusing, at a fraction of the cost at full image resolution.
+
+    Args:
+        outputs: Logits of the A anchors of one image, each [A, 1, h, w] (as :func:`decode`);
+            ``'d_tf_logit'`` may hold only the largest anchor's map ([1, 1, h, w]), the only
+            one fusion reads.
+        anchors_m: The A anchor depths [m], shape [A], in any order.
+        config: The network's config.
+
+    Returns:
+        ``(depth_m, near_any, anchor_index)`` as :func:`fuse_anchors`.
+    """
+    d_sn_logit = outputs['d_sn_logit'].float()
+    anchors = anchors_m.float().reshape(-1).to(d_sn_logit.device)
+    if config.mask_head:
+        near = torch.sigmoid(outputs['mask_logit'].float()) >= 0.5
+    else:
+        near = torch.sigmoid(d_sn_logit) < NO_MASK_NEAR_THRESHOLD
+    anchor_index, near_any, largest = _select_anchor(near, anchors)
+    depth_near = torch.sigmoid(torch.gather(d_sn_logit, 0, anchor_index)) * anchors[anchor_index]
+    far_outputs = {'d_sn_logit': d_sn_logit[largest].unsqueeze(0)}
+    if config.far_head:
+        d_tf_logit = outputs['d_tf_logit']
+        far_outputs['d_tf_logit'] = d_tf_logit[largest if d_tf_logit.shape[0] > 1 else 0][None]
+    if config.mask_head:
+        far_outputs['mask_logit'] = outputs['mask_logit'][largest].unsqueeze(0)
+    depth_far = decode(far_outputs, anchors[largest].reshape(1), config)['depth_far_m']
+    return torch.where(near_any, depth_near, depth_far), near_any, anchor_index
