@@ -67,7 +67,7 @@ def evaluate_checkpoint(path: pathlib.Path, sets, frames_per_kind: int, size) ->
     from metric_solver_ros.train import TrainConfig, eval_frames, evaluate
 
     torch.set_num_threads(2)
-    model = load_checkpoint(path)
+    model = load_checkpoint(path).float()  # the bundled model is stored as float16
     cfg = TrainConfig(image_size=tuple(size), eval_frames=frames_per_kind)
     frames = eval_frames(cfg, torch.device('cpu'))
     return evaluate(model, frames, torch.device('cpu'), contextlib.nullcontext(), 8, sets)

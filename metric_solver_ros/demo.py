@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
               f'run the demo on another model.', file=sys.stderr)
         return 2
     os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     import rclpy
 
     from metric_solver_ros.node_client import (

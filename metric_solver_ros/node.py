@@ -19,11 +19,13 @@ from __future__ import annotations
 import array
 import collections
 import math
+import os
 import re
 import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -153,6 +155,25 @@ class _Mailbox:
             return None
 
 
+def transport_warning(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why large best-effort images may not arrive with this process environment, or None.
+
+    rmw_fastrtps answers localhost-only discovery (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``
+    or ``ROS_LOCALHOST_ONLY=1``) by replacing the builtin transports with localhost UDP, which
+    turns ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` off without a word: best-effort images (any
+    640x480 frame is larger than a datagram) are then almost all lost.
+    """
+    env = os.environ if environ is None else environ
+    localhost = (env.get('ROS_AUTOMATIC_DISCOVERY_RANGE', '').upper() == 'LOCALHOST'
+                 or env.get('ROS_LOCALHOST_ONLY', '') == '1')
+    if localhost and env.get('FASTDDS_BUILTIN_TRANSPORTS', '').upper() == 'LARGE_DATA':
+        return ('FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA has no effect with localhost-only '
+                'discovery (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST / ROS_LOCALHOST_ONLY=1): '
+                'large best-effort images will be lost. Isolate with ROS_DOMAIN_ID instead, '
+                'or make the image subscription reliable (README, "Transport").')
+    return None
+
+
 def _descriptor(spec, pool_m: tuple[float, float]) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
     if spec.choices:
@@ -234,6 +255,9 @@ class MetricSolverNode(Node):
         self._worker = threading.Thread(target=self._work, name='metric_solver_worker',
                                         daemon=True)
         self._worker.start()
+        warning = transport_warning()
+        if warning:
+            self.get_logger().warning(warning)
         config = self.engine.config
         self.get_logger().info(
             f'ready: model {self._model_name} (preset {config.preset}), device '
