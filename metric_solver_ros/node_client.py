@@ -66,6 +66,18 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, period_s: float = 
     return predicate()
 
 
+def matched_publishers(node, subscription, topic: str) -> int:
+    """Publishers matched to ``subscription`` (DDS endpoint matching, not just the graph).
+
+    The ROS graph (``count_publishers``) learns of a publisher before the subscription's reader
+    has matched its writer; a reliable, volatile message published in between is lost. rclpy
+    from Iron on reports the real matches (``Subscription.get_publisher_count``); on Humble the
+    graph count is the best there is.
+    """
+    count = getattr(subscription, 'get_publisher_count', None)
+    return count() if count is not None else node.count_publishers(topic)
+
+
 def publish_until(publish: Callable[[], None], done: Callable[[], bool],
                   timeout_s: float = 20.0, period_s: float = 1.0) -> bool:
     """Call ``publish`` every ``period_s`` (as a camera would) until ``done()`` or timeout.
@@ -112,12 +124,14 @@ class DepthNodeClient:
                                           ('depth', 'depth_camera_info', 'anchor_mask', 'points',
                                            'depth_info')}
         self._lock = threading.Lock()
+        self._subscriptions = {}
         for key, kind, topic in [('depth', Image, 'depth'),
                                  ('depth_camera_info', CameraInfo, 'depth/camera_info'),
                                  ('anchor_mask', Image, 'anchor_mask'),
                                  ('points', PointCloud2, 'points'),
                                  ('depth_info', DepthInfo, 'depth_info')]:
-            self.node.create_subscription(kind, f'{self.ns}/{topic}', self._recorder(key), 10)
+            self._subscriptions[f'{self.ns}/{topic}'] = self.node.create_subscription(
+                kind, f'{self.ns}/{topic}', self._recorder(key), 10)
         self.set_anchor = self.node.create_client(SetAnchor, f'{self.ns}/set_anchor')
         from rcl_interfaces.srv import GetParameters, SetParameters
 
@@ -168,8 +182,8 @@ class DepthNodeClient:
 
     def publisher_counts(self) -> list[int]:
         """How many publishers the node has matched to each of our subscriptions."""
-        return [self.node.count_publishers(f'{self.ns}/{t}') for t in
-                ('depth', 'depth/camera_info', 'anchor_mask', 'points', 'depth_info')]
+        return [matched_publishers(self.node, sub, topic)
+                for topic, sub in self._subscriptions.items()]
 
     def call(self, client, request, timeout_s: float = 10.0):
         """Call a service and wait for the response (None on timeout)."""

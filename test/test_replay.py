@@ -155,7 +155,7 @@ def test_fast_compressed_replay_reports_dropped_frames_precisely(compressed_node
     code = replay.run(_parse(replay, [
         '--bag', bag, '--image-topic', IMAGE + '/compressed', '--camera-info-topic', INFO,
         '--rate', 50, '--namespace', NS_COMPRESSED, '--record', record, '--storage', 'sqlite3',
-        '--points', '--wait-s', 3, '--summary', summary_path]))
+        '--points', '--wait-s', 6, '--summary', summary_path]))
     summary = json.loads(summary_path.read_text())
     assert code == 0 and summary['frames_published'] == FRAMES
     assert summary['image_type'] == 'sensor_msgs/msg/CompressedImage'

@@ -45,6 +45,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from metric_solver_ros.node_client import matched_publishers, wait_for
+
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
@@ -53,8 +55,10 @@ DEPTH_INFO = 'metric_solver_ros/msg/DepthInfo'
 OUTPUTS = {'depth': ('depth', IMAGE), 'anchor_mask': ('anchor_mask', IMAGE),
            'depth_info': ('depth_info', DEPTH_INFO),
            'points': ('points', 'sensor_msgs/msg/PointCloud2')}
-#: Pause after every link is matched, so the first best-effort image is not lost [s].
-SETTLE_S = 0.3
+#: Pause after every link is matched [s]: the node's reader may match our image writer later
+#: than our writer matched it (DDS discovery is asymmetric) and drops best-effort samples
+#: from a writer it does not know yet; 0 s lost the first 6 of 20 images in a probe.
+SETTLE_S = 1.0
 #: Coarsest float32 step of ``DepthInfo.latency_ms`` accepted for the node latency [ms].
 NODE_LATENCY_RESOLUTION_MS = 0.1
 #: History kept per output subscription (reliable), far more than the node publishes at once.
@@ -258,9 +262,10 @@ class ReplayLink:
         self.arrivals: queue.SimpleQueue = queue.SimpleQueue()
         self.output_topics = {key: f'{namespace}/{OUTPUTS[key][0]}' for key in outputs}
         qos = QoSProfile(depth=OUTPUT_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
-        for key, topic in self.output_topics.items():
-            self.node.create_subscription(kinds[OUTPUTS[key][1]], topic, self._receiver(key),
-                                          qos, raw=True)
+        self._subscriptions = {
+            topic: self.node.create_subscription(kinds[OUTPUTS[key][1]], topic,
+                                                 self._receiver(key), qos, raw=True)
+            for key, topic in self.output_topics.items()}
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -284,7 +289,8 @@ class ReplayLink:
         missing = [] if self.pub_image.get_subscription_count() else [self.image_topic]
         if with_info and not self.pub_info.get_subscription_count():
             missing.append(f'{self.ns}/camera_info')
-        missing += [t for t in self.output_topics.values() if not self.node.count_publishers(t)]
+        missing += [t for t, sub in self._subscriptions.items()
+                    if not matched_publishers(self.node, sub, t)]
         return missing
 
     def close(self) -> None:
@@ -505,8 +511,6 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')  # big best-effort images
     import rclpy
-
-    from metric_solver_ros.node_client import wait_for
 
     owns_rclpy = not rclpy.ok()
     if owns_rclpy:
