@@ -122,8 +122,9 @@ class LoadClient:
 
     def close(self) -> None:
         """Stop spinning and destroy the node."""
-        self._executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
+        from metric_solver_ros.node_client import close_spun_node
+
+        close_spun_node(self.node, self._executor, self._thread)
 
 
 def summarise(sent: list[int], answers: list[tuple[int, int]], windows: int) -> dict:

@@ -78,6 +78,20 @@ def matched_publishers(node, subscription, topic: str) -> int:
     return count() if count is not None else node.count_publishers(topic)
 
 
+def close_spun_node(node, executor, thread: threading.Thread, timeout_s: float = 5.0) -> None:
+    """Stop ``executor`` spinning in ``thread``, wait for the thread, then destroy ``node`` here.
+
+    Destroying a node while another thread sits in the executor's wait makes rclpy defer
+    ``rcl_node_fini`` to that thread, where it runs holding the GIL; with Fast DDS's LARGE_DATA
+    (TCP) transport that teardown was seen to block on a channel mutex forever, freezing the
+    whole process. Tearing down from the calling thread, after spinning has ended and while the
+    peers are still up, avoids it.
+    """
+    executor.shutdown(timeout_sec=timeout_s)
+    thread.join(timeout_s)
+    node.destroy_node()
+
+
 def publish_until(publish: Callable[[], None], done: Callable[[], bool],
                   timeout_s: float = 20.0, period_s: float = 1.0) -> bool:
     """Call ``publish`` every ``period_s`` (as a camera would) until ``done()`` or timeout.
@@ -245,8 +259,7 @@ class DepthNodeClient:
         if self._closed:
             return
         self._closed = True
-        self._executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
+        close_spun_node(self.node, self._executor, self._thread)
 
 
 def stamp_ns(msg) -> int:

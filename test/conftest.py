@@ -12,6 +12,7 @@ them.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import random
 
@@ -23,6 +24,18 @@ os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count() or 1))
 
 import pytest  # noqa: E402
+
+#: A test still running after this long has hung [s]: dump every thread's stack and exit, so CI
+#: fails with a trace instead of at its time limit. faulthandler's watchdog is a C thread, so it
+#: fires even when a deadlock holds the GIL (seen once in a Fast DDS teardown).
+HANG_S = 300
+
+
+@pytest.fixture(autouse=True)
+def hang_watchdog():
+    faulthandler.dump_traceback_later(HANG_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope='session')

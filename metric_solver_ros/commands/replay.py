@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from metric_solver_ros.node_client import matched_publishers, wait_for
+from metric_solver_ros.node_client import close_spun_node, matched_publishers, wait_for
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
@@ -295,8 +295,7 @@ class ReplayLink:
 
     def close(self) -> None:
         """Stop spinning and destroy the node."""
-        self._executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
+        close_spun_node(self.node, self._executor, self._thread)
 
 
 # ------------------------------------------------------------------------------- bookkeeping
