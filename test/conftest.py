@@ -27,7 +27,7 @@ import pytest  # noqa: E402
 
 #: A test still running after this long has hung [s]: dump every thread's stack and exit, so CI
 #: fails with a trace instead of at its time limit. faulthandler's watchdog is a C thread, so it
-#: fires even when a deadlock holds the GIL (seen once in a Fast DDS teardown).
+#: fires even when a deadlock holds the GIL (see ``rclpy_context``).
 HANG_S = 300
 
 
@@ -44,8 +44,15 @@ def rclpy_context():
     import rclpy
 
     rclpy.init()
+    # rmw_fastrtps has one DDS participant per context and deletes it with the context's last
+    # node. Deleting a participant whose LARGE_DATA (TCP) channel is mid-read from a live peer
+    # deadlocks in the Fast DDS of the wheels (TCPChannelResourceBasic::disconnect; fixed
+    # upstream in eProsima/Fast-DDS#6066): seen twice when a test destroyed its only node while
+    # a node process was still publishing. This node keeps the participant alive all session.
+    keep_alive = rclpy.create_node('pytest_participant_keep_alive')
     try:
         yield
     finally:
+        keep_alive.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
