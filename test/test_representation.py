@@ -273,8 +273,8 @@ def test_decode_fused_equals_decoding_every_anchor_then_fusing(num_anchors, seed
     only_largest = dict(outputs, d_tf_logit=outputs['d_tf_logit'][anchors.argmax()][None])
     for fused in (decode_fused(outputs, anchors, config),
                   decode_fused(only_largest, anchors, config)):
-        # same pixels, same anchors; depth equal up to the last bit of float32 (vectorised
-        # sigmoid may round a lane differently from the one-map-per-anchor call)
+        # same pixels, same anchors; depth equal to float32 rounding (vectorised sigmoid may
+        # round a lane differently from the one-map-per-anchor call: seen up to 2 ulp)
         assert torch.equal(fused[1], expected[1]) and torch.equal(fused[2], expected[2])
-        torch.testing.assert_close(fused[0], expected[0], rtol=2e-7, atol=0)
+        torch.testing.assert_close(fused[0], expected[0], rtol=1e-6, atol=0)
         assert torch.equal(torch.isinf(fused[0]), torch.isinf(expected[0]))

@@ -214,7 +214,7 @@ def decode_fused(outputs: dict[str, Tensor], anchors_m: Tensor,
 
     Fusion needs every anchor's near decision, the near depth of the anchor each pixel picks and
     the far depth of the largest anchor only; decoding just those (a gather of the near logits,
-    one far map) gives the same pixels, anchors and depths (to the last bit of float32) as
+    one far map) gives the same pixels, anchors and depths (to float32 rounding) as
     decoding all A anchors and then fusing, at a fraction of the cost at full image resolution.
 
     Args:
