@@ -455,8 +455,9 @@ class DepthEngine:
             if self.flip_tta:
                 value = 0.5 * (value[:count] + value[count:].flip(-1))
             if fused and key == 'd_tf_logit':
-                # Fusion reads the far map of the largest anchor only: upsample just that one.
-                value = value[max(range(count), key=anchors.__getitem__)].unsqueeze(0)
+                # Fusion reads the far map of the largest anchor only: upsample just that one
+                # (validate_anchors sorts the anchors ascending, so it is the last).
+                value = value[-1:]
             logits[key] = F.interpolate(value, size=cache.image_hw, mode='bilinear',
                                         align_corners=False)
         self._sync()

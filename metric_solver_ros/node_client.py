@@ -82,10 +82,11 @@ def close_spun_node(node, executor, thread: threading.Thread, timeout_s: float =
     """Stop ``executor`` spinning in ``thread``, wait for the thread, then destroy ``node`` here.
 
     Destroying a node while another thread sits in the executor's wait makes rclpy defer
-    ``rcl_node_fini`` to that thread, where it runs holding the GIL; with Fast DDS's LARGE_DATA
-    (TCP) transport that teardown was seen to block on a channel mutex forever, freezing the
-    whole process. Tearing down from the calling thread, after spinning has ended and while the
-    peers are still up, avoids it.
+    ``rcl_node_fini`` to that thread: the node is then torn down at some later point, holding
+    the GIL, after the caller may already have stopped the peers. Here it is gone when this
+    returns. This does not cure the Fast DDS deadlock of deleting a participant whose LARGE_DATA
+    channel is mid-read (README, "Transport"), which can hit any thread that deletes a
+    process's last node; the tests avoid that by keeping a node alive all session.
     """
     executor.shutdown(timeout_sec=timeout_s)
     thread.join(timeout_s)

@@ -94,6 +94,16 @@ def far_limit_m(anchor_m: float, k: float = K_TAPER, eps: float = D_TF_EPS) -> f
     return float(anchor_m) - math.log(eps) / k
 
 
+def _near_decision(outputs: dict[str, Tensor], d_sn_logit: Tensor,
+                   config: MetricSolverConfig) -> tuple[Tensor, Tensor]:
+    """``(near, near_prob)``: the mask's ``p >= 0.5``, or without a mask ``d_sn < 0.99``."""
+    if config.mask_head:
+        near_prob = torch.sigmoid(outputs['mask_logit'].float())
+        return near_prob >= 0.5, near_prob
+    near = torch.sigmoid(d_sn_logit) < NO_MASK_NEAR_THRESHOLD
+    return near, near.float()
+
+
 def decode(outputs: dict[str, Tensor], anchors_m: Tensor,
            config: MetricSolverConfig) -> dict[str, Tensor]:
     """Turn raw network outputs (logits) into metric depth, in float32.
@@ -118,12 +128,7 @@ def decode(outputs: dict[str, Tensor], anchors_m: Tensor,
     d_sn_logit = outputs['d_sn_logit'].float()
     a = anchors_m.float().to(d_sn_logit.device).reshape(-1, 1, 1, 1)
     depth_near = torch.sigmoid(d_sn_logit) * a
-    if config.mask_head:
-        near_prob = torch.sigmoid(outputs['mask_logit'].float())
-        near = near_prob >= 0.5
-    else:
-        near = torch.sigmoid(d_sn_logit) < NO_MASK_NEAR_THRESHOLD
-        near_prob = near.float()
+    near, near_prob = _near_decision(outputs, d_sn_logit, config)
     if config.far_head:
         # -ln(sigmoid(z)) = softplus(-z): exact where d_tf is far below fp16/bf16 resolution.
         neg_log_d_tf = F.softplus(-outputs['d_tf_logit'].float())
@@ -229,10 +234,7 @@ def decode_fused(outputs: dict[str, Tensor], anchors_m: Tensor,
     """
     d_sn_logit = outputs['d_sn_logit'].float()
     anchors = anchors_m.float().reshape(-1).to(d_sn_logit.device)
-    if config.mask_head:
-        near = torch.sigmoid(outputs['mask_logit'].float()) >= 0.5
-    else:
-        near = torch.sigmoid(d_sn_logit) < NO_MASK_NEAR_THRESHOLD
+    near, _ = _near_decision(outputs, d_sn_logit, config)
     anchor_index, near_any, largest = _select_anchor(near, anchors)
     depth_near = torch.sigmoid(torch.gather(d_sn_logit, 0, anchor_index)) * anchors[anchor_index]
     far_outputs = {'d_sn_logit': d_sn_logit[largest].unsqueeze(0)}
