@@ -10,13 +10,14 @@ ROS_ENV = AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) CMAKE_PREFIX_PATH=$(CURDIR)/$(VENV
           PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint demo colcon clean help
+.PHONY: setup test lint demo colcon gpu-kit clean help
 
 help:
 	@echo "make test   set up .venv (first run: a few minutes) and run ruff + the whole test suite"
 	@echo "make demo   set up .venv and run the node on the bundled model, outputs in out/demo/"
 	@echo "make setup  only set up .venv (deps, interfaces, editable package)"
 	@echo "make colcon build the package with colcon against the wheel prefix (build/colcon)"
+	@echo "make gpu-kit  cp312 wheels for tools/gpu_train.sh on a lent GPU machine (build/gpu_wheels)"
 
 setup: $(STAMPS)/package
 
@@ -61,6 +62,17 @@ colcon: setup
 	$(ROS_ENV) $(VENV)/bin/colcon --log-base build/colcon/log build --base-paths . \
 	    --build-base build/colcon/build --install-base build/colcon/install \
 	    --cmake-args -DPython3_EXECUTABLE=$(CURDIR)/$(PY) -DBUILD_TESTING=OFF
+
+# Wheels for tools/gpu_train.sh (a GPU machine with Python 3.12 + torch and no registry): the
+# pinned versions of requirements.txt, downloaded for CPython 3.12 on x86-64 Linux.
+GPU_WHEELS := numpy safetensors PyYAML
+gpu-kit: $(STAMPS)/deps
+	rm -rf build/gpu_wheels && mkdir -p build/gpu_wheels
+	$(VENV)/bin/pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
+	    --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+	    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d build/gpu_wheels \
+	    $(foreach p,$(GPU_WHEELS),$(shell grep -i '^$(p)==' requirements.txt | cut -d' ' -f1))
+	@ls -l build/gpu_wheels
 
 clean:
 	rm -rf build out .pytest_cache .ruff_cache

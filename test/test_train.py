@@ -266,3 +266,43 @@ def test_ddp_two_processes_stay_identical(tmp_path):
     start = _log(out, 'start')
     assert len(start) == 1 and start[0]['world'] == 2  # only rank 0 logs
     assert [r['step'] for r in _log(out, 'train')] == [1, 2, 3, 4]
+
+
+BLOCK_IMPORTS = '''
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'cv2', 'h5py', 'rclpy', 'rosbags', 'matplotlib'}:
+            raise ImportError(f'{name} is not on the GPU machine')
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def test_synthetic_training_needs_only_torch_numpy_safetensors_yaml(tmp_path):
+    # tools/gpu_train.sh carries only numpy, safetensors and PyYAML to the GPU machine.
+    code = BLOCK_IMPORTS + (
+        'from metric_solver_ros.train import main\n'
+        f'sys.exit(main(["--config", {str(SMOKE)!r}, "--out_dir", {str(tmp_path / "run")!r}, '
+        '"--max_steps", "2", "--eval_frames", "0"]))\n')
+    result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert (tmp_path / 'run' / 'ckpt.safetensors').is_file()
+
+
+def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
+    # The script a GPU session runs once: smoke run, budgeted run, float16 weights into $OUT.
+    out = tmp_path / 'out'
+    env = {**os.environ, 'OUT': str(out), 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1',
+           'GPU_WHEELS': str(tmp_path / 'no_wheels')}  # the cp312 kit is not for this Python
+    result = subprocess.run(
+        ['bash', 'tools/gpu_train.sh', '1', '--batch_size', '2', '--image_size', '[56,70]',
+         '--num_threads', '1'], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 'finished at step' in (out / 'smoke.txt').read_text()
+    assert 'time_budget' in (out / 'train.txt').read_text()
+    assert 'python' in (out / 'env.txt').read_text()
+    model = load_checkpoint(out / 'ckpt_fp16.safetensors')
+    assert model.config.preset == 'tiny' and model.config.input_size == (266, 350)
+    assert int(read_checkpoint_metadata(out / 'ckpt_fp16.safetensors')['train_step']) >= 1
+    assert any(r['kind'] == 'train' for r in map(json.loads, (out / 'log.jsonl').open()))

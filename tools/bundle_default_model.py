@@ -5,6 +5,7 @@ Copies the (EMA) weights of ``RUN/ckpt.safetensors`` into
 its precision when loading), keeping the model config and adding where it came from.
 
     python tools/bundle_default_model.py out/train_default
+    python tools/bundle_default_model.py out/gpu_run /tmp/out/ckpt_fp16.safetensors   # elsewhere
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from metric_solver_ros.checkpoint import (
 )
 
 
-def main(run_dir: str) -> int:
-    """Write the bundled model from ``run_dir``; return a process exit code."""
+def main(run_dir: str, target: str | None = None) -> int:
+    """Write the bundled model (or ``target``) from ``run_dir``; return a process exit code."""
     source = pathlib.Path(run_dir) / 'ckpt.safetensors'
     model = load_checkpoint(source).to(torch.float16)
     meta = read_checkpoint_metadata(source)
@@ -32,12 +33,12 @@ def main(run_dir: str) -> int:
     keep['bundled_from'] = str(source)
     keep['note'] = ('tiny preset trained from scratch on the synthetic world only: for demos and '
                     'tests, not for real-world accuracy')
-    target = default_model_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(target, model, metadata=keep)
-    print(f'wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) from {source}')
+    path = pathlib.Path(target) if target else default_model_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model, metadata=keep)
+    print(f'wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) from {source}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else 'out/train_default'))
+    sys.exit(main(*(sys.argv[1:3] or ['out/train_default'])))

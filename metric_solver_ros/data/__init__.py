@@ -11,24 +11,31 @@
 See docs/DATA.md.
 """
 
-from metric_solver_ros.data.augment import AugmentConfig
-from metric_solver_ros.data.datasets import FolderDataset, MixedDataset, SyntheticDataset
-from metric_solver_ros.data.hypersim import Hypersim
-from metric_solver_ros.data.rgbd_folder import RGBDFolder, write_rgbd_folder
-from metric_solver_ros.data.sample import Sample
-from metric_solver_ros.data.synthetic import render_batch, render_scene
-from metric_solver_ros.data.vkitti2 import VKITTI2
+import importlib
+from typing import Any
 
-__all__ = [
-    'VKITTI2',
-    'AugmentConfig',
-    'FolderDataset',
-    'Hypersim',
-    'MixedDataset',
-    'RGBDFolder',
-    'Sample',
-    'SyntheticDataset',
-    'render_batch',
-    'render_scene',
-    'write_rgbd_folder',
-]
+_EXPORTS: dict[str, str] = {
+    'AugmentConfig': 'augment',
+    'FolderDataset': 'datasets',
+    'MixedDataset': 'datasets',
+    'SyntheticDataset': 'datasets',
+    'Hypersim': 'hypersim',
+    'RGBDFolder': 'rgbd_folder',
+    'write_rgbd_folder': 'rgbd_folder',
+    'Sample': 'sample',
+    'render_batch': 'synthetic',
+    'render_scene': 'synthetic',
+    'VKITTI2': 'vkitti2',
+}
+"""Public name -> submodule. Imported on first use (PEP 562), so that synthetic-only training
+needs neither OpenCV (the on-disk readers) nor h5py (Hypersim): see tools/gpu_train.sh."""
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(f'{__name__}.{_EXPORTS[name]}'), name)
+    globals()[name] = value
+    return value

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 
 from metric_solver_ros.data.sample import Sample
@@ -104,6 +103,8 @@ def resize(sample: Sample, height: int, width: int) -> Sample:
     """
     if height < 1 or width < 1:
         raise ValueError(f'bad size {height}x{width}')
+    import cv2  # lazily: synthetic-only training runs without OpenCV (tools/gpu_train.sh)
+
     sx, sy = width / sample.width, height / sample.height
     interp = cv2.INTER_AREA if sx * sy < 1.0 else cv2.INTER_LINEAR
     image = cv2.resize(sample.image, (width, height), interpolation=interp)
@@ -152,6 +153,8 @@ def color_jitter(
             grey = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
             x = (x - grey) * (1.0 + factors[2]) + grey
         elif factors[3] != 0.0:
+            import cv2
+
             hsv = cv2.cvtColor(np.clip(x, 0, 1), cv2.COLOR_RGB2HSV)  # H in degrees
             hsv[..., 0] = (hsv[..., 0] + 360.0 * factors[3]) % 360.0
             x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
