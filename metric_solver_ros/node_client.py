@@ -56,6 +56,9 @@ class NodeProcess:
         return self.process.returncode, elapsed
 
 
+QUIESCE_S = 0.5
+"""Seconds between unsubscribing and deleting a client node (``close_spun_node``)."""
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float, period_s: float = 0.02) -> bool:
     """Poll ``predicate`` until it is true or ``timeout_s`` passes; return its last value."""
     deadline = time.monotonic() + timeout_s
@@ -78,18 +81,30 @@ def matched_publishers(node, subscription, topic: str) -> int:
     return count() if count is not None else node.count_publishers(topic)
 
 
-def close_spun_node(node, executor, thread: threading.Thread, timeout_s: float = 5.0) -> None:
-    """Stop ``executor`` spinning in ``thread``, wait for the thread, then destroy ``node`` here.
+def close_spun_node(node, executor, thread: threading.Thread, timeout_s: float = 5.0,
+                    quiesce_s: float = QUIESCE_S) -> None:
+    """Stop ``executor`` spinning in ``thread``, unsubscribe, let data stop, destroy ``node``.
 
     Destroying a node while another thread sits in the executor's wait makes rclpy defer
     ``rcl_node_fini`` to that thread: the node is then torn down at some later point, holding
     the GIL, after the caller may already have stopped the peers. Here it is gone when this
-    returns. This does not cure the Fast DDS deadlock of deleting a participant whose LARGE_DATA
-    channel is mid-read (README, "Transport"), which can hit any thread that deletes a
-    process's last node; the tests avoid that by keeping a node alive all session.
+    returns.
+
+    Before the node (with a process's last node, its DDS participant) is deleted, its
+    subscriptions are destroyed and ``quiesce_s`` seconds pass: the peers' writers unmatch and
+    stop sending, so no large message is half-way through a ``LARGE_DATA`` TCP channel when the
+    participant closes it. That is the window of the Fast DDS 3.2 deadlock of deleting a
+    participant whose channel is mid-read (README, "Transport"; fixed upstream in
+    eProsima/Fast-DDS#6066): this narrows it, it cannot close it (a peer may still be sending
+    discovery or a reliable repair). The tests also keep one node alive all session.
     """
     executor.shutdown(timeout_sec=timeout_s)
     thread.join(timeout_s)
+    subscriptions = list(node.subscriptions)
+    for subscription in subscriptions:
+        node.destroy_subscription(subscription)
+    if subscriptions and quiesce_s > 0:
+        time.sleep(quiesce_s)
     node.destroy_node()
 
 
