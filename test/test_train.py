@@ -294,7 +294,8 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     # The script a GPU session runs once: smoke run, budgeted run, float16 weights into $OUT.
     out = tmp_path / 'out'
     env = {**os.environ, 'OUT': str(out), 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1',
-           'GPU_WHEELS': str(tmp_path / 'no_wheels')}  # the cp312 kit is not for this Python
+           'GPU_WHEELS': str(tmp_path / 'no_wheels'),  # the cp312 kit is not for this Python
+           'BENCH': 'tiny', 'BENCH_DEVICE': 'cpu', 'BENCH_ARGS': '--warmup 1 --iters 1'}
     result = subprocess.run(
         ['bash', 'tools/gpu_train.sh', '1', '--batch_size', '2', '--image_size', '[56,70]',
          '--num_threads', '1'], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -302,6 +303,9 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert 'finished at step' in (out / 'smoke.txt').read_text()
     assert 'time_budget' in (out / 'train.txt').read_text()
     assert 'python' in (out / 'env.txt').read_text()
+    bench = [json.loads(line) for line in (out / 'bench.jsonl').read_text().splitlines()]
+    assert [(b['preset'], b['device']) for b in bench] == [('tiny', 'cpu')]
+    assert bench[0]['single_ms'] > 0
     model = load_checkpoint(out / 'ckpt_fp16.safetensors')
     assert model.config.preset == 'tiny' and model.config.input_size == (266, 350)
     assert int(read_checkpoint_metadata(out / 'ckpt_fp16.safetensors')['train_step']) >= 1

@@ -14,6 +14,9 @@
 # fine-tune the bundled model at its resolution:
 #   bash tools/gpu_train.sh 360 --init_from metric_solver_ros/models/default.safetensors \
 #       --image_size [196,252] --warmup_steps 200
+# With BENCH="tiny vits vitl" it first runs `metric-solver bench` on the GPU for those presets
+# (640x480 camera image, each preset at its input size; random weights for vits/vitl) into
+# $OUT/bench.jsonl: the figures benchmarks/RESULTS.md wants for the card.
 set -euo pipefail
 budget_s=${1:?usage: tools/gpu_train.sh BUDGET_S [train.py overrides...]}
 shift
@@ -38,6 +41,14 @@ print("python", sys.version.split()[0], "| torch", torch.__version__, "| numpy",
     --eval_frames 0 --out_dir "$work/smoke" --resume false > "$out/smoke.txt" 2>&1 \
     || { tail -n 30 "$out/smoke.txt"; exit 1; }
 tail -n 2 "$out/smoke.txt"
+
+for preset in ${BENCH:-}; do
+    # shellcheck disable=SC2086  # BENCH_ARGS: extra bench options, word-split on purpose
+    "$py" -m metric_solver_ros.cli bench --preset "$preset" --device "${BENCH_DEVICE:-cuda}" \
+        --json ${BENCH_ARGS:-} \
+        >> "$out/bench.jsonl" 2>> "$out/bench.err" || echo "bench $preset failed (bench.err)"
+done
+[ -z "${BENCH:-}" ] || cat "$out/bench.jsonl" 2>/dev/null || true
 
 status=0
 "$py" -m metric_solver_ros.train --config config/train_gpu.yaml --out_dir "$work/run" \
