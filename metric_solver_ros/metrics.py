@@ -27,6 +27,12 @@ Protocol (``METHOD.md``, "Evaluation protocol"):
 * **Depth bands** of GT, ``(lo, hi]`` in metres: 0-2, 2-5, 5-10, 10-20, 20-80, >80. Band metrics
   pool pixels over frames (a band is often absent or tiny in a frame, which would make a mean
   over frames noisy); each band also reports its pixel and frame counts.
+* **Scale diagnostics** (per frame, over the valid pixels and the clipped prediction):
+  ``scale_ratio = median(g) / median(p)`` and ``delta1_aligned``, the delta1 of
+  ``scale_ratio * p`` (median scaling, the relative-depth protocol). A metric model whose
+  ``delta1_aligned`` is far above its ``delta1`` has the structure right and the scale wrong.
+  Headline: the mean of ``delta1_aligned`` over frames and ``scale_error =
+  exp(mean |ln scale_ratio|)`` (1: right scale; 1.5: a typical frame is 1.5x off either way).
 * **Mask accuracy** (anchor results only): fraction of pixels where the predicted near mask equals
   ``1[g <= anchor]``, over pixels whose GT is a known depth ``> min_depth_m``; unlike the depth
   metrics this includes GT beyond the cap and +inf (sky), which are certainly "far". Headline:
@@ -332,6 +338,13 @@ class MetricAggregator:
         frame = MetricSums.from_pixels(pred_valid, gt_valid, nan_valid)
         self.total = self.total + frame
         result = frame.finalize()
+        result['scale_ratio'] = result['delta1_aligned'] = None
+        if gt_valid.size:
+            scale = float(np.median(gt_valid) / np.median(pred_valid))
+            aligned = scale * pred_valid
+            result['scale_ratio'] = scale
+            result['delta1_aligned'] = float(np.count_nonzero(
+                np.maximum(aligned / gt_valid, gt_valid / aligned) < 1.25)) / gt_valid.size
         for name, lo, hi in DEPTH_BANDS_M:
             in_band = (gt_valid > lo) & (gt_valid <= hi)
             if np.any(in_band):
@@ -360,14 +373,17 @@ class MetricAggregator:
         """Mean over frames with valid pixels of each per-frame value (the headline numbers).
 
         Returns:
-            ``METRIC_NAMES``, ``pred_nan_fraction`` and (if scored) ``mask_accuracy`` averaged
-            over frames (None if no frame had valid pixels), plus ``n_frames`` (frames with valid
-            pixels) and ``n_pixels`` (all valid pixels).
+            ``METRIC_NAMES``, ``pred_nan_fraction``, ``delta1_aligned`` and (if scored)
+            ``mask_accuracy`` averaged over frames (None if no frame had valid pixels),
+            ``scale_error`` (``exp`` of the mean ``|ln scale_ratio|``), plus ``n_frames`` (frames
+            with valid pixels) and ``n_pixels`` (all valid pixels).
         """
         scored = [f for f in self.per_frame if f['n_pixels']]
-        keys = [*METRIC_NAMES, 'pred_nan_fraction']
+        keys = [*METRIC_NAMES, 'pred_nan_fraction', 'delta1_aligned']
         out: dict[str, float | None] = {
             key: (float(np.mean([f[key] for f in scored])) if scored else None) for key in keys}
+        out['scale_error'] = (float(np.exp(np.mean([abs(math.log(f['scale_ratio']))
+                                                    for f in scored]))) if scored else None)
         masks = [f['mask_accuracy'] for f in self.per_frame if f.get('mask_accuracy') is not None]
         if masks:
             out['mask_accuracy'] = float(np.mean(masks))

@@ -124,6 +124,34 @@ def test_frame_mean_and_pixel_mean_differ_as_defined():
     assert [f['n_pixels'] for f in agg.per_frame] == [1, 3]
 
 
+def test_median_scaling_separates_scale_from_structure():
+    agg = MetricAggregator(cap_m=100.0)
+    gt = _gt()
+    twice = agg.add(gt * 2.0, gt)  # right structure, twice too far
+    assert twice['delta1'] == 0.0 and twice['delta1_aligned'] == 1.0
+    assert twice['scale_ratio'] == pytest.approx(0.5)
+    half = agg.add(gt * 0.5, gt)
+    assert half['scale_ratio'] == pytest.approx(2.0) and half['delta1_aligned'] == 1.0
+    mean = agg.frame_mean()
+    assert mean['scale_error'] == pytest.approx(2.0)  # each frame 2x off, opposite ways
+    assert mean['delta1_aligned'] == 1.0 and mean['delta1'] == 0.0
+    # Hand-computed: GT 1, 2, 4, 8; prediction 3, 3, 3, 3 (median 3, GT median 3 -> scale 1).
+    gt4 = np.array([[1.0, 2.0], [4.0, 8.0]])
+    m = MetricAggregator(cap_m=10.0).add(np.full((2, 2), 3.0), gt4)
+    assert m['scale_ratio'] == pytest.approx(1.0)
+    assert m['delta1_aligned'] == m['delta1'] == 0.0  # ratios 3, 1.5, 1.33, 2.67
+    # A constant prediction scaled to the median: only the GT pixels near the median pass.
+    m = MetricAggregator(cap_m=10.0).add(np.full((2, 2), 6.0), np.array([[2.0, 2.9], [3.1, 8.0]]))
+    assert m['scale_ratio'] == pytest.approx(0.5) and m['delta1_aligned'] == 0.5
+
+
+def test_scale_diagnostics_are_none_without_valid_pixels():
+    agg = MetricAggregator(cap_m=10.0)
+    frame = agg.add(np.ones((2, 2)), np.full((2, 2), np.inf))
+    assert frame['scale_ratio'] is None and frame['delta1_aligned'] is None
+    assert agg.frame_mean()['scale_error'] is None and agg.frame_mean()['delta1_aligned'] is None
+
+
 def test_bands_split_gt_by_lo_exclusive_hi_inclusive():
     gt = np.array([[1.0, 2.0, 2.5, 5.0, 7.0, 15.0, 30.0, 90.0]])
     pred = gt * 1.1

@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     for name, aggregator in result.results.items():
         means = aggregator.frame_mean()
         cells = '  '.join(f'{key} {means[key]:.4f}' if means[key] is not None else f'{key} -'
-                          for key in ('delta1', 'abs_rel', 'rmse'))
+                          for key in ('delta1', 'abs_rel', 'rmse', 'delta1_aligned',
+                                      'scale_error'))
         print(f'  {name:>12}  {cells}')
     print(f'wrote {paths["json"]}, {paths["csv"]}, {paths["report"]}')
     return 0
