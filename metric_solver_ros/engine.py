@@ -266,7 +266,7 @@ class DepthEngine:
 
     def infer(self, image: np.ndarray | torch.Tensor, anchors_m: float | Sequence[float],
               color_order: str = 'rgb', points: PointsRequest | None = None) -> DepthResult:
-        """Depth for one image; several anchors are fused (METHOD.md's rule).
+        """Depth for one image; several anchors are fused (docs/METHOD.md's rule).
 
         Args:
             image: uint8 [H, W, 3] image (numpy on the host, or a tensor on any device).

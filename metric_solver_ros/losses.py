@@ -24,7 +24,7 @@ Decisions the paper leaves open:
   resized there with nearest-neighbour sampling (``'nearest-exact'``), never interpolated
   (which would blend depths across edges and smear +inf / NaN).
 - **Precision.** The depth terms compare ``sigmoid(logit)`` in float32 whatever the network's
-  (autocast) dtype: near the far targets' small values bf16 loses metres (see ``METHOD.md``).
+  (autocast) dtype: near the far targets' small values bf16 loses metres (see ``docs/METHOD.md``).
 - **Ablations** follow the model config:
 
   - ``mask_head=False`` ("w/o mask head"): no BCE term, and the near head is trained on ALL

@@ -1,6 +1,6 @@
 """Depth accuracy metrics of the Metric-Solver paper (Sec. 4.2, App. G), in pure numpy.
 
-Protocol (``METHOD.md``, "Evaluation protocol"):
+Protocol (``docs/METHOD.md``, "Evaluation protocol"):
 
 * **Valid pixels** are ground-truth (GT) pixels that are finite, ``> min_depth_m`` and
   ``<= cap_m`` (10 m indoors, 80 m outdoors in the paper), taken at GT resolution. GT zeros and

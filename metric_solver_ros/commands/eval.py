@@ -5,7 +5,7 @@ Examples::
     metric-solver eval --bag my_bag --image-topic /camera/color/image_raw \\
         --depth-topic /camera/aligned_depth_to_color/image_raw --anchors 2 10 --fusion \\
         --cap 10 --flip-tta --out eval_out
-    metric-solver eval --bag my_bag --pred-topic /depth/image --cap 10 --out eval_topic
+    metric-solver eval --bag my_bag --pred-topic /depth/depth --cap 10 --out eval_topic
     metric-solver eval --synthetic indoor --seed 0 --frames 8 --anchors 10 --cap 10
 
 The bag is read offline and deterministically (header stamps, see ``metric_solver_ros.bagio``).

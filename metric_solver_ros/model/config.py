@@ -1,6 +1,6 @@
 """Typed model configuration and named presets: THE one place for k, the anchor pool and the taps.
 
-Every number the method leaves open (see ``METHOD.md``) lives here once. A
+Every number the method leaves open (see ``docs/METHOD.md``) lives here once. A
 :class:`MetricSolverConfig` is frozen, validated on construction and travels inside every
 checkpoint as JSON (:meth:`MetricSolverConfig.to_dict` / :meth:`MetricSolverConfig.from_dict`).
 """

@@ -138,7 +138,7 @@ def count_parameters(model: MetricSolver) -> dict[str, int]:
 def parameter_groups(model: MetricSolver) -> Sequence[tuple[str, list[nn.Parameter]]]:
     """Split parameters into ``('encoder', ...)`` and ``('heads', ...)`` (heads + anchor pool).
 
-    For optimisers that give the heads a larger learning rate than the encoder (METHOD.md).
+    For optimisers that give the heads a larger learning rate than the encoder (docs/METHOD.md).
     """
     encoder = list(model.pretrained.parameters())
     encoder_ids = {id(p) for p in encoder}

@@ -185,7 +185,7 @@ def _select_anchor(near: Tensor, anchors_m: Tensor) -> tuple[Tensor, Tensor, Ten
 
 def fuse_anchors(depth_near_m: Tensor, depth_far_m: Tensor, near: Tensor,
                  anchors_m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Fuse the decoded predictions of several anchors for ONE image (METHOD.md's rule).
+    """Fuse the decoded predictions of several anchors for ONE image (docs/METHOD.md's rule).
 
     Per pixel: the near prediction of the smallest anchor whose mask says near (the finest
     resolution that covers the pixel); where no anchor says near, the far prediction of the
