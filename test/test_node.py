@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import signal
+import time
 
 import numpy as np
 import pytest
 from node_harness import camera_image, small_checkpoint
 
+from metric_solver_ros.node import ERROR_LOG_PERIOD_S
 from metric_solver_ros.node_client import DepthNodeClient as Probe
 from metric_solver_ros.node_client import (
     NodeProcess,
@@ -265,11 +267,16 @@ def test_no_camera_info_means_depth_but_no_points(checkpoint, tmp_path, rclpy_co
         assert probe.set_anchor.wait_for_service(timeout_sec=60.0), process.output()
         assert wait_for(lambda: probe.pub_image.get_subscription_count() > 0, 30.0)
         assert wait_for(lambda: all(p > 0 for p in probe.publisher_counts()), 30.0)
+        start = time.monotonic()
         for i in range(3):
             request(probe, (i + 1) * 1_000_000_000, keys=('depth', 'depth_info'),
                     with_info=False)
+        elapsed_s = time.monotonic() - start
         assert probe.messages('points') == [] and probe.messages('depth_camera_info') == []
-        assert process.output().count('no camera_info received yet') == 1
+        # Rate-limited, not one line per frame: at most one line per ERROR_LOG_PERIOD_S window
+        # (one window when quiet; a loaded machine can stretch the three frames over more).
+        warnings = process.output().count('no camera_info received yet')
+        assert 1 <= warnings <= 1 + int(elapsed_s // ERROR_LOG_PERIOD_S), (warnings, elapsed_s)
     finally:
         probe.close()
         code, elapsed = process.stop(signal.SIGTERM)
