@@ -341,10 +341,9 @@ class MetricAggregator:
         result['scale_ratio'] = result['delta1_aligned'] = None
         if gt_valid.size:
             scale = float(np.median(gt_valid) / np.median(pred_valid))
-            aligned = scale * pred_valid
             result['scale_ratio'] = scale
-            result['delta1_aligned'] = float(np.count_nonzero(
-                np.maximum(aligned / gt_valid, gt_valid / aligned) < 1.25)) / gt_valid.size
+            result['delta1_aligned'] = MetricSums.from_pixels(
+                scale * pred_valid, gt_valid).finalize()['delta1']
         for name, lo, hi in DEPTH_BANDS_M:
             in_band = (gt_valid > lo) & (gt_valid <= hi)
             if np.any(in_band):

@@ -59,6 +59,7 @@ class NodeProcess:
 QUIESCE_S = 0.5
 """Seconds between unsubscribing and deleting a client node (``close_spun_node``)."""
 
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float, period_s: float = 0.02) -> bool:
     """Poll ``predicate`` until it is true or ``timeout_s`` passes; return its last value."""
     deadline = time.monotonic() + timeout_s
