@@ -502,19 +502,11 @@ class MetricSolverNode(Node):
     def _depth_info(self, result: DepthResult, header: Any,
                     settings: RuntimeSettings) -> DepthInfo:
         depth = result.depth_m
-        defined = ~np.isnan(depth)
-        finite = depth[np.isfinite(depth)]
-        n_defined = max(int(defined.sum()), 1)
         msg = DepthInfo(header=header)
         msg.anchor = float(max(result.anchors_m))
         msg.anchors = array.array('f', result.anchors_m)
-        msg.near_fraction = float((result.near & defined).sum()) / n_defined
-        msg.far_fraction = float(np.isposinf(depth).sum()) / n_defined
-        if finite.size:
-            msg.min_depth, msg.max_depth = float(finite.min()), float(finite.max())
-            msg.median_depth = float(np.median(finite))
-        else:
-            msg.min_depth = msg.median_depth = msg.max_depth = math.nan
+        (msg.near_fraction, msg.far_fraction, msg.min_depth, msg.median_depth,
+         msg.max_depth) = depth_statistics(depth, result.near)
         timings = result.timings_ms
         msg.inference_ms = float(timings.get('total', 0.0))
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
@@ -535,6 +527,30 @@ class MetricSolverNode(Node):
             if self._worker.is_alive():
                 self._worker.join(timeout=1.5)
         super().destroy_node()
+
+
+def depth_statistics(depth_m: np.ndarray, near: np.ndarray
+                     ) -> tuple[float, float, float, float, float]:
+    """DepthInfo's statistics of one depth image.
+
+    Args:
+        depth_m: Depth [m], HxW (NaN undefined, +inf beyond the far limit).
+        near: Near mask, bool HxW.
+
+    Returns:
+        ``(near_fraction, far_fraction, min_m, median_m, max_m)``: fractions of the defined
+        (non-NaN) pixels that are near / +inf; min, median and max of the finite depths [m]
+        (NaN when there are none).
+    """
+    defined = ~np.isnan(depth_m)
+    finite = depth_m[np.isfinite(depth_m)]
+    n_defined = max(int(defined.sum()), 1)
+    near_fraction = float((near & defined).sum()) / n_defined
+    far_fraction = float(np.isposinf(depth_m).sum()) / n_defined
+    if not finite.size:
+        return near_fraction, far_fraction, math.nan, math.nan, math.nan
+    return (near_fraction, far_fraction, float(finite.min()), float(np.median(finite)),
+            float(finite.max()))
 
 
 def _as_uint8_array(values: np.ndarray) -> array.array:

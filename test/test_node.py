@@ -292,3 +292,14 @@ def test_bad_checkpoint_refuses_to_start(tmp_path, rclpy_context):
     output = process.output()
     process.stop()
     assert 'cannot start' in output and str(bad) in output
+
+
+def test_depth_statistics_hand_computed():
+    from metric_solver_ros.node import depth_statistics
+
+    depth = np.array([[1.0, 2.0, np.inf], [np.nan, 4.0, 3.0]], np.float32)
+    near = np.array([[True, True, False], [True, False, False]])
+    # 5 defined pixels; 2 near among them (the NaN one does not count); 1 at +inf
+    assert depth_statistics(depth, near) == (0.4, 0.2, 1.0, 2.5, 4.0)
+    empty = depth_statistics(np.full((2, 2), np.nan, np.float32), np.zeros((2, 2), bool))
+    assert empty[:2] == (0.0, 0.0) and all(math.isnan(v) for v in empty[2:])

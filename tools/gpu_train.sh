@@ -14,9 +14,10 @@
 # fine-tune the bundled model at its resolution:
 #   bash tools/gpu_train.sh 360 --init_from metric_solver_ros/models/default.safetensors \
 #       --image_size [196,252] --warmup_steps 200
-# With BENCH="tiny vits vitl" it first runs `metric-solver bench` on the GPU for those presets
-# (640x480 camera image, each preset at its input size, random weights) into
-# $OUT/bench.jsonl: the figures benchmarks/RESULTS.md wants for the card.
+# With BENCH="vits vitl" it first runs `metric-solver bench` on the GPU for those presets
+# (640x480 camera image, random weights; BENCH_ARGS adds options, e.g. RESULTS.md's
+# "--input-size 518 --resize-mode square") into $OUT/bench.jsonl: the figures
+# benchmarks/RESULTS.md wants for the card.
 set -euo pipefail
 budget_s=${1:?usage: tools/gpu_train.sh BUDGET_S [train.py overrides...]}
 shift

@@ -1,0 +1,71 @@
+"""The node's own work per frame, outside the engine, against the engine's time, in one run.
+
+What ``MetricSolverNode`` does around ``engine.infer`` for a 640x480 rgb8 frame with every output
+subscribed: image message -> array, building the depth (32FC1) and mask (mono8) messages, the
+organised PointCloud2 (stride 2, with colour) and the DepthInfo statistics. No DDS: this
+separates the node's Python work from transport and scheduling (``benchmarks/node_load.py``).
+
+    python benchmarks/node_overhead.py [--threads 2] [--iters 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from metric_solver_ros import node
+    from metric_solver_ros.checkpoint import default_model_path, load_checkpoint
+    from metric_solver_ros.conversions import image_to_rgb
+    from metric_solver_ros.engine import DepthEngine, PointsRequest
+
+    engine = DepthEngine(load_checkpoint(default_model_path()), device='cpu')
+    rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
+    msg = Image(height=480, width=640, encoding='rgb8', step=640 * 3)
+    msg.data = node._as_uint8_array(rgb)
+    points = PointsRequest(intrinsics=(500.0, 500.0, 320.0, 240.0), stride=2, with_rgb=True)
+    header = Header()
+
+    def ms(work) -> float:
+        work()
+        start = time.perf_counter()
+        for _ in range(args.iters):
+            work()
+        return (time.perf_counter() - start) / args.iters * 1e3
+
+    result = engine.infer(rgb, (10.0,), points=points)
+    depth = result.depth_m
+
+    stages = {
+        'image_to_rgb': lambda: image_to_rgb(msg),
+        'depth_msg': lambda: node._image_msg(header, depth, '32FC1'),
+        'mask_msg': lambda: node._image_msg(header, result.near.astype(np.uint8) * np.uint8(255),
+                                            'mono8'),
+        'cloud_msg': lambda: node._cloud_msg(header, result.points_m, result.points_rgb),
+        'depth_info_stats': lambda: node.depth_statistics(depth, result.near),
+    }
+    times = {name: ms(work) for name, work in stages.items()}
+    engine_ms = ms(lambda: engine.infer(rgb, (10.0,), points=points))
+    overhead_ms = sum(times.values())
+    for name, value in times.items():
+        print(f'{name:18s} {value:7.2f} ms')
+    print(f'{"node work, total":18s} {overhead_ms:7.2f} ms')
+    print(f'{"engine.infer":18s} {engine_ms:7.2f} ms (with the cloud)')
+    print(f'node work / engine: {overhead_ms / engine_ms:.3f}')
+
+
+if __name__ == '__main__':
+    main()
