@@ -64,7 +64,8 @@ colcon: setup
 	    --cmake-args -DPython3_EXECUTABLE=$(CURDIR)/$(PY) -DBUILD_TESTING=OFF
 
 # Wheels for tools/gpu_train.sh (a GPU machine with Python 3.12 + torch and no registry): the
-# pinned versions of requirements.txt, downloaded for CPython 3.12 on x86-64 Linux.
+# pinned versions of requirements.txt, downloaded for CPython 3.12 on x86-64 Linux; pytest (with
+# its pure-Python dependencies) runs the CUDA tests there.
 GPU_WHEELS := numpy safetensors PyYAML
 gpu-kit: $(STAMPS)/deps
 	rm -rf build/gpu_wheels && mkdir -p build/gpu_wheels
@@ -72,6 +73,9 @@ gpu-kit: $(STAMPS)/deps
 	    --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
 	    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d build/gpu_wheels \
 	    $(foreach p,$(GPU_WHEELS),$(shell grep -i '^$(p)==' requirements.txt | cut -d' ' -f1))
+	$(VENV)/bin/pip download --disable-pip-version-check -q --only-binary=:all: \
+	    --python-version 3.12 --implementation cp --platform any -d build/gpu_wheels \
+	    $(shell grep -i '^pytest==' requirements.txt | cut -d' ' -f1)
 	@ls -l build/gpu_wheels
 
 clean:

@@ -53,6 +53,8 @@ class EngineOutOfMemory(EngineError):
 _OOM_ERRORS = (getattr(torch, 'OutOfMemoryError', torch.cuda.OutOfMemoryError),)
 #: Smallest network input side :meth:`DepthEngine.degrade` goes down to [px].
 MIN_INPUT_SIZE_PX = 112
+#: Most CUDA graphs one engine keeps (one per input signature; beyond it, calls run eagerly).
+MAX_CUDA_GRAPHS = 8
 
 
 @dataclass
@@ -191,12 +193,20 @@ class DepthEngine:
         far_limit_m: Depths beyond this [m] become +inf (None: only the representation's own
             limit, ``anchor + 552 m``).
         compile: Wrap the encoder and decoder in ``torch.compile``.
+        cuda_graphs: On CUDA, replay the encoder and the decoder as CUDA graphs, one captured
+            per input signature (image size, anchor count) on first use: batch-1 inference is
+            launch-bound on GPUs, a graph launches a whole stage at once. No effect on the CPU;
+            not combined with ``compile``. If a capture fails the engine logs why and runs
+            eagerly.
     """
 
     def __init__(self, model: MetricSolver, device: str = 'auto', precision: str = 'auto',
                  input_size: int | None = None, resize_mode: str = 'keep_aspect',
                  flip_tta: bool = False, far_limit_m: float | None = None,
-                 compile: bool = False) -> None:
+                 compile: bool = False, cuda_graphs: bool = False) -> None:
+        if compile and cuda_graphs:
+            raise EngineError('compile and cuda_graphs exclude each other (torch.compile\'s '
+                              'mode="reduce-overhead" captures its own graphs)')
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.config = model.config
@@ -216,6 +226,7 @@ class DepthEngine:
         if compile:
             self._encode = torch.compile(self.model.encode)
             self._decode = torch.compile(self.model.decode)
+        self._graphs = CudaGraphs() if cuda_graphs else None
         self._cache: _FrameCache | None = None
 
     @classmethod
@@ -325,6 +336,8 @@ class DepthEngine:
             EngineError: When there is nothing left to give up (smallest input on the CPU).
         """
         self._cache = None
+        if self._graphs is not None:
+            self._graphs.clear()  # their memory pools belong to the old size / device
         if self.input_size > MIN_INPUT_SIZE_PX:
             patch = self.config.patch_size
             old = self.input_size
@@ -364,6 +377,16 @@ class DepthEngine:
         if bool(value) != self._flip_tta:
             self._flip_tta = bool(value)
             self._cache = None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the network runs as CUDA graphs (asked for, on CUDA, no capture failed)."""
+        return self._use_graphs
+
+    @property
+    def _use_graphs(self) -> bool:
+        return (self._graphs is not None and self._graphs.error is None
+                and self.device.type == 'cuda')
 
     @property
     def has_frame(self) -> bool:
@@ -422,7 +445,11 @@ class DepthEngine:
             x = torch.cat([x, x.flip(-1)], dim=0)
         self._sync()
         encoded = time.perf_counter()
-        features = self._encode(x)
+        if self._use_graphs:
+            # The graph's static outputs: overwritten by the next frame, which replaces the cache.
+            features = self._graphs.run(('encode',), self._encode, (x,))
+        else:
+            features = self._encode(x)
         self._sync()
         done = time.perf_counter()
         patch = self.config.patch_size
@@ -447,7 +474,19 @@ class DepthEngine:
             anchors_net = anchors_t.repeat(2)
         else:
             anchors_net = anchors_t
-        outputs = self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
+        if self._use_graphs:
+            patch_hw = cache.patch_hw
+
+            def decode(*flat: torch.Tensor) -> dict[str, torch.Tensor]:
+                pairs = tuple(zip(flat[0:-1:2], flat[1:-1:2], strict=True))
+                return self._decode(pairs, flat[-1], patch_hw, check_anchors=False)
+
+            flat = tuple(t for pair in features for t in pair) + (anchors_net,)
+            # Static outputs, valid until this graph's next replay: every use below copies
+            # (float, interpolate) before returning.
+            outputs = self._graphs.run(('decode', patch_hw), decode, flat)
+        else:
+            outputs = self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
         fused = fuse and count > 1
         logits = {}
         for key, value in outputs.items():
@@ -517,6 +556,75 @@ class DepthEngine:
         if request.with_rgb:
             rgb = cache.image[0, :, ::stride, ::stride].permute(1, 2, 0)
         return xyz, rgb
+
+
+class CudaGraphs:
+    """Captures a function of tensors as CUDA graphs, one per input signature, and replays them.
+
+    The first :meth:`run` with a new signature (a key plus the inputs' shapes and dtypes) warms
+    the function up on a side stream, captures it into a graph with static input buffers, and
+    keeps it; every later run copies the inputs into those buffers and replays the graph. Batch-1
+    inference is bound by kernel launches on GPUs; a replay launches the whole stage at once.
+
+    The returned outputs are the graph's static tensors: the next replay of the same graph
+    overwrites them, so callers consume or copy them first. Past ``max_graphs`` signatures, new
+    ones run eagerly. A capture that fails (an operation CUDA graphs cannot hold) sets
+    :attr:`error`, is logged once, and the caller should run eagerly from then on; running out of
+    memory is raised as usual.
+
+    Args:
+        max_graphs: Most graphs kept (each holds its own memory pool).
+    """
+
+    def __init__(self, max_graphs: int = MAX_CUDA_GRAPHS) -> None:
+        self.max_graphs = max_graphs
+        self.error: str | None = None
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, tuple, object]] = {}
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def clear(self) -> None:
+        """Drop every graph (and its memory pool)."""
+        self._graphs.clear()
+
+    def run(self, key: tuple, fn, inputs: tuple[torch.Tensor, ...]):
+        """Return ``fn(*inputs)``, from a replayed graph where possible."""
+        signature = (key, tuple((tuple(t.shape), t.dtype, t.device) for t in inputs))
+        entry = self._graphs.get(signature)
+        if entry is None:
+            if self.error is not None or len(self._graphs) >= self.max_graphs:
+                return fn(*inputs)
+            entry = self._capture(fn, inputs)
+            if entry is None:
+                return fn(*inputs)
+            self._graphs[signature] = entry
+        graph, static_inputs, static_outputs = entry
+        for buffer, value in zip(static_inputs, inputs, strict=True):
+            buffer.copy_(value)
+        graph.replay()
+        return static_outputs
+
+    def _capture(self, fn, inputs: tuple[torch.Tensor, ...]):
+        static_inputs = tuple(t.clone() for t in inputs)
+        device = static_inputs[0].device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        try:
+            with torch.cuda.stream(side):  # lazy initialisation and kernel choices, not captured
+                for _ in range(2):
+                    fn(*static_inputs)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_outputs = fn(*static_inputs)
+        except _OOM_ERRORS:
+            raise
+        except RuntimeError as exc:
+            self.error = str(exc).splitlines()[0][:200]
+            _LOG.warning('CUDA graph capture failed, running eagerly from now on: %s', self.error)
+            return None
+        return graph, static_inputs, static_outputs
 
 
 @dataclass

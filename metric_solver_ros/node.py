@@ -298,7 +298,7 @@ class MetricSolverNode(Node):
             return DepthEngine.from_checkpoint(
                 path, device=fixed['device'], precision=fixed['precision'],
                 input_size=fixed['input_size'] or None, resize_mode=fixed['resize_mode'],
-                compile=fixed['compile'])
+                compile=fixed['compile'], cuda_graphs=fixed['cuda_graphs'])
         except (CheckpointError, EngineError, FileNotFoundError) as exc:
             raise StartupError(f'cannot start: {exc}') from exc
 

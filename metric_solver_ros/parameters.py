@@ -59,6 +59,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'or square.', read_only=True, choices=RESIZE_MODES),
     ParamSpec('compile', False, 'Compile the network with torch.compile at start-up.',
               read_only=True),
+    ParamSpec('cuda_graphs', False, 'On CUDA, replay the encoder and decoder as CUDA graphs '
+              '(captured per image size and anchor count on first use); no effect on the CPU; '
+              'not with compile.', read_only=True),
     ParamSpec('image_transport', 'raw', 'raw: subscribe to `image` (sensor_msgs/Image); '
               'compressed: subscribe to `image/compressed` (sensor_msgs/CompressedImage).',
               read_only=True, choices=IMAGE_TRANSPORTS),

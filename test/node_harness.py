@@ -29,12 +29,14 @@ def small_checkpoint(path: pathlib.Path, seed: int = 0) -> pathlib.Path:
 def camera_image(width: int = 160, height: int = 120) -> np.ndarray:
     """A camera image of ``width`` x ``height``.
 
-    The real NYU Depth v2 sample from ../shared/realdata when this checkout has it, else a
-    synthetic indoor scene (so that any clone runs the tests).
+    The real NYU Depth v2 sample from ../shared/realdata when this checkout has it (and OpenCV
+    is installed), else a synthetic indoor scene (so that any clone runs the tests).
     """
-    import cv2
-
-    bgr = cv2.imread(str(REALDATA / 'nyu_m3d_00000_rgb.jpg'), cv2.IMREAD_COLOR)
+    try:
+        import cv2
+    except ImportError:  # the GPU kit (tools/gpu_train.sh) carries no OpenCV
+        cv2 = None
+    bgr = cv2.imread(str(REALDATA / 'nyu_m3d_00000_rgb.jpg'), cv2.IMREAD_COLOR) if cv2 else None
     if bgr is None:
         from metric_solver_ros.data.synthetic import render_scene
 

@@ -257,3 +257,54 @@ def test_out_of_memory_drops_the_frame_and_degrade_trades_resolution(image):
                                '(short side)'
     with pytest.raises(EngineError, match='smallest input size on the CPU'):
         engine.degrade()
+
+
+def test_cuda_graphs_are_a_no_op_on_the_cpu_and_exclude_compile(engine, image):
+    torch.manual_seed(0)
+    graphed = DepthEngine(create_model(CONFIG), device='cpu', precision='fp32', cuda_graphs=True)
+    assert not graphed.cuda_graphs  # asked for, but the CPU has no graphs: eager, same numbers
+    expected = engine.infer(image, (2.0, 10.0)).depth_m
+    np.testing.assert_array_equal(graphed.infer(image, (2.0, 10.0)).depth_m, expected)
+    with pytest.raises(EngineError, match='compile and cuda_graphs'):
+        DepthEngine(create_model(CONFIG), device='cpu', compile=True, cuda_graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_graphs_replay_equals_eager_on_cuda(image):
+    torch.manual_seed(0)
+    model = create_model(CONFIG)
+    eager = DepthEngine(model, device='cuda', precision='fp32')
+    graphed = DepthEngine(model, device='cuda', precision='fp32', cuda_graphs=True)
+    frames = [image, image[::-1].copy(), np.ascontiguousarray(image[:, ::-1])]
+    for anchors in ((10.0,), (2.0, 10.0, 40.0)):
+        for frame in frames:  # replays overwrite the static buffers: each frame must be its own
+            np.testing.assert_allclose(graphed.infer(frame, anchors).depth_m,
+                                       eager.infer(frame, anchors).depth_m, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(graphed.redecode(5.0).depth_m, eager.redecode(5.0).depth_m,
+                                   rtol=1e-4)
+    assert graphed.cuda_graphs and len(graphed._graphs) == 3  # encoder; decoder for 1 and 3
+
+
+def _relative_error_quantiles(depth_m: np.ndarray, expected_m: np.ndarray) -> tuple[float, float]:
+    """Median and 99th percentile of |depth - expected| / expected where both are finite."""
+    both = np.isfinite(depth_m) & np.isfinite(expected_m)
+    assert both.mean() > 0.5
+    error = np.abs(depth_m[both] - expected_m[both]) / expected_m[both]
+    return float(np.median(error)), float(np.quantile(error, 0.99))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_engine_matches_the_cpu(engine, image):
+    anchors = (2.0, 10.0, 40.0)
+    expected = engine.infer(image, anchors).depth_m
+    torch.manual_seed(0)  # the engine fixture's weights
+    fp32 = DepthEngine(create_model(CONFIG), device='cuda', precision='fp32')
+    median, p99 = _relative_error_quantiles(fp32.infer(image, anchors).depth_m, expected)
+    assert median < 1e-3 and p99 < 1e-2  # TF32 convolutions (cuDNN's default) differ slightly
+    on_device = fp32.infer(torch.from_numpy(image).cuda(), anchors).depth_m
+    np.testing.assert_array_equal(on_device, fp32.infer(image, anchors).depth_m)
+    torch.manual_seed(0)
+    half = DepthEngine(create_model(CONFIG), device='cuda', precision='auto')
+    assert half.dtype in (torch.bfloat16, torch.float16)
+    median, _ = _relative_error_quantiles(half.infer(image, anchors).depth_m, expected)
+    assert median < 0.05

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# One training run on a lent GPU machine (the `device` tool: Python 3.12 + torch with CUDA there,
-# no package registry, files come back only through $OUT, at most 8 files of 16 MiB).
+# One call on a lent GPU machine (the `device` tool: Python 3.12 + torch with CUDA there, no
+# package registry, files come back only through $OUT, at most 8 files of 16 MiB).
 #
-#   here, once:   make gpu-kit        # cp312 wheels of numpy, safetensors, PyYAML -> build/gpu_wheels
+#   here, once:   make gpu-kit        # cp312 wheels (numpy, safetensors, PyYAML, pytest) -> build/gpu_wheels
 #   on the GPU:   bash tools/gpu_train.sh BUDGET_S [train.py overrides...]
 #                 (device tool: command "bash tools/gpu_train.sh 360", carry ["build/gpu_wheels"])
 #
 # Synthetic-only training needs no OpenCV, h5py or ROS (test_train checks the imports), so the
-# three wheels (~18 MB) are all that must travel. Steps: record the machine; a 20-step CUDA smoke
-# run (fails fast if a CUDA path is broken); `config/train_gpu.yaml` for BUDGET_S seconds of
-# training (no in-run evaluation: evaluate the result here with `metric-solver eval`); the EMA
-# weights as float16 (~12 MiB for `tiny`) into $OUT. Extra arguments go to train.py, e.g. to
-# fine-tune the bundled model at its resolution:
-#   bash tools/gpu_train.sh 360 --init_from metric_solver_ros/models/default.safetensors \
-#       --image_size [196,252] --warmup_steps 200
-# With BENCH="vits vitl" it first runs `metric-solver bench` on the GPU for those presets
-# (640x480 camera image, random weights; BENCH_ARGS adds options, e.g. RESULTS.md's
-# "--input-size 518 --resize-mode square") into $OUT/bench.jsonl: the figures
-# benchmarks/RESULTS.md wants for the card.
+# wheels (~19 MB) are all that must travel. Steps, each writing into $OUT as it goes (a call cut
+# off at its time limit still returns what is done):
+#   1. env.txt: the machine;
+#   2. pytest.txt: the engine / model tests, CUDA ones included (they skip on the CPU);
+#   3. smoke.txt: a 20-step CUDA training run (fails fast if a CUDA path is broken);
+#   4. bench.jsonl: with BENCH="vits vitl" (or "default": the bundled model at 640x480),
+#      `metric-solver bench` per preset three times: precision auto, auto + --cuda-graphs, fp32
+#      (the eager baseline); BENCH_ARGS adds options, e.g. RESULTS.md's
+#      "--input-size 518 --resize-mode square" (not used for "default");
+#   5. train.txt, log.jsonl, ckpt_fp16.safetensors (~12 MiB for `tiny`): config/train_gpu.yaml for
+#      BUDGET_S seconds of training (no in-run evaluation: evaluate the result here with
+#      `metric-solver eval`), or less when DEADLINE_S (seconds after the start by which the
+#      whole call must end) leaves less. Extra arguments go to train.py, e.g. to fine-tune the
+#      bundled model at its resolution:
+#        bash tools/gpu_train.sh 360 --init_from metric_solver_ros/models/default.safetensors \
+#            --image_size [196,252] --warmup_steps 200
 set -euo pipefail
 budget_s=${1:?usage: tools/gpu_train.sh BUDGET_S [train.py overrides...]}
 shift
@@ -25,10 +30,14 @@ out=${OUT:-out/gpu}
 py=${PYTHON:-python3}
 work=$(mktemp -d)
 mkdir -p "$out"
+started=$SECONDS
 
 wheels=${GPU_WHEELS:-build/gpu_wheels}
 if [ -d "$wheels" ]; then  # our dependencies, ahead of whatever the machine has
-    "$py" -m pip install -q --no-index --no-deps --target "$work/site" "$wheels"/*.whl
+    # Unpacked, not pip-installed: a wheel is a zip of its files, and the machine may lack pip.
+    "$py" -c 'import sys, zipfile
+for wheel in sys.argv[2:]:
+    zipfile.ZipFile(wheel).extractall(sys.argv[1])' "$work/site" "$wheels"/*.whl
     export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -38,19 +47,38 @@ print("python", sys.version.split()[0], "| torch", torch.__version__, "| numpy",
       "| cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
 } 2>&1 | tee "$out/env.txt"
 
+"$py" -m pytest -q -p no:cacheprovider -rs test/test_engine.py test/test_model.py \
+    test/test_representation.py test/test_losses.py > "$out/pytest.txt" 2>&1 \
+    || echo "pytest failed (pytest.txt)"
+tail -n 4 "$out/pytest.txt"
+
 "$py" -m metric_solver_ros.train --config config/train_smoke.yaml --device auto --num_threads 0 \
     --eval_frames 0 --out_dir "$work/smoke" --resume false > "$out/smoke.txt" 2>&1 \
-    || { tail -n 30 "$out/smoke.txt"; exit 1; }
-tail -n 2 "$out/smoke.txt"
+    && smoke=0 || smoke=$?
+tail -n "$([ "$smoke" -eq 0 ] && echo 2 || echo 30)" "$out/smoke.txt"
 
+bench() {  # bench MODEL_ARGS... : one JSON line into bench.jsonl
+    timeout 120 "$py" -m metric_solver_ros.cli bench --device "${BENCH_DEVICE:-cuda}" --json "$@" \
+        >> "$out/bench.jsonl" 2>> "$out/bench.err" || echo "bench $* failed (bench.err)"
+}
 for preset in ${BENCH:-}; do
-    # shellcheck disable=SC2086  # BENCH_ARGS: extra bench options, word-split on purpose
-    "$py" -m metric_solver_ros.cli bench --preset "$preset" --device "${BENCH_DEVICE:-cuda}" \
-        --json ${BENCH_ARGS:-} \
-        >> "$out/bench.jsonl" 2>> "$out/bench.err" || echo "bench $preset failed (bench.err)"
+    if [ "$preset" = default ]; then model=(); else
+        # shellcheck disable=SC2206  # BENCH_ARGS: extra bench options, word-split on purpose
+        model=(--preset "$preset" ${BENCH_ARGS:-})
+    fi
+    bench "${model[@]}"
+    bench "${model[@]}" --cuda-graphs
+    bench "${model[@]}" --precision fp32
 done
 [ -z "${BENCH:-}" ] || cat "$out/bench.jsonl" 2>/dev/null || true
 
+if [ -n "${DEADLINE_S:-}" ]; then  # leave ~60 s for start-up, saving and bundling
+    left=$((DEADLINE_S - (SECONDS - started) - 60))
+    [ "$left" -ge "$budget_s" ] || budget_s=$left
+    [ "$budget_s" -ge 30 ] || { echo "no time left to train (${budget_s}s)"; exit 0; }
+    echo "training budget ${budget_s}s"
+fi
+[ "$smoke" -eq 0 ] || { echo "smoke run failed: no training"; exit "$smoke"; }
 status=0
 "$py" -m metric_solver_ros.train --config config/train_gpu.yaml --out_dir "$work/run" \
     --time_budget_s "$budget_s" --schedule_by_time true --eval_frames 0 "$@" \

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--compile', action='store_true', help='torch.compile the network')
+    parser.add_argument('--cuda-graphs', action='store_true',
+                        help='replay the encoder and decoder as CUDA graphs (CUDA only)')
     parser.add_argument('--json', action='store_true', help='print one JSON object')
 
 
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from metric_solver_ros.engine import DepthEngine
 
     common = dict(device=args.device, precision=args.precision, input_size=args.input_size,
-                  resize_mode=args.resize_mode, compile=args.compile)
+                  resize_mode=args.resize_mode, compile=args.compile,
+                  cuda_graphs=args.cuda_graphs)
     if args.preset:
         from metric_solver_ros.model import create_model
 
@@ -153,6 +156,7 @@ def measure(engine, width: int, height: int, anchor_m: float = 10.0, warmup: int
         'anchors4': list(anchors4),
         'device': str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
         'precision': str(engine.dtype).replace('torch.', ''),
+        'cuda_graphs': engine.cuda_graphs,
         'preset': engine.config.preset,
         'input_size': [net_h, net_w],
         'image_size': [height, width],
@@ -172,8 +176,10 @@ def format_table(result: dict) -> str:
         ('frame, 4 anchors sequential (naive)', result['sequential4_ms']),
         ('re-decode from cache, 1 anchor', result['redecode_ms']),
     ]
+    graphs = ' | CUDA graphs' if result.get('cuda_graphs') else ''
     lines = [f'{result["model"]} | preset {result["preset"]} | {result["device"]} | '
-             f'{result["precision"]} | image {result["image_size"][1]}x{result["image_size"][0]}'
+             f'{result["precision"]}{graphs} | image '
+             f'{result["image_size"][1]}x{result["image_size"][0]}'
              f' -> network {result["input_size"][1]}x{result["input_size"][0]}', '',
              f'{"stage":<40}{"median ms":>10}']
     lines += [f'{name:<40}{value:>10.2f}' for name, value in rows]
