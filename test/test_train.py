@@ -146,6 +146,25 @@ def test_rgbd_folder_and_mixed_sources_through_dataloader_workers(tmp_path):
     assert mixed['step'] == 2 and all(math.isfinite(v) for _, v in mixed['losses'])
 
 
+def test_scene_workers_give_the_same_batches(tmp_path):
+    from metric_solver_ros.train import train_batches
+
+    def first_batches(scene_workers: int, start: int) -> list[dict[str, torch.Tensor]]:
+        cfg = _smoke(tmp_path, 'run', batch_size=3, scene_workers=scene_workers)
+        batches = train_batches(cfg, rank=0, world=1, device=torch.device('cpu'), start=start)
+        return [next(batches) for _ in range(2)]
+
+    for start in (0, 5):  # from the beginning, and resumed at local batch 5
+        inline, parallel = first_batches(0, start), first_batches(2, start)
+        for a, b in zip(inline, parallel, strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert not torch.equal(first_batches(0, 0)[0]['image'], first_batches(0, 5)[0]['image'])
+    with pytest.raises(ValueError, match='worker counts'):
+        _smoke(tmp_path, 'bad', scene_workers=-1)
+
+
 def test_get_lr_warmup_cosine_and_floor():
     cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=9, max_steps=109)
     assert get_lr(0, cfg) == pytest.approx(1e-4)  # (0 + 1) / (9 + 1) of the peak
@@ -304,8 +323,11 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert 'time_budget' in (out / 'train.txt').read_text()
     assert 'python' in (out / 'env.txt').read_text()
     bench = [json.loads(line) for line in (out / 'bench.jsonl').read_text().splitlines()]
-    assert [(b['preset'], b['device']) for b in bench] == [('tiny', 'cpu')]
-    assert bench[0]['single_ms'] > 0
+    # auto precision, the same with --cuda-graphs (a no-op on the CPU), fp32
+    assert [(b['preset'], b['device'], b['precision'], b['cuda_graphs']) for b in bench] == [
+        ('tiny', 'cpu', 'float32', False)] * 3
+    assert all(b['single_ms'] > 0 for b in bench)
+    assert 'passed' in (out / 'pytest.txt').read_text()
     model = load_checkpoint(out / 'ckpt_fp16.safetensors')
     assert model.config.preset == 'tiny' and model.config.input_size == (266, 350)
     assert int(read_checkpoint_metadata(out / 'ckpt_fp16.safetensors')['train_step']) >= 1

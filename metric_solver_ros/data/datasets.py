@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from metric_solver_ros.data.augment import PATCH_PX, AugmentConfig, augment, fit_to_size
 from metric_solver_ros.data.sample import Sample
-from metric_solver_ros.data.synthetic import render_specs, scene_spec
+from metric_solver_ros.data.synthetic import SceneSpec, render_specs, scene_spec
 
 SCENE_CODE = {'': 0, 'indoor': 1, 'outdoor': 2}
 """``Sample.scene`` -> the ``'scene'`` code of dataset items."""
@@ -132,10 +132,17 @@ class SyntheticDataset(Dataset):
             The items stacked along a leading batch dimension (same keys and units as
             ``__getitem__``), on ``device``.
         """
-        drawn = [self._draw(int(i)) for i in indices]
-        specs = [scene_spec(kind, s) for kind, s in drawn]
+        return self.render(self.specs(indices), device)
+
+    def specs(self, indices: Sequence[int]) -> list[SceneSpec]:
+        """The scene layouts of several items (numpy on the host: the CPU half of :meth:`batch`)."""
+        return [scene_spec(*self._draw(int(i))) for i in indices]
+
+    def render(self, specs: Sequence[SceneSpec],
+               device: torch.device | str = 'cpu') -> dict[str, torch.Tensor]:
+        """Render :meth:`specs` on ``device``: the device half of :meth:`batch` (same output)."""
         out = render_specs(specs, self.size[0], self.size[1], device)
-        codes = [SCENE_CODE[kind] for kind, _ in drawn]
+        codes = [SCENE_CODE[spec.kind] for spec in specs]
         return {
             'image': out['image'].float() / 255.0,
             'depth_m': out['depth_m'],
