@@ -581,15 +581,76 @@ def _cloud_msg(header: Any, xyz_m: np.ndarray, rgb: np.ndarray | None) -> PointC
     return msg
 
 
+SHUTDOWN_DEADLINE_S = 1.8
+"""After SIGINT/SIGTERM the process is gone within this long [s], whatever blocks (ExitWatchdog)."""
+
+
+class ExitWatchdog:
+    """Ends the process if it has not exited ``deadline_s`` after SIGINT or SIGTERM.
+
+    The Fast DDS of the PyPI wheels (3.2) can block forever while deleting a participant whose
+    ``LARGE_DATA`` channel is mid-read (README, "Transport"); a node that then ignores SIGTERM
+    stalls a launch file or a robot's shutdown. The watchdog does not rely on the main thread:
+    Python's C-level signal handler writes each signal's number to a socket
+    (``signal.set_wakeup_fd``) even while the main thread is blocked in C, and a daemon thread
+    waiting on that socket starts the clock. If :meth:`done` has not been called by the
+    deadline it logs why, dumps every thread's Python stack to stderr (``faulthandler``; what
+    was stuck), and ends the process with ``os._exit(exit_code)``: the node's outputs stopped
+    with the signal, only the DDS teardown is skipped.
+
+    Create it in the main thread after the signal handlers are installed.
+
+    Args:
+        deadline_s: Seconds from the first SIGINT/SIGTERM to the forced exit.
+        exit_code: Exit status of a forced exit.
+    """
+
+    MESSAGE = 'shutdown did not finish'
+
+    def __init__(self, deadline_s: float = SHUTDOWN_DEADLINE_S, exit_code: int = 0) -> None:
+        import socket
+
+        self.deadline_s = deadline_s
+        self.exit_code = exit_code
+        self._finished = threading.Event()
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name='exit_watchdog', daemon=True).start()
+
+    def done(self) -> None:
+        """Shutdown finished: no forced exit (call just before returning from main)."""
+        self._finished.set()
+        signal.set_wakeup_fd(-1)
+
+    def _watch(self) -> None:
+        import faulthandler
+
+        while True:
+            data = self._read.recv(64)
+            if not data or {signal.SIGINT, signal.SIGTERM} & set(data):
+                break
+        if self._finished.wait(self.deadline_s):
+            return
+        print(f'[{NODE_NAME}] {self.MESSAGE} within {self.deadline_s:g} s of the signal; '
+              'every thread\'s stack follows, then the process exits without the rest of the '
+              'DDS teardown', file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(self.exit_code)
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C / SIGTERM (Humble-safe init/shutdown).
 
     The executor is spun in short slices so that a Python SIGTERM handler runs promptly on every
-    distro; SIGINT is rclpy's own (it shuts the context down).
+    distro; SIGINT is rclpy's own (it shuts the context down). Whatever blocks, the process
+    exits within ``SHUTDOWN_DEADLINE_S`` of either signal (:class:`ExitWatchdog`).
     """
     rclpy.init(args=args)
     terminate = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: terminate.set())
+    watchdog = ExitWatchdog()
     node = None
     code = 0
     try:
@@ -611,6 +672,7 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        watchdog.done()
     return code
 
 

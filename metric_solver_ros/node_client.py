@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -53,6 +54,13 @@ class NodeProcess:
                 self.process.wait()
         elapsed = time.monotonic() - start
         self._log.close()
+        from metric_solver_ros.node import ExitWatchdog
+
+        output = self.log_path.read_text()
+        if ExitWatchdog.MESSAGE in output:  # exited in time, but only by the watchdog: say so
+            stuck = output[output.index(ExitWatchdog.MESSAGE):]
+            warnings.warn(f'node process {self.process.pid}: {stuck[:4000]}', RuntimeWarning,
+                          stacklevel=2)
         return self.process.returncode, elapsed
 
 

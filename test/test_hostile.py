@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from node_harness import camera_image, small_checkpoint
 
+from metric_solver_ros.node import ExitWatchdog
 from metric_solver_ros.node_client import (
     DepthNodeClient,
     NodeProcess,
@@ -318,3 +319,45 @@ def test_cuda_requested_without_cuda_refuses_to_start(checkpoint, tmp_path, rclp
     output = process.output()
     process.stop()
     assert 'CUDA is not available' in output and 'ready:' not in output
+
+
+# A process that installs the node's ExitWatchdog and then blocks for good after SIGINT/SIGTERM
+# (its handlers only return; the main thread sits in a C-level wait), the way a deadlocked DDS
+# teardown would.
+HANGING_PROCESS = '''
+import signal, sys, threading
+from metric_solver_ros.node import ExitWatchdog
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda signum, frame: None)
+watchdog = ExitWatchdog(deadline_s=float(sys.argv[1]), exit_code=3)
+print('ready', flush=True)
+def blocked_in_teardown():
+    threading.Event().wait()
+blocked_in_teardown()
+'''
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_exit_watchdog_ends_a_process_stuck_after_the_signal(sig):
+    import subprocess
+    import sys
+
+    deadline_s = 0.5
+    process = subprocess.Popen([sys.executable, '-c', HANGING_PROCESS, str(deadline_s)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == 'ready'
+        time.sleep(2 * deadline_s)  # no signal, no forced exit
+        assert process.poll() is None
+        start = time.monotonic()
+        process.send_signal(sig)
+        code = process.wait(10.0)
+        elapsed = time.monotonic() - start
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read()
+    assert code == 3, stderr
+    assert deadline_s <= elapsed < deadline_s + 2.0, elapsed
+    assert ExitWatchdog.MESSAGE in stderr
+    assert 'blocked_in_teardown' in stderr  # the stuck thread's stack: what hung
