@@ -104,8 +104,9 @@ class TrainConfig:
         num_workers: DataLoader worker processes (0: load and render in the training process;
             pure-synthetic data is then rendered directly on the training device).
         scene_workers: With pure-synthetic data and ``num_workers: 0``: processes that lay out
-            the scenes (numpy, ~5 ms each on one core) while the device renders and trains;
-            0 lays them out in the training process, which bounds a GPU at ~200 images/s.
+            the scenes (Python/numpy, ~2 ms each on one core) while the device renders and
+            trains; 0 lays them out in the training process, which bounded an H200 at ~180
+            images/s (docs/TRAINING.md).
             The batches are the same for any value.
         anchor_sampling: ``pool``: one anchor drawn uniformly from the pool per image per step;
             ``fixed``: always ``fixed_anchor_m`` (the "fixed anchor" ablation).
