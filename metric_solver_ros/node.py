@@ -258,10 +258,14 @@ class MetricSolverNode(Node):
         warning = transport_warning()
         if warning:
             self.get_logger().warning(warning)
+        if fixed['cuda_graphs'] and not self.engine.cuda_graphs:
+            self.get_logger().warning(f'cuda_graphs: true has no effect on {self.engine.device}')
         config = self.engine.config
+        graphs = ' with CUDA graphs' if self.engine.cuda_graphs else ''
         self.get_logger().info(
             f'ready: model {self._model_name} (preset {config.preset}), device '
-            f'{self.engine.device}, precision {str(self.engine.dtype).replace("torch.", "")}, '
+            f'{self.engine.device}{graphs}, precision '
+            f'{str(self.engine.dtype).replace("torch.", "")}, '
             f'input short side {self.engine.input_size} px ({self.engine.resize_mode}), anchor '
             f'pool {", ".join(f"{a:g}" for a in self.engine.pool_m)} m, anchors in effect '
             f'{self._describe_anchors()}, outputs: depth 32FC1 [m] (NaN undefined, +inf beyond '

@@ -260,11 +260,13 @@ def test_broken_images_do_not_kill_the_node(node):
 
 def test_no_camera_info_means_depth_but_no_points(checkpoint, tmp_path, rclpy_context):
     ns = '/cam_noinfo'
+    # (also: cuda_graphs on the CPU is accepted with a warning, not an error)
     process = NodeProcess(['-r', f'__ns:={ns}', '-p', f'checkpoint:={checkpoint}',
-                           '-p', 'device:=cpu'], tmp_path / 'node.log')
+                           '-p', 'device:=cpu', '-p', 'cuda_graphs:=true'], tmp_path / 'node.log')
     probe = Probe(ns)
     try:
         assert probe.set_anchor.wait_for_service(timeout_sec=60.0), process.output()
+        assert 'cuda_graphs: true has no effect on cpu' in process.output()
         assert wait_for(lambda: probe.pub_image.get_subscription_count() > 0, 30.0)
         assert wait_for(lambda: all(p > 0 for p in probe.publisher_counts()), 30.0)
         start = time.monotonic()
