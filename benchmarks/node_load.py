@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--warmup', type=float, default=10.0, help='unmeasured start [s]')
     parser.add_argument('--windows', type=int, default=6, help='windows of the latency trend')
     parser.add_argument('--points', action='store_true', help='also subscribe to points')
+    parser.add_argument('--cuda-graphs', action='store_true',
+                        help='node parameter cuda_graphs:=true (CUDA only)')
     parser.add_argument('--json', default=None, help='write the result here too')
     args = parser.parse_args(argv)
 
@@ -184,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                 '-p', f'precision:={args.precision}', '-p', 'publish_points:=false']
     if args.checkpoint:
         ros_args += ['-p', f'checkpoint:={args.checkpoint}']
+    if args.cuda_graphs:
+        ros_args += ['-p', 'cuda_graphs:=true']
     log = pathlib.Path(tempfile.mkdtemp(prefix='node_load_')) / 'node.log'
     node = NodeProcess(ros_args, log)
     rclpy.init()
@@ -213,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             'duration_s': args.duration, 'image': [rgb.shape[1], rgb.shape[0]],
             'rss_mb': {'start': round(rss_start, 1), 'end': round(rss_end, 1),
                        'growth_pct': round(100.0 * (rss_end / rss_start - 1.0), 2)},
-            'device': args.device, 'checkpoint': args.checkpoint or 'bundled default',
+            'device': args.device, 'cuda_graphs': args.cuda_graphs,
+            'checkpoint': args.checkpoint or 'bundled default',
             'transport': os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', 'default'),
         })
         print(json.dumps(result, indent=2))
