@@ -524,7 +524,13 @@ class MetricSolverNode(Node):
     # ------------------------------------------------------------------------ shutdown
 
     def destroy_node(self) -> None:
-        """Stop the worker (finishing at most the frame in flight), then destroy the node."""
+        """Unsubscribe, stop the worker (finishing at most the frame in flight), destroy the node.
+
+        Unsubscribing first lets the peers' writers stop sending while the worker finishes, so
+        that fewer messages are mid-transfer when the participant closes (README, "Transport").
+        """
+        for subscription in list(self.subscriptions):
+            self.destroy_subscription(subscription)
         if hasattr(self, '_worker'):  # absent when start-up failed
             self._stop.set()
             self._mailbox.wake()
@@ -586,7 +592,9 @@ def _cloud_msg(header: Any, xyz_m: np.ndarray, rgb: np.ndarray | None) -> PointC
 
 
 SHUTDOWN_DEADLINE_S = 1.8
-"""After SIGINT/SIGTERM the process is gone within this long [s], whatever blocks (ExitWatchdog)."""
+"""After SIGINT/SIGTERM the node's teardown ends within this long [s], whatever blocks."""
+EXIT_DEADLINE_S = 3.0
+"""After the teardown, Python's own exit (normally ~0.2-0.6 s, mostly torch) gets this long [s]."""
 
 
 class ExitWatchdog:
@@ -602,20 +610,29 @@ class ExitWatchdog:
     was stuck), and ends the process with ``os._exit(exit_code)``: the node's outputs stopped
     with the signal, only the DDS teardown is skipped.
 
+    :meth:`done` then hands over to ``faulthandler.dump_traceback_later`` (a C thread that
+    needs no interpreter) for Python's own exit, where the DDS context and its participant are
+    finally released: a hang there ends after ``EXIT_DEADLINE_S`` with the stacks and status 1.
+    The normal exit is kept, not skipped with ``os._exit``: it is what removes Fast DDS's
+    shared-memory files from /dev/shm.
+
     Create it in the main thread after the signal handlers are installed.
 
     Args:
         deadline_s: Seconds from the first SIGINT/SIGTERM to the forced exit.
         exit_code: Exit status of a forced exit.
+        exit_deadline_s: Seconds from :meth:`done` to the end of the process.
     """
 
     MESSAGE = 'shutdown did not finish'
 
-    def __init__(self, deadline_s: float = SHUTDOWN_DEADLINE_S, exit_code: int = 0) -> None:
+    def __init__(self, deadline_s: float = SHUTDOWN_DEADLINE_S, exit_code: int = 0,
+                 exit_deadline_s: float = EXIT_DEADLINE_S) -> None:
         import socket
 
         self.deadline_s = deadline_s
         self.exit_code = exit_code
+        self.exit_deadline_s = exit_deadline_s
         self._finished = threading.Event()
         self._read, self._write = socket.socketpair()
         self._write.setblocking(False)
@@ -623,9 +640,12 @@ class ExitWatchdog:
         threading.Thread(target=self._watch, name='exit_watchdog', daemon=True).start()
 
     def done(self) -> None:
-        """Shutdown finished: no forced exit (call just before returning from main)."""
+        """Teardown finished (call just before returning from main): guard the exit instead."""
+        import faulthandler
+
         self._finished.set()
         signal.set_wakeup_fd(-1)
+        faulthandler.dump_traceback_later(self.exit_deadline_s, exit=True, file=sys.stderr)
 
     def _watch(self) -> None:
         import faulthandler
@@ -648,8 +668,10 @@ def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C / SIGTERM (Humble-safe init/shutdown).
 
     The executor is spun in short slices so that a Python SIGTERM handler runs promptly on every
-    distro; SIGINT is rclpy's own (it shuts the context down). Whatever blocks, the process
-    exits within ``SHUTDOWN_DEADLINE_S`` of either signal (:class:`ExitWatchdog`).
+    distro; SIGINT is rclpy's own (it shuts the context down). Whatever blocks, the teardown
+    ends within ``SHUTDOWN_DEADLINE_S`` of either signal and the interpreter's exit within
+    ``EXIT_DEADLINE_S`` after it (:class:`ExitWatchdog`). The process's entry point: the exit
+    guard it leaves armed ends the process ``EXIT_DEADLINE_S`` after it returns.
     """
     rclpy.init(args=args)
     terminate = threading.Event()

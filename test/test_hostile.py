@@ -361,3 +361,31 @@ def test_exit_watchdog_ends_a_process_stuck_after_the_signal(sig):
     assert deadline_s <= elapsed < deadline_s + 2.0, elapsed
     assert ExitWatchdog.MESSAGE in stderr
     assert 'blocked_in_teardown' in stderr  # the stuck thread's stack: what hung
+
+
+EXIT_HANGS = '''
+import signal, sys, threading
+from metric_solver_ros.node import ExitWatchdog
+signal.signal(signal.SIGTERM, lambda signum, frame: None)
+watchdog = ExitWatchdog(exit_deadline_s=float(sys.argv[1]))
+watchdog.done()  # teardown finished; now the interpreter's exit "hangs"
+print('done', flush=True)
+def blocked_in_exit():
+    threading.Event().wait()
+blocked_in_exit()
+'''
+
+
+def test_exit_guard_ends_a_process_whose_exit_hangs_after_the_teardown():
+    import subprocess
+    import sys
+
+    exit_deadline_s = 1.0
+    start = time.monotonic()
+    process = subprocess.run([sys.executable, '-c', EXIT_HANGS, str(exit_deadline_s)],
+                             capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - start
+    assert process.stdout.strip() == 'done'
+    assert process.returncode == 1, process.stderr  # faulthandler's exit status
+    assert exit_deadline_s <= elapsed, elapsed
+    assert 'blocked_in_exit' in process.stderr
