@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import collections
+import logging
 import math
 import os
 import re
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import rclpy
@@ -592,9 +593,7 @@ def _cloud_msg(header: Any, xyz_m: np.ndarray, rgb: np.ndarray | None) -> PointC
 
 
 SHUTDOWN_DEADLINE_S = 1.8
-"""After SIGINT/SIGTERM the node's teardown ends within this long [s], whatever blocks."""
-EXIT_DEADLINE_S = 3.0
-"""After the teardown, Python's own exit (normally ~0.2-0.6 s, mostly torch) gets this long [s]."""
+"""After SIGINT/SIGTERM the process is gone within this long [s], whatever blocks."""
 
 
 class ExitWatchdog:
@@ -610,29 +609,20 @@ class ExitWatchdog:
     was stuck), and ends the process with ``os._exit(exit_code)``: the node's outputs stopped
     with the signal, only the DDS teardown is skipped.
 
-    :meth:`done` then hands over to ``faulthandler.dump_traceback_later`` (a C thread that
-    needs no interpreter) for Python's own exit, where the DDS context and its participant are
-    finally released: a hang there ends after ``EXIT_DEADLINE_S`` with the stacks and status 1.
-    The normal exit is kept, not skipped with ``os._exit``: it is what removes Fast DDS's
-    shared-memory files from /dev/shm.
-
     Create it in the main thread after the signal handlers are installed.
 
     Args:
         deadline_s: Seconds from the first SIGINT/SIGTERM to the forced exit.
         exit_code: Exit status of a forced exit.
-        exit_deadline_s: Seconds from :meth:`done` to the end of the process.
     """
 
     MESSAGE = 'shutdown did not finish'
 
-    def __init__(self, deadline_s: float = SHUTDOWN_DEADLINE_S, exit_code: int = 0,
-                 exit_deadline_s: float = EXIT_DEADLINE_S) -> None:
+    def __init__(self, deadline_s: float = SHUTDOWN_DEADLINE_S, exit_code: int = 0) -> None:
         import socket
 
         self.deadline_s = deadline_s
         self.exit_code = exit_code
-        self.exit_deadline_s = exit_deadline_s
         self._finished = threading.Event()
         self._read, self._write = socket.socketpair()
         self._write.setblocking(False)
@@ -640,12 +630,9 @@ class ExitWatchdog:
         threading.Thread(target=self._watch, name='exit_watchdog', daemon=True).start()
 
     def done(self) -> None:
-        """Teardown finished (call just before returning from main): guard the exit instead."""
-        import faulthandler
-
+        """The teardown finished: no forced exit."""
         self._finished.set()
         signal.set_wakeup_fd(-1)
-        faulthandler.dump_traceback_later(self.exit_deadline_s, exit=True, file=sys.stderr)
 
     def _watch(self) -> None:
         import faulthandler
@@ -664,14 +651,32 @@ class ExitWatchdog:
         os._exit(self.exit_code)
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C / SIGTERM (Humble-safe init/shutdown).
+def _release_context() -> None:
+    """Delete the default context's DDS participant now (and with it Fast DDS's /dev/shm files).
+
+    Otherwise that happens in the interpreter's teardown, which :func:`main` skips.
+    """
+    context = rclpy.utilities.get_default_context()
+    destroy = getattr(context, 'destroy', None)  # Iron and later
+    if destroy is not None:
+        destroy()
+        return
+    handle = getattr(context, 'handle', None)  # Humble: the rcl context's pybind handle
+    if handle is not None and hasattr(handle, 'destroy_when_not_in_use'):
+        handle.destroy_when_not_in_use()
+
+
+def main(args: list[str] | None = None) -> NoReturn:
+    """Run the node until Ctrl-C / SIGTERM (Humble-safe init/shutdown), then end the process.
 
     The executor is spun in short slices so that a Python SIGTERM handler runs promptly on every
-    distro; SIGINT is rclpy's own (it shuts the context down). Whatever blocks, the teardown
-    ends within ``SHUTDOWN_DEADLINE_S`` of either signal and the interpreter's exit within
-    ``EXIT_DEADLINE_S`` after it (:class:`ExitWatchdog`). The process's entry point: the exit
-    guard it leaves armed ends the process ``EXIT_DEADLINE_S`` after it returns.
+    distro; SIGINT is rclpy's own (it shuts the context down). After the node, the ROS context
+    and its DDS participant are torn down (under :class:`ExitWatchdog`: whatever blocks, the
+    process is gone within ``SHUTDOWN_DEADLINE_S`` of either signal), the process ends with
+    ``os._exit``, skipping the interpreter's own teardown: ~0.5 s (mostly torch), and fatal
+    when a frame is still being computed (a slow model on the CPU): finalisation ends the
+    worker thread inside torch and C++ aborts ("terminate called without an active
+    exception", measured). Everything the node owns has been released by then.
     """
     rclpy.init(args=args)
     terminate = threading.Event()
@@ -698,9 +703,13 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        _release_context()
         watchdog.done()
-    return code
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()

@@ -239,6 +239,26 @@ def test_corrupted_compressed_images(checkpoint, tmp_path, rclpy_context):
         process.stop()
 
 
+def test_sigterm_during_a_slow_frame_exits_cleanly_within_2_s(checkpoint, tmp_path,
+                                                             rclpy_context):
+    # A frame far longer than the worker's join budget (a big model on the CPU; here the small
+    # model at a 1400 px input, ~4 s a frame): the process must not wait for it, and must not
+    # let the interpreter's teardown end the worker inside torch (that aborted: exit -6,
+    # "terminate called without an active exception").
+    process, client = start(checkpoint, tmp_path, '/hostile_slow', '-p', 'input_size:=1400')
+    try:
+        rgb = camera_image(640, 480)
+        for stamp in range(1, 11):  # best-effort: resend; the first to arrive starts a frame
+            client.publish_image(rgb, stamp)
+            time.sleep(0.1)
+        code, elapsed = process.stop(signal.SIGTERM, timeout_s=10.0)
+    finally:
+        client.close()
+    output = process.output()
+    assert code == 0 and elapsed < 2.0, (code, elapsed, output[-2000:])
+    assert 'terminate called' not in output and ExitWatchdog.MESSAGE not in output, output
+
+
 def test_sigterm_mid_inference_exits_cleanly_within_2_s(checkpoint, tmp_path, rclpy_context):
     process, client = start(checkpoint, tmp_path, '/hostile_term')
     rgb = camera_image(640, 480)
@@ -362,30 +382,3 @@ def test_exit_watchdog_ends_a_process_stuck_after_the_signal(sig):
     assert ExitWatchdog.MESSAGE in stderr
     assert 'blocked_in_teardown' in stderr  # the stuck thread's stack: what hung
 
-
-EXIT_HANGS = '''
-import signal, sys, threading
-from metric_solver_ros.node import ExitWatchdog
-signal.signal(signal.SIGTERM, lambda signum, frame: None)
-watchdog = ExitWatchdog(exit_deadline_s=float(sys.argv[1]))
-watchdog.done()  # teardown finished; now the interpreter's exit "hangs"
-print('done', flush=True)
-def blocked_in_exit():
-    threading.Event().wait()
-blocked_in_exit()
-'''
-
-
-def test_exit_guard_ends_a_process_whose_exit_hangs_after_the_teardown():
-    import subprocess
-    import sys
-
-    exit_deadline_s = 1.0
-    start = time.monotonic()
-    process = subprocess.run([sys.executable, '-c', EXIT_HANGS, str(exit_deadline_s)],
-                             capture_output=True, text=True, timeout=60)
-    elapsed = time.monotonic() - start
-    assert process.stdout.strip() == 'done'
-    assert process.returncode == 1, process.stderr  # faulthandler's exit status
-    assert exit_deadline_s <= elapsed, elapsed
-    assert 'blocked_in_exit' in process.stderr
