@@ -4,13 +4,16 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# CMake build tree of the interfaces, one per venv (build/venv for .venv, build/venv312 for
+# `make setup VENV=.venv312 PYTHON=python3.12`, used by tools/gpu_ros_kit.sh).
+VENV_BUILD := build/$(subst .,,$(notdir $(VENV)))
 STAMPS := $(VENV)/.stamps
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ROS_ENV = AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) CMAKE_PREFIX_PATH=$(CURDIR)/$(VENV) \
           PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint demo colcon gpu-kit clean help
+.PHONY: setup test lint demo colcon gpu-kit gpu-ros-kit clean help
 
 help:
 	@echo "make test   set up .venv (first run: a few minutes) and run ruff + the whole test suite"
@@ -18,6 +21,7 @@ help:
 	@echo "make setup  only set up .venv (deps, interfaces, editable package)"
 	@echo "make colcon build the package with colcon against the wheel prefix (build/colcon)"
 	@echo "make gpu-kit  cp312 wheels for tools/gpu_train.sh on a lent GPU machine (build/gpu_wheels)"
+	@echo "make gpu-ros-kit  cp312 ROS runtime for node_load.py there (.venv312, build/gpu_ros_kit.tar.gz)"
 
 setup: $(STAMPS)/package
 
@@ -35,11 +39,13 @@ $(STAMPS)/deps: requirements.txt
 #    the generated modules are found through its extended __path__.
 $(STAMPS)/interfaces: $(STAMPS)/deps CMakeLists.txt package.xml $(wildcard msg/*.msg srv/*.srv)
 	mkdir -p build
-	$(ROS_ENV) cmake -S . -B build/venv -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(VENV) \
+	$(ROS_ENV) cmake -S . -B $(VENV_BUILD) -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(VENV) \
 	    -DPython3_EXECUTABLE=$(CURDIR)/$(PY) -DMETRIC_SOLVER_INSTALL_PYTHON=OFF \
-	    -DBUILD_TESTING=OFF > build/venv-cmake.log 2>&1 || (cat build/venv-cmake.log; false)
-	$(ROS_ENV) cmake --build build/venv -j2 > build/venv-build.log 2>&1 || (cat build/venv-build.log; false)
-	cmake --install build/venv > build/venv-install.log 2>&1 || (cat build/venv-install.log; false)
+	    -DBUILD_TESTING=OFF > $(VENV_BUILD)-cmake.log 2>&1 || (cat $(VENV_BUILD)-cmake.log; false)
+	$(ROS_ENV) cmake --build $(VENV_BUILD) -j2 > $(VENV_BUILD)-build.log 2>&1 \
+	    || (cat $(VENV_BUILD)-build.log; false)
+	cmake --install $(VENV_BUILD) > $(VENV_BUILD)-install.log 2>&1 \
+	    || (cat $(VENV_BUILD)-install.log; false)
 	rm -rf $(SITE)/metric_solver_ros/__init__.py $(SITE)/metric_solver_ros-*.egg-info
 	touch $@
 
@@ -77,6 +83,11 @@ gpu-kit: $(STAMPS)/deps
 	    --python-version 3.12 --implementation cp --platform any -d build/gpu_wheels \
 	    $(shell grep -i '^pytest==' requirements.txt | cut -d' ' -f1)
 	@ls -l build/gpu_wheels
+
+# The ROS 2 runtime and our interfaces for CPython 3.12, stripped to what runs, for
+# benchmarks/node_load.py on a lent GPU machine (tools/gpu_ros_env.sh there); builds .venv312.
+gpu-ros-kit:
+	bash tools/gpu_ros_kit.sh
 
 clean:
 	rm -rf build out .pytest_cache .ruff_cache

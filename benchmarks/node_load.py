@@ -44,18 +44,24 @@ def rss_mb(pid: int) -> float:
     return float('nan')
 
 
-def camera_frame() -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """A real 640x480 camera image and its intrinsics (synthetic scene if the sample is absent)."""
-    import cv2
+def camera_frame() -> tuple[np.ndarray, tuple[float, float, float, float], str]:
+    """A real 640x480 camera image, its intrinsics and its name.
 
+    A synthetic scene of the same size if the sample or OpenCV is absent (the GPU machine's ROS
+    kit, tools/gpu_ros_kit.sh, carries no OpenCV); the model's work does not depend on content.
+    """
     path = REALDATA / 'nyu_m3d_00000_rgb.jpg'
-    if path.is_file():
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    if cv2 is not None and path.is_file():
         rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        return cv2.resize(rgb, (640, 480)), (518.86, 519.47, 325.58, 253.74)
+        return cv2.resize(rgb, (640, 480)), (518.86, 519.47, 325.58, 253.74), path.stem
     from metric_solver_ros.data.synthetic import render_scene
 
     scene = render_scene('indoor', 0, 480, 640)
-    return scene.image, scene.intrinsics
+    return scene.image, scene.intrinsics, 'synthetic indoor 0'
 
 
 class LoadClient:
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                         and client.node.count_publishers(f'{namespace}/depth') > 0, 120.0):
             print(node.output(), file=sys.stderr)
             return 1
-        rgb, intrinsics = camera_frame()
+        rgb, intrinsics, frame = camera_frame()
         client.prepare(rgb, intrinsics)
         # Warm-up at the requested rate (or flat out), then measure the node's own rate.
         warm_rate = args.rate if args.rate_factor is None else 100.0
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         result = summarise(sent, list(client.answers), args.windows)
         result.update({
             'rate_hz': round(rate, 2), 'node_own_rate_hz': round(own_rate, 2),
-            'duration_s': args.duration, 'image': [rgb.shape[1], rgb.shape[0]],
+            'duration_s': args.duration, 'image': [rgb.shape[1], rgb.shape[0]], 'frame': frame,
             'rss_mb': {'start': round(rss_start, 1), 'end': round(rss_end, 1),
                        'growth_pct': round(100.0 * (rss_end / rss_start - 1.0), 2)},
             'device': args.device, 'cuda_graphs': args.cuda_graphs,

@@ -15,7 +15,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 #: Colour encodings the node accepts: encoding -> channels.
@@ -25,11 +24,14 @@ DEPTH_ENCODINGS: dict[str, tuple[str, float]] = {'32FC1': ('f4', 1.0), '16UC1': 
 #: Largest accepted image side [px]; bigger images are refused rather than exhausting memory.
 MAX_IMAGE_SIDE_PX = 8192
 
+#: OpenCV conversion (``cv2`` attribute name) of each colour encoding other than rgb8. OpenCV is
+#: imported only where it is used, so that the node runs rgb8 images without it (the GPU kit of
+#: tools/gpu_ros_kit.sh carries no OpenCV).
 _COLOR_TO_RGB = {
-    'bgr8': cv2.COLOR_BGR2RGB,
-    'rgba8': cv2.COLOR_RGBA2RGB,
-    'bgra8': cv2.COLOR_BGRA2RGB,
-    'mono8': cv2.COLOR_GRAY2RGB,
+    'bgr8': 'COLOR_BGR2RGB',
+    'rgba8': 'COLOR_RGBA2RGB',
+    'bgra8': 'COLOR_BGRA2RGB',
+    'mono8': 'COLOR_GRAY2RGB',
 }
 
 
@@ -95,7 +97,9 @@ def image_to_rgb(msg: Any) -> np.ndarray:
         return pixels if pixels.flags.c_contiguous else np.ascontiguousarray(pixels)
     if encoding == 'mono8':
         pixels = pixels[:, :, 0]
-    return cv2.cvtColor(np.ascontiguousarray(pixels), _COLOR_TO_RGB[encoding])
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(pixels), getattr(cv2, _COLOR_TO_RGB[encoding]))
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:
@@ -110,6 +114,8 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     Raises:
         MessageError: If the data is empty, corrupt, or decodes to an oversize image.
     """
+    import cv2
+
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise MessageError('compressed image has no data')

@@ -1,6 +1,8 @@
 """Image / camera_info / cloud conversions on real rclpy and rosbags messages."""
 
 import array
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -132,3 +134,29 @@ def test_pack_cloud_layout():
     packed = raw[:, 3].view(np.uint32)
     assert list(packed) == [0xFF0000, 0x00FF00, 0x0000FF, 0x010203]
     assert pack_cloud(xyz).dtype.itemsize == 12
+
+
+def test_node_runs_rgb8_without_opencv():
+    # The GPU machine's ROS kit (tools/gpu_ros_kit.sh) carries no OpenCV: the node module must
+    # import, and rgb8 images convert, with cv2 unimportable; other encodings still need it.
+    code = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'cv2':
+            raise ImportError('no OpenCV')
+sys.meta_path.insert(0, _Block())
+import metric_solver_ros.node
+from types import SimpleNamespace
+from metric_solver_ros.conversions import image_to_rgb
+msg = SimpleNamespace(height=2, width=3, step=9, encoding='rgb8', data=bytes(range(18)))
+assert image_to_rgb(msg).shape == (2, 3, 3)
+try:
+    image_to_rgb(SimpleNamespace(**{**vars(msg), 'encoding': 'bgr8'}))
+except ImportError:
+    print('bgr8 needs OpenCV')
+"""
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == 'bgr8 needs OpenCV'

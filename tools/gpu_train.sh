@@ -17,7 +17,12 @@
 #      `metric-solver bench` per preset three times: precision auto, auto + --cuda-graphs, fp32
 #      (the eager baseline); BENCH_ARGS adds options, e.g. RESULTS.md's
 #      "--input-size 518 --resize-mode square" (not used for "default");
-#   5. train.txt, log.jsonl, ckpt_fp16.safetensors (~12 MiB for `tiny`): config/train_gpu.yaml for
+#   5. node_load.json, node_load.txt: only with NODE_LOAD=1 and the ROS kit of tools/gpu_ros_kit.sh
+#      carried too (ROS_KIT, default build/gpu_ros_kit.tar.gz): the node and a 640x480 camera over
+#      Fast DDS (benchmarks/node_load.py) on a random-weights NODE_LOAD_PRESET (vits) checkpoint,
+#      CUDA graphs on; NODE_LOAD_ARGS (default "--rate 30 --duration 60") go to node_load.py, and
+#      the whole step ends after NODE_LOAD_TIMEOUT_S (240) seconds;
+#   6. train.txt, log.jsonl, ckpt_fp16.safetensors (~12 MiB for `tiny`): config/train_gpu.yaml for
 #      BUDGET_S seconds of training (no in-run evaluation: evaluate the result here with
 #      `metric-solver eval`), or less when DEADLINE_S (seconds after the start by which the
 #      whole call must end) leaves less. Extra arguments go to train.py, e.g. to fine-tune the
@@ -74,6 +79,27 @@ for preset in ${BENCH:-}; do
     bench "${model[@]}" --precision fp32
 done
 [ -z "${BENCH:-}" ] || cat "$out/bench.jsonl" 2>/dev/null || true
+
+if [ "${NODE_LOAD:-0}" = 1 ]; then
+    # A subshell: the ROS environment stays out of the training run. The wheels' site is on
+    # PYTHONPATH already (above), so the kit needs no WHEELS argument. `|| exit`: set -e does
+    # not act inside a subshell whose failure is handled (`|| echo`).
+    (
+        PYTHON="$py" source tools/gpu_ros_env.sh "${ROS_KIT:-build/gpu_ros_kit.tar.gz}" || exit
+        # Random weights: the node's latency does not depend on their values.
+        "$py" -c 'import sys
+from metric_solver_ros.checkpoint import save_checkpoint
+from metric_solver_ros.model import create_model
+save_checkpoint(sys.argv[2], create_model(sys.argv[1]))' \
+            "${NODE_LOAD_PRESET:-vits}" "$work/node_load.safetensors" || exit
+        # shellcheck disable=SC2086  # NODE_LOAD_ARGS: options, word-split on purpose
+        timeout -k 10 "${NODE_LOAD_TIMEOUT_S:-240}" "$py" benchmarks/node_load.py \
+            --device "${NODE_LOAD_DEVICE:-cuda}" --cuda-graphs \
+            --checkpoint "$work/node_load.safetensors" --json "$out/node_load.json" \
+            ${NODE_LOAD_ARGS:---rate 30 --duration 60}
+    ) > "$out/node_load.txt" 2>&1 || echo "node_load failed (node_load.txt)"
+    { cat "$out/node_load.json" && echo; } 2>/dev/null || tail -n 30 "$out/node_load.txt"
+fi
 
 if [ -n "${DEADLINE_S:-}" ]; then  # leave ~60 s for start-up, saving and bundling
     left=$((DEADLINE_S - (SECONDS - started) - 60))
