@@ -32,9 +32,6 @@ import time
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / 'shared' / 'realdata'
-
 
 def rss_mb(pid: int) -> float:
     """Resident set size of a process [MiB] (Linux /proc)."""
@@ -50,6 +47,8 @@ def camera_frame() -> tuple[np.ndarray, tuple[float, float, float, float], str]:
     A synthetic scene of the same size if the sample or OpenCV is absent (the GPU machine's ROS
     kit, tools/gpu_ros_kit.sh, carries no OpenCV); the model's work does not depend on content.
     """
+    from metric_solver_ros.demo import REALDATA
+
     path = REALDATA / 'nyu_m3d_00000_rgb.jpg'
     try:
         import cv2
