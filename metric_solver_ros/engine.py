@@ -381,10 +381,6 @@ class DepthEngine:
     @property
     def cuda_graphs(self) -> bool:
         """Whether the network runs as CUDA graphs (asked for, on CUDA, no capture failed)."""
-        return self._use_graphs
-
-    @property
-    def _use_graphs(self) -> bool:
         return (self._graphs is not None and self._graphs.error is None
                 and self.device.type == 'cuda')
 
@@ -445,7 +441,7 @@ class DepthEngine:
             x = torch.cat([x, x.flip(-1)], dim=0)
         self._sync()
         encoded = time.perf_counter()
-        if self._use_graphs:
+        if self.cuda_graphs:
             # The graph's static outputs: overwritten by the next frame, which replaces the cache.
             features = self._graphs.run(('encode',), self._encode, (x,))
         else:
@@ -474,7 +470,7 @@ class DepthEngine:
             anchors_net = anchors_t.repeat(2)
         else:
             anchors_net = anchors_t
-        if self._use_graphs:
+        if self.cuda_graphs:
             patch_hw = cache.patch_hw
 
             def decode(*flat: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -381,4 +381,3 @@ def test_exit_watchdog_ends_a_process_stuck_after_the_signal(sig):
     assert deadline_s <= elapsed < deadline_s + 2.0, elapsed
     assert ExitWatchdog.MESSAGE in stderr
     assert 'blocked_in_teardown' in stderr  # the stuck thread's stack: what hung
-
