@@ -36,10 +36,7 @@ if sys.version_info[:2] != (3, 12):
     if [ -n "$wheels" ]; then
         site=$(mktemp -d) || return 1
         GPU_ROS_ENV_TMP="${GPU_ROS_ENV_TMP:-} $site"
-        # Unpacked, not pip-installed: a wheel is a zip of its files, and the machine may lack pip.
-        "$py" -c 'import sys, zipfile
-for wheel in sys.argv[2:]:
-    zipfile.ZipFile(wheel).extractall(sys.argv[1])' "$site" "$wheels"/*.whl || return 1
+        "$py" "$repo/tools/unpack_wheels.py" "$site" "$wheels"/*.whl || return 1
     fi
     # The checkout first (metric_solver_ros/__init__.py extends its __path__ to the kit's
     # generated msg/ and srv/), then the kit's Python packages, then the unpacked wheels.

@@ -40,10 +40,7 @@ started=$SECONDS
 
 wheels=${GPU_WHEELS:-build/gpu_wheels}
 if [ -d "$wheels" ]; then  # our dependencies, ahead of whatever the machine has
-    # Unpacked, not pip-installed: a wheel is a zip of its files, and the machine may lack pip.
-    "$py" -c 'import sys, zipfile
-for wheel in sys.argv[2:]:
-    zipfile.ZipFile(wheel).extractall(sys.argv[1])' "$work/site" "$wheels"/*.whl
+    "$py" tools/unpack_wheels.py "$work/site" "$wheels"/*.whl  # the machine may lack pip
     export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
