@@ -56,7 +56,7 @@ class NodeProcess:
         self._log.close()
         from metric_solver_ros.node import ExitWatchdog
 
-        output = self.log_path.read_text()
+        output = self.output()
         if ExitWatchdog.MESSAGE in output:  # exited in time, but only by the watchdog: say so
             stuck = output[output.index(ExitWatchdog.MESSAGE):]
             warnings.warn(f'node process {self.process.pid}: {stuck[:4000]}', RuntimeWarning,

@@ -11,6 +11,8 @@ import pathlib
 import pickle
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -359,9 +361,6 @@ blocked_in_teardown()
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_exit_watchdog_ends_a_process_stuck_after_the_signal(sig):
-    import subprocess
-    import sys
-
     deadline_s = 0.5
     process = subprocess.Popen([sys.executable, '-c', HANGING_PROCESS, str(deadline_s)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
