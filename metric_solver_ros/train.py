@@ -471,9 +471,11 @@ def train_batches(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             for batch in sampler:
                 yield dataset.batch([index for _, index in batch], device)
             return
-        # Scene layouts from worker processes (a whole batch each), rendered here on the device.
+        # Scene layouts from worker processes (a whole batch each, packed into arrays there:
+        # unpickling SceneSpec objects here would cost more than rendering them), rendered here
+        # on the device.
         layouts = DataLoader(_SceneLayouts(dataset), batch_sampler=sampler,
-                             num_workers=cfg.scene_workers, collate_fn=list,
+                             num_workers=cfg.scene_workers, collate_fn=dataset.pack,
                              persistent_workers=True, prefetch_factor=2)
         for specs in layouts:
             yield dataset.render(specs, device)

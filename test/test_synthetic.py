@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from metric_solver_ros.data.synthetic import (
     Material,
     Room,
     SceneSpec,
+    pack_scenes,
     render_batch,
     render_scene,
     render_specs,
@@ -271,6 +273,23 @@ def test_vectorised_batch_of_mixed_kinds_matches_frame_by_frame():
     torch.testing.assert_close(all_['intrinsics'], one['intrinsics'])
     diff = (all_['image'].int() - one['image'].int()).abs()
     assert diff.float().mean() < 0.5 and (diff > 8).float().mean() < 0.01
+
+
+def test_packed_scenes_render_like_their_specs():
+    # scene_workers send pack_scenes(...) instead of SceneSpec objects: same frames, any slice
+    specs = [scene_spec('indoor', 1), scene_spec('outdoor', 2), scene_spec('outdoor', 3)]
+    packed = pickle.loads(pickle.dumps(pack_scenes(specs, H, W)))  # as a worker sends it
+    assert len(packed) == 3 and packed.kinds == ('indoor', 'outdoor', 'outdoor')
+    ref = render_specs(specs, H, W)  # CPU: one frame per call, each packed alone
+    for frames_per_call in (None, 2):  # a select() trims the padding to its own scenes
+        out = render_specs(packed, H, W, frames_per_call=frames_per_call)
+        for key in ref:
+            torch.testing.assert_close(out[key], ref[key], rtol=0, atol=0)
+    alone = packed.select(1, 2)
+    assert alone.boxes.shape[1] == len(specs[1].boxes)
+    assert alone.mats.shape[1] == len(specs[1].materials)
+    with pytest.raises(ValueError, match='packed for'):
+        render_specs(packed, H + 1, W)
 
 
 def test_layout_is_resolution_independent_and_intrinsics_scale():

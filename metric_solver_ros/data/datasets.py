@@ -25,7 +25,13 @@ from torch.utils.data import Dataset
 
 from metric_solver_ros.data.augment import PATCH_PX, AugmentConfig, augment, fit_to_size
 from metric_solver_ros.data.sample import Sample
-from metric_solver_ros.data.synthetic import SceneSpec, render_specs, scene_spec
+from metric_solver_ros.data.synthetic import (
+    PackedScenes,
+    SceneSpec,
+    pack_scenes,
+    render_specs,
+    scene_spec,
+)
 
 SCENE_CODE = {'': 0, 'indoor': 1, 'outdoor': 2}
 """``Sample.scene`` -> the ``'scene'`` code of dataset items."""
@@ -138,11 +144,22 @@ class SyntheticDataset(Dataset):
         """The scene layouts of several items (numpy on the host: the CPU half of :meth:`batch`)."""
         return [scene_spec(*self._draw(int(i))) for i in indices]
 
-    def render(self, specs: Sequence[SceneSpec],
+    def pack(self, specs: Sequence[SceneSpec]) -> PackedScenes:
+        """:meth:`specs` packed into arrays at this dataset's size.
+
+        Cheap to send between processes; :meth:`render` takes either form.
+        """
+        return pack_scenes(specs, self.size[0], self.size[1])
+
+    def render(self, specs: Sequence[SceneSpec] | PackedScenes,
                device: torch.device | str = 'cpu') -> dict[str, torch.Tensor]:
-        """Render :meth:`specs` on ``device``: the device half of :meth:`batch` (same output)."""
+        """Render :meth:`specs` or their :meth:`pack` on ``device``.
+
+        The device half of :meth:`batch` (same output).
+        """
         out = render_specs(specs, self.size[0], self.size[1], device)
-        codes = [SCENE_CODE[spec.kind] for spec in specs]
+        kinds = specs.kinds if isinstance(specs, PackedScenes) else [s.kind for s in specs]
+        codes = [SCENE_CODE[kind] for kind in kinds]
         return {
             'image': out['image'].float() / 255.0,
             'depth_m': out['depth_m'],

@@ -1128,27 +1128,95 @@ _M_FIELDS = 14  # pattern, pu, pv, fit, a(3), b(3), ou, ov, swap, emission
 _B_FIELDS = 9  # centre (3), half size (3), yaw, material, shape
 
 
+_LIGHT_VECTORS = ('sun_dir', 'sun_rgb', 'ambient_rgb', 'point_m', 'point_rgb', 'sky_zenith',
+                  'sky_horizon', 'white_balance')
+_LIGHT_SCALARS = ('fog_per_m', 'exposure', 'noise_std', 'clouds', 'shadows', 'vignette', 'blur')
+
+
 @dataclass
-class _Packed:
-    k: torch.Tensor  # [B, 4] fx, fy, cx, cy [px]
-    rot: torch.Tensor  # [B, 3, 3] camera -> world
-    origin: torch.Tensor  # [B, 3]
-    mats: torch.Tensor  # [B, M, 14]
-    boxes: torch.Tensor  # [B, N, 9] cx, cy, cz, hx, hy, hz, yaw, material, shape
-    box_valid: torch.Tensor  # [B, N] bool
-    room: torch.Tensor  # [B, 6]
-    room_mat: torch.Tensor  # [B, 6] long
-    has_room: torch.Tensor  # [B] bool
-    ground: torch.Tensor  # [B, 4] y, road_hw, side, lane_w
-    ground_mat: torch.Tensor  # [B, 3] long
-    has_ground: torch.Tensor  # [B] bool
-    markings: torch.Tensor  # [B] bool
-    floor_y: torch.Tensor  # [B] shadow volumes end here
-    light: dict[str, torch.Tensor]
-    seed: torch.Tensor  # [B] int64
+class PackedScenes:
+    """A batch of scene layouts as padded arrays: what the renderer reads.
+
+    ``pack_scenes`` builds it with numpy arrays on the host; ``to`` moves it to a torch device.
+    Packed numpy arrays unpickle much faster than ``SceneSpec`` objects (0.3 ms against 130 ms
+    for 128 scenes on one core), which is why ``scene_workers`` processes send batches in this
+    form.
+    Arrays are padded to the largest scene of the batch (``n_boxes`` / ``n_mats`` hold each
+    scene's own counts, so a slice packs exactly as its scenes alone would).
+    """
+
+    height: int  # image height the intrinsics are for [px]
+    width: int  # image width [px]
+    k: np.ndarray | torch.Tensor  # [B, 4] fx, fy, cx, cy [px]
+    rot: np.ndarray | torch.Tensor  # [B, 3, 3] camera -> world
+    origin: np.ndarray | torch.Tensor  # [B, 3] camera position [m]
+    mats: np.ndarray | torch.Tensor  # [B, M, 14]
+    boxes: np.ndarray | torch.Tensor  # [B, N, 9] cx, cy, cz, hx, hy, hz, yaw, material, shape
+    box_valid: np.ndarray | torch.Tensor  # [B, N] bool
+    room: np.ndarray | torch.Tensor  # [B, 6]
+    room_mat: np.ndarray | torch.Tensor  # [B, 6] int64
+    has_room: np.ndarray | torch.Tensor  # [B] bool
+    ground: np.ndarray | torch.Tensor  # [B, 4] y, road_hw, side, lane_w
+    ground_mat: np.ndarray | torch.Tensor  # [B, 3] int64
+    has_ground: np.ndarray | torch.Tensor  # [B] bool
+    markings: np.ndarray | torch.Tensor  # [B] bool
+    floor_y: np.ndarray | torch.Tensor  # [B] shadow volumes end here
+    light: dict[str, np.ndarray | torch.Tensor]
+    seed: np.ndarray | torch.Tensor  # [B] int64
+    n_boxes: np.ndarray  # [B] boxes per scene (host only)
+    n_mats: np.ndarray  # [B] materials per scene (host only)
+    noise_seeds: tuple[int, ...]  # seed of each frame's sensor-noise generator
+    kinds: tuple[str, ...]  # each scene's kind ('indoor', 'outdoor' or '')
+
+    _BATCHED = ('k', 'rot', 'origin', 'mats', 'boxes', 'box_valid', 'room', 'room_mat',
+                'has_room', 'ground', 'ground_mat', 'has_ground', 'markings', 'floor_y', 'seed')
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def select(self, lo: int, hi: int) -> PackedScenes:
+        """Scenes ``lo:hi`` (host arrays), padded only as far as those scenes need."""
+        n_box = max(1, int(self.n_boxes[lo:hi].max()))
+        n_mat = max(1, int(self.n_mats[lo:hi].max()))
+        fields_ = {name: getattr(self, name)[lo:hi] for name in self._BATCHED}
+        fields_['mats'] = np.ascontiguousarray(fields_['mats'][:, :n_mat])
+        fields_['boxes'] = np.ascontiguousarray(fields_['boxes'][:, :n_box])
+        fields_['box_valid'] = np.ascontiguousarray(fields_['box_valid'][:, :n_box])
+        return PackedScenes(
+            height=self.height, width=self.width, **fields_,
+            light={key: v[lo:hi] for key, v in self.light.items()},
+            n_boxes=self.n_boxes[lo:hi], n_mats=self.n_mats[lo:hi],
+            noise_seeds=self.noise_seeds[lo:hi], kinds=self.kinds[lo:hi])
+
+    def to(self, device: torch.device) -> PackedScenes:
+        """The same scenes with every array as a tensor on ``device``."""
+        def t(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(x).to(device)
+
+        return PackedScenes(
+            height=self.height, width=self.width,
+            **{name: t(getattr(self, name)) for name in self._BATCHED},
+            light={key: t(v) for key, v in self.light.items()},
+            n_boxes=self.n_boxes, n_mats=self.n_mats, noise_seeds=self.noise_seeds,
+            kinds=self.kinds)
 
 
-def _pack(specs: Sequence[SceneSpec], height: int, width: int, device: torch.device) -> _Packed:
+def pack_scenes(specs: Sequence[SceneSpec], height: int, width: int) -> PackedScenes:
+    """Pack scene descriptions into padded host arrays for ``render_specs``.
+
+    Args:
+        specs: Scenes (at least one).
+        height: Image height [px] (the intrinsics depend on it).
+        width: Image width [px].
+
+    Returns:
+        The packed batch (numpy arrays).
+
+    Raises:
+        ValueError: A material has an unknown pattern, or a box an unknown shape or material.
+    """
+    if not specs:
+        raise ValueError('no scenes to pack')
     nb = len(specs)
     n_box = max(1, max(len(s.boxes) for s in specs))
     n_mat = max(1, max(len(s.materials) for s in specs))
@@ -1166,19 +1234,8 @@ def _pack(specs: Sequence[SceneSpec], height: int, width: int, device: torch.dev
     has_ground = np.zeros(nb, bool)
     markings = np.zeros(nb, bool)
     floor_y = np.zeros(nb, np.float32)
-    light_keys = (
-        'sun_dir',
-        'sun_rgb',
-        'ambient_rgb',
-        'point_m',
-        'point_rgb',
-        'sky_zenith',
-        'sky_horizon',
-        'white_balance',
-    )
-    light = {key: np.zeros((nb, 3), np.float32) for key in light_keys}
-    scalar_keys = ('fog_per_m', 'exposure', 'noise_std', 'clouds', 'shadows', 'vignette', 'blur')
-    light.update({key: np.zeros(nb, np.float32) for key in scalar_keys})
+    light = {key: np.zeros((nb, 3), np.float32) for key in _LIGHT_VECTORS}
+    light.update({key: np.zeros(nb, np.float32) for key in _LIGHT_SCALARS})
     seed = np.zeros(nb, np.int64)
     for i, s in enumerate(specs):
         k[i] = s.camera.intrinsics(height, width)
@@ -1224,38 +1281,25 @@ def _pack(specs: Sequence[SceneSpec], height: int, width: int, device: torch.dev
             markings[i] = g.markings
             floor_y[i] = g.height_m
         lt = s.lighting
-        for key in light_keys:
+        for key in _LIGHT_VECTORS:
             val = getattr(lt, key)
             light[key][i] = val if val is not None else (0.0, 0.0, 0.0)
-        for key in scalar_keys:
+        for key in _LIGHT_SCALARS:
             light[key][i] = float(getattr(lt, key))
         sd = np.asarray(lt.sun_dir, np.float64)
         light['sun_dir'][i] = sd / max(np.linalg.norm(sd), 1e-9)
         if lt.point_m is None:
             light['point_rgb'][i] = 0.0
         seed[i] = int(s.seed) % (2**31)
-
-    def t(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.as_tensor(x).to(device=device, dtype=dtype)
-
-    return _Packed(
-        k=t(k),
-        rot=t(rot),
-        origin=t(origin),
-        mats=t(mats),
-        boxes=t(boxes),
-        box_valid=t(box_valid, torch.bool),
-        room=t(room),
-        room_mat=t(room_mat, torch.long),
-        has_room=t(has_room, torch.bool),
-        ground=t(ground),
-        ground_mat=t(ground_mat, torch.long),
-        has_ground=t(has_ground, torch.bool),
-        markings=t(markings, torch.bool),
-        floor_y=t(floor_y),
-        light={key: t(v) for key, v in light.items()},
-        seed=t(seed, torch.long),
-    )
+    return PackedScenes(
+        height=height, width=width,
+        k=k.astype(np.float32), rot=rot.astype(np.float32), origin=origin.astype(np.float32),
+        mats=mats, boxes=boxes, box_valid=box_valid, room=room, room_mat=room_mat,
+        has_room=has_room, ground=ground, ground_mat=ground_mat, has_ground=has_ground,
+        markings=markings, floor_y=floor_y, light=light, seed=seed,
+        n_boxes=np.array([len(s.boxes) for s in specs]),
+        n_mats=np.array([len(s.materials) for s in specs]),
+        noise_seeds=tuple(int(s.seed) for s in specs), kinds=tuple(s.kind for s in specs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1263,7 +1307,7 @@ def _pack(specs: Sequence[SceneSpec], height: int, width: int, device: torch.dev
 # ---------------------------------------------------------------------------------------------
 
 
-def _screen_bbox(pts: torch.Tensor, pk: _Packed) -> tuple[torch.Tensor, torch.Tensor]:
+def _screen_bbox(pts: torch.Tensor, pk: PackedScenes) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel bounding box of the convex hull of world points, clipped at z = NEAR_M.
 
     Args:
@@ -1405,7 +1449,7 @@ def _to_local(
     return (ox * ihx, (o[1] - bx[:, 1:2]) * ihy, oz * ihz), (dx * ihx, d[1] * ihy, dz * ihz)
 
 
-def _shape_pairs(pk: _Packed, pairs: torch.Tensor):
+def _shape_pairs(pk: PackedScenes, pairs: torch.Tensor):
     """Split (frame, box, tile_y, tile_x) pairs by shape, in chunks: (shape, chunk) items."""
     n_box = pk.boxes.shape[1]
     shape_of = pk.boxes[..., 8].long()[pairs[:, 0], pairs[:, 1]]
@@ -1416,7 +1460,7 @@ def _shape_pairs(pk: _Packed, pairs: torch.Tensor):
             yield shape, sel[start : start + step], n_box
 
 
-def _cast_boxes(pk: _Packed, rays: Sequence[torch.Tensor], ty: int, tx: int) -> torch.Tensor:
+def _cast_boxes(pk: PackedScenes, rays: Sequence[torch.Tensor], ty: int, tx: int) -> torch.Tensor:
     """Nearest box hit per pixel as an int64 key (float32 bits of t << 16 | box index).
 
     Args:
@@ -1452,7 +1496,7 @@ def _cast_boxes(pk: _Packed, rays: Sequence[torch.Tensor], ty: int, tx: int) -> 
 
 
 def _cast_shadows(
-    pk: _Packed,
+    pk: PackedScenes,
     points: Sequence[torch.Tensor],
     normals: Sequence[torch.Tensor],
     ty: int,
@@ -1499,7 +1543,7 @@ def _cast_shadows(
 
 @torch.no_grad()
 def render_specs(  # noqa: C901
-    specs: Sequence[SceneSpec],
+    specs: Sequence[SceneSpec] | PackedScenes,
     height: int,
     width: int,
     device: torch.device | str = 'cpu',
@@ -1508,7 +1552,7 @@ def render_specs(  # noqa: C901
     """Render scene descriptions by ray casting (one batch, stays on ``device``).
 
     Args:
-        specs: Scenes to render (any mix of kinds).
+        specs: Scenes to render (any mix of kinds), or ``pack_scenes`` of them at this size.
         height: Image height [px].
         width: Image width [px].
         device: Torch device to render on.
@@ -1520,21 +1564,28 @@ def render_specs(  # noqa: C901
         Dict with ``'image'`` uint8 [B, 3, H, W] RGB, ``'depth_m'`` float32 [B, 1, H, W] planar
         depth [m] (+inf = sky), ``'intrinsics'`` float32 [B, 4] (fx, fy, cx, cy) [px].
     """
-    if not specs:
+    if not len(specs):
         raise ValueError('no scenes to render')
     if height < 1 or width < 1:
         raise ValueError(f'bad size {height}x{width}')
+    if isinstance(specs, PackedScenes):
+        if (specs.height, specs.width) != (height, width):
+            raise ValueError(f'scenes packed for {specs.height}x{specs.width}, '
+                             f'rendered at {height}x{width}')
+        packed = specs
+    else:
+        packed = pack_scenes(specs, height, width)
     dev = torch.device(device)
-    chunk = frames_per_call or (1 if dev.type == 'cpu' else len(specs))
-    if len(specs) > chunk:
+    chunk = frames_per_call or (1 if dev.type == 'cpu' else len(packed))
+    if len(packed) > chunk:
         outs = [
-            render_specs(specs[i : i + chunk], height, width, dev, chunk)
-            for i in range(0, len(specs), chunk)
+            render_specs(packed.select(i, i + chunk), height, width, dev, chunk)
+            for i in range(0, len(packed), chunk)
         ]
         return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
-    pk = _pack(specs, height, width, dev)
+    pk = packed.to(dev)
     atlas = texture_atlas(dev)
-    nb = len(specs)
+    nb = len(packed)
     tp = TILE_PX
     ty, tx = -(-height // tp), -(-width // tp)
     tt = tp * tp
@@ -1752,7 +1803,7 @@ def render_specs(  # noqa: C901
     rgb = rgb.clamp(0, 1).pow(1 / 2.2)
     noise = torch.empty_like(rgb)
     for i in range(nb):  # per-frame generator: reproducible per (seed, device)
-        gen = torch.Generator(device=dev).manual_seed(int(specs[i].seed))
+        gen = torch.Generator(device=dev).manual_seed(pk.noise_seeds[i])
         torch.rand(noise[i].shape, generator=gen, device=dev, out=noise[i])
     rgb = rgb + (lt['noise_std'] * math.sqrt(12.0))[:, None, None] * (noise - 0.5)
     img = (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)  # [B, P, 3]
