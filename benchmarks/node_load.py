@@ -41,36 +41,14 @@ def rss_mb(pid: int) -> float:
     return float('nan')
 
 
-def camera_frame() -> tuple[np.ndarray, tuple[float, float, float, float], str]:
-    """A real 640x480 camera image, its intrinsics and its name.
-
-    A synthetic scene of the same size if the sample or OpenCV is absent (the GPU machine's ROS
-    kit, tools/gpu_ros_kit.sh, carries no OpenCV); the model's work does not depend on content.
-    """
-    from metric_solver_ros.demo import REALDATA
-
-    path = REALDATA / 'nyu_m3d_00000_rgb.jpg'
-    try:
-        import cv2
-    except ImportError:
-        cv2 = None
-    if cv2 is not None and path.is_file():
-        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        return cv2.resize(rgb, (640, 480)), (518.86, 519.47, 325.58, 253.74), path.stem
-    from metric_solver_ros.data.synthetic import render_scene
-
-    scene = render_scene('indoor', 0, 480, 640)
-    return scene.image, scene.intrinsics, 'synthetic indoor 0'
-
-
 class LoadClient:
     """Publishes images at a rate and records (stamp, receive time) of the depth answers."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, points: bool = False) -> None:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from rclpy.qos import qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, Image
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
         self.node = Node(f'load_camera_{os.getpid()}')
         self.pub_image = self.node.create_publisher(Image, f'{namespace}/image',
@@ -79,6 +57,9 @@ class LoadClient:
                                                    qos_profile_sensor_data)
         self.answers: list[tuple[int, int]] = []  # (stamp ns, receive ns)
         self.node.create_subscription(Image, f'{namespace}/depth', self._on_depth, 10)
+        self.clouds: list[int] = []  # stamps [ns] of the PointCloud2 answers (with ``points``)
+        if points:  # the node builds the cloud only while someone subscribes
+            self.node.create_subscription(PointCloud2, f'{namespace}/points', self._on_cloud, 10)
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
@@ -90,6 +71,9 @@ class LoadClient:
         now = time.time_ns()
         self.answers.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
                              now))
+
+    def _on_cloud(self, msg) -> None:
+        self.clouds.append(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
 
     def prepare(self, rgb: np.ndarray, intrinsics) -> None:
         """Build the messages once; each publish only restamps them."""
@@ -174,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--duration', type=float, default=60.0, help='measured time [s]')
     parser.add_argument('--warmup', type=float, default=10.0, help='unmeasured start [s]')
     parser.add_argument('--windows', type=int, default=6, help='windows of the latency trend')
-    parser.add_argument('--points', action='store_true', help='also subscribe to points')
+    parser.add_argument('--points', action='store_true',
+                        help='publish_points:=true and subscribe to the cloud too (the node '
+                             'builds it only for a subscriber)')
     parser.add_argument('--cuda-graphs', action='store_true',
                         help='node parameter cuda_graphs:=true (CUDA only)')
     parser.add_argument('--json', default=None, help='write the result here too')
@@ -184,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
     import rclpy
 
+    from metric_solver_ros.demo import camera_sample
     from metric_solver_ros.node_client import NodeProcess, wait_for
 
     namespace = '/load'
     ros_args = ['-r', f'__ns:={namespace}', '-p', f'device:={args.device}',
-                '-p', f'precision:={args.precision}', '-p', 'publish_points:=false']
+                '-p', f'precision:={args.precision}',
+                '-p', f'publish_points:={str(args.points).lower()}']
     if args.checkpoint:
         ros_args += ['-p', f'checkpoint:={args.checkpoint}']
     if args.cuda_graphs:
@@ -198,12 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init()
     client = None
     try:
-        client = LoadClient(namespace)
+        client = LoadClient(namespace, points=args.points)
         if not wait_for(lambda: client.pub_image.get_subscription_count() > 0
-                        and client.node.count_publishers(f'{namespace}/depth') > 0, 120.0):
+                        and client.node.count_publishers(f'{namespace}/depth') > 0
+                        and (not args.points
+                             or client.node.count_publishers(f'{namespace}/points') > 0),
+                        120.0):
             print(node.output(), file=sys.stderr)
             return 1
-        rgb, intrinsics, frame = camera_frame()
+        rgb, intrinsics, frame = camera_sample(640, 480)
         client.prepare(rgb, intrinsics)
         # Warm-up at the requested rate (or flat out), then measure the node's own rate.
         warm_rate = args.rate if args.rate_factor is None else 100.0
@@ -213,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)
         rss_start = rss_mb(node.process.pid)
         client.answers.clear()
+        client.clouds.clear()
         sent = client.stream(rate, args.duration)
         time.sleep(2.0)
         rss_end = rss_mb(node.process.pid)
@@ -222,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             'duration_s': args.duration, 'image': [rgb.shape[1], rgb.shape[0]], 'frame': frame,
             'rss_mb': {'start': round(rss_start, 1), 'end': round(rss_end, 1),
                        'growth_pct': round(100.0 * (rss_end / rss_start - 1.0), 2)},
+            'points': args.points,
+            'clouds_received': len(set(client.clouds) & set(sent)) if args.points else None,
             'device': args.device, 'cuda_graphs': args.cuda_graphs,
             'checkpoint': args.checkpoint or 'bundled default',
             'transport': os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', 'default'),
