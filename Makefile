@@ -13,7 +13,7 @@ ROS_ENV = AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) CMAKE_PREFIX_PATH=$(CURDIR)/$(VENV
           PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint demo colcon gpu-kit gpu-ros-kit clean help
+.PHONY: setup test lint demo colcon gpu-kit gpu-ros-kit clean distclean help
 
 help:
 	@echo "make test   set up .venv (first run: a few minutes) and run ruff + the whole test suite"
@@ -22,6 +22,7 @@ help:
 	@echo "make colcon build the package with colcon against the wheel prefix (build/colcon)"
 	@echo "make gpu-kit  cp312 wheels for tools/gpu_train.sh on a lent GPU machine (build/gpu_wheels)"
 	@echo "make gpu-ros-kit  cp312 ROS runtime for node_load.py there (.venv312, build/gpu_ros_kit.tar.gz)"
+	@echo "make clean  remove build/ and out/; make distclean also the venvs (.venv, .venv312)"
 
 setup: $(STAMPS)/package
 
@@ -93,4 +94,4 @@ clean:
 	rm -rf build out .pytest_cache .ruff_cache
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv312

@@ -24,20 +24,66 @@ import numpy as np
 REALDATA = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'realdata'
 
 
+CAMERA_SAMPLE = 'nyu_m3d_00000'
+"""The real image (of ``REALDATA``) that stands for "a camera frame" in tests and benchmarks."""
+
+
+def realdata_images(ids: set[str] | None = None) -> list[tuple[str, np.ndarray, tuple]]:
+    """The RGB images of ``REALDATA``'s manifest: ``(id, rgb uint8 [H, W, 3], (fx, fy, cx, cy))``.
+
+    Args:
+        ids: Only these sample ids (default: all).
+
+    Returns:
+        The readable samples in manifest order; empty when this checkout has no ``REALDATA``
+        or OpenCV is missing (the GPU kit carries none).
+    """
+    manifest = REALDATA / 'manifest.json'
+    try:
+        import cv2
+    except ImportError:
+        return []
+    if not manifest.is_file():
+        return []
+    samples = []
+    for sample in json.loads(manifest.read_text())['samples']:
+        if ids is not None and sample['id'] not in ids:
+            continue
+        bgr = cv2.imread(str(REALDATA / sample['rgb']), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        k = sample['intrinsics']
+        samples.append((sample['id'], cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                        (k['fx'], k['fy'], k['cx'], k['cy'])))
+    return samples
+
+
+def camera_sample(width: int = 640, height: int = 480,
+                  seed: int = 0) -> tuple[np.ndarray, tuple[float, float, float, float], str]:
+    """A camera frame for tests and benchmarks: ``(rgb uint8 [H, W, 3], (fx, fy, cx, cy), name)``.
+
+    The real ``CAMERA_SAMPLE`` (NYU Depth v2, 640x480) resized to ``width`` x ``height`` with
+    its intrinsics scaled [px], or, where the sample or OpenCV is absent (a clone without
+    ../shared, the GPU kit), the synthetic indoor scene ``seed`` at that size.
+    """
+    samples = realdata_images({CAMERA_SAMPLE})
+    if samples:
+        import cv2
+
+        name, rgb, (fx, fy, cx, cy) = samples[0]
+        sx, sy = width / rgb.shape[1], height / rgb.shape[0]
+        if (sx, sy) != (1.0, 1.0):
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        return rgb, (fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5), name
+    from metric_solver_ros.data.synthetic import render_scene
+
+    scene = render_scene('indoor', seed, height, width)
+    return scene.image, scene.intrinsics, f'synthetic_indoor_{seed}'
+
+
 def demo_frames(count: int, height: int = 480, width: int = 640):
     """Yield ``(name, rgb uint8 [H, W, 3], (fx, fy, cx, cy))`` for the stream."""
-    import cv2
-
-    samples = []
-    manifest = REALDATA / 'manifest.json'
-    if manifest.is_file():
-        for sample in json.loads(manifest.read_text())['samples']:
-            bgr = cv2.imread(str(REALDATA / sample['rgb']), cv2.IMREAD_COLOR)
-            if bgr is None:
-                continue
-            k = sample['intrinsics']
-            samples.append((sample['id'], cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
-                            (k['fx'], k['fy'], k['cx'], k['cy'])))
+    samples = realdata_images()
     from metric_solver_ros.data.synthetic import render_scene
 
     for i in range(count):

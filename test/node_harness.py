@@ -6,9 +6,6 @@ import pathlib
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-REALDATA = REPO.parent / 'shared' / 'realdata'
-
 
 def small_checkpoint(path: pathlib.Path, seed: int = 0) -> pathlib.Path:
     """Write a small random-weight Metric-Solver checkpoint (fast on a CPU) and return its path."""
@@ -27,19 +24,10 @@ def small_checkpoint(path: pathlib.Path, seed: int = 0) -> pathlib.Path:
 
 
 def camera_image(width: int = 160, height: int = 120) -> np.ndarray:
-    """A camera image of ``width`` x ``height``.
+    """A camera image of ``width`` x ``height`` (``demo.camera_sample``).
 
-    The real NYU Depth v2 sample from ../shared/realdata when this checkout has it (and OpenCV
-    is installed), else a synthetic indoor scene (so that any clone runs the tests).
+    The real NYU sample, or a synthetic indoor scene in a clone without ../shared.
     """
-    try:
-        import cv2
-    except ImportError:  # the GPU kit (tools/gpu_train.sh) carries no OpenCV
-        cv2 = None
-    bgr = cv2.imread(str(REALDATA / 'nyu_m3d_00000_rgb.jpg'), cv2.IMREAD_COLOR) if cv2 else None
-    if bgr is None:
-        from metric_solver_ros.data.synthetic import render_scene
+    from metric_solver_ros.demo import camera_sample
 
-        return render_scene('indoor', 7, height, width).image
-    return cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA),
-                        cv2.COLOR_BGR2RGB)
+    return camera_sample(width, height, seed=7)[0]
