@@ -19,6 +19,7 @@ from metric_solver_ros.checkpoint import load_checkpoint, read_checkpoint_metada
 from metric_solver_ros.commands import train as command
 from metric_solver_ros.model import create_model, get_config
 from metric_solver_ros.train import (
+    EMA,
     StepBatchSampler,
     TrainConfig,
     configure_optimizer,
@@ -163,6 +164,24 @@ def test_scene_workers_give_the_same_batches(tmp_path):
     assert not torch.equal(first_batches(0, 0)[0]['image'], first_batches(0, 5)[0]['image'])
     with pytest.raises(ValueError, match='worker counts'):
         _smoke(tmp_path, 'bad', scene_workers=-1)
+
+
+def test_ema_moves_each_parameter_by_its_ramped_decay():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA(model, decay=0.9)
+    start = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+        model[1].running_mean.fill_(2.0)
+    ema.update(model, step=0)  # ramp: decay min(0.9, 1 / 10) = 0.1, i.e. 90 % of the way
+    for e, s, p in zip(ema.model.parameters(), start, model.parameters(), strict=True):
+        torch.testing.assert_close(e, s + 0.9 * (p - s))
+    assert torch.equal(ema.model[1].running_mean, model[1].running_mean)  # buffers copied
+    before = [e.clone() for e in ema.model.parameters()]
+    ema.update(model, step=1000)  # past the ramp: 0.9
+    for e, b, p in zip(ema.model.parameters(), before, model.parameters(), strict=True):
+        torch.testing.assert_close(e, b + 0.1 * (p - b))
 
 
 def test_get_lr_warmup_cosine_and_floor():
