@@ -319,6 +319,17 @@ def configure_optimizer(model: MetricSolver, cfg: TrainConfig,
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fused)
 
 
+def autocast_for(amp: str, device: torch.device) -> tuple[bool, Any]:
+    """Whether ``amp`` means bf16 autocast on ``device``, and the context to run the network in.
+
+    ``'bf16'``: always; ``'auto'``: on CUDA only (fp32 on the CPU); ``'off'``: never.
+    """
+    use_bf16 = amp == 'bf16' or (amp == 'auto' and device.type == 'cuda')
+    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 \
+        else nullcontext()
+    return use_bf16, ctx
+
+
 class EMA:
     """Exponential moving average of a model's parameters (buffers copied).
 
@@ -698,9 +709,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
     threads_before = torch.get_num_threads()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    use_bf16 = cfg.amp == 'bf16' or (cfg.amp == 'auto' and device.type == 'cuda')
-    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 \
-        else nullcontext()
+    use_bf16, ctx = autocast_for(cfg.amp, device)
     out_dir = pathlib.Path(cfg.out_dir)
     log_path = out_dir / 'log.jsonl'
 

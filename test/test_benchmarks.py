@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from node_harness import small_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -31,3 +32,21 @@ def test_node_load_counts_answers_and_clouds(tmp_path):
     # every answered frame came with its cloud (the node builds it only for a subscriber)
     assert result['clouds_received'] >= result['answered'] - 1
     assert result['latency_ms']['p50'] > 0 and result['rss_mb']['start'] > 0
+
+
+def test_train_step_profile_reports_every_phase_and_the_bound():
+    run = subprocess.run(
+        [sys.executable, str(REPO / 'benchmarks' / 'train_step.py'), '--batch-size', '2',
+         '--size', '56', '70', '--repeat', '1', '--workers', '3', '--json'],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(result['ms']) == {'layout', 'pack', 'unpickle', 'unpickle_specs', 'render', 'step'}
+    assert all(v > 0 for v in result['ms'].values())
+    trainer = 1e3 / (result['ms']['unpickle'] + result['ms']['render'] + result['ms']['step'])
+    workers = 3e3 / (result['ms']['layout'] + result['ms']['pack'])
+    # (from the printed ms, which are rounded to 0.01)
+    assert result['trainer_batches_per_s'] == pytest.approx(trainer, rel=0.02)
+    assert result['workers_batches_per_s'] == pytest.approx(workers, rel=0.02)
+    assert result['bound'] == ('training process' if trainer <= workers else 'scene workers')
+    assert result['images_per_s'] == pytest.approx(min(trainer, workers) * 2, rel=0.02)

@@ -333,7 +333,9 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     out = tmp_path / 'out'
     env = {**os.environ, 'OUT': str(out), 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1',
            'GPU_WHEELS': str(tmp_path / 'no_wheels'),  # the cp312 kit is not for this Python
-           'BENCH': 'tiny', 'BENCH_DEVICE': 'cpu', 'BENCH_ARGS': '--warmup 1 --iters 1'}
+           'BENCH': 'tiny', 'BENCH_DEVICE': 'cpu', 'BENCH_ARGS': '--warmup 1 --iters 1',
+           'PROFILE': '1', 'PROFILE_DEVICE': 'cpu', 'PROFILE_BATCH': '2',
+           'PROFILE_ARGS': '--size 56 70 --repeat 1'}
     result = subprocess.run(
         ['bash', 'tools/gpu_train.sh', '1', '--batch_size', '2', '--image_size', '[56,70]',
          '--num_threads', '1'], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -347,6 +349,8 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
         ('tiny', 'cpu', 'float32', False)] * 3
     assert all(b['single_ms'] > 0 for b in bench)
     assert 'passed' in (out / 'pytest.txt').read_text()
+    profile = json.loads((out / 'train_step.jsonl').read_text())
+    assert profile['batch_size'] == 2 and profile['workers'] == 12 and profile['ms']['step'] > 0
     model = load_checkpoint(out / 'ckpt_fp16.safetensors')
     assert model.config.preset == 'tiny' and model.config.input_size == (266, 350)
     assert int(read_checkpoint_metadata(out / 'ckpt_fp16.safetensors')['train_step']) >= 1

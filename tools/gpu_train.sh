@@ -13,6 +13,9 @@
 #   2. pytest.txt: the engine / model tests, CUDA ones included (they skip on the CPU; GPU_TESTS=0
 #      skips this step);
 #   3. smoke.txt: a 20-step CUDA training run (fails fast if a CUDA path is broken);
+#   3b. train_step.jsonl: with PROFILE=1, benchmarks/train_step.py on CUDA per PROFILE_BATCH
+#      (default 128) with PROFILE_WORKERS (12) and PROFILE_ARGS: layout / unpickle / render /
+#      network step times and whether the scene workers or the training process bound the loop;
 #   4. bench.jsonl: with BENCH="vits vitl" (or "default": the bundled model at 640x480),
 #      `metric-solver bench` per preset three times: precision auto, auto + --cuda-graphs, fp32
 #      (the eager baseline); BENCH_ARGS adds options, e.g. RESULTS.md's
@@ -61,6 +64,17 @@ fi
     --eval_frames 0 --out_dir "$work/smoke" --resume false > "$out/smoke.txt" 2>&1 \
     && smoke=0 || smoke=$?
 tail -n "$([ "$smoke" -eq 0 ] && echo 2 || echo 30)" "$out/smoke.txt"
+
+if [ "${PROFILE:-0}" = 1 ]; then  # where a training step's time goes, before training
+    for batch in ${PROFILE_BATCH:-128}; do
+        # shellcheck disable=SC2086  # PROFILE_ARGS: extra options, word-split on purpose
+        timeout 300 "$py" benchmarks/train_step.py --device "${PROFILE_DEVICE:-cuda}" \
+            --batch-size "$batch" --workers "${PROFILE_WORKERS:-12}" ${PROFILE_ARGS:-} \
+            --json >> "$out/train_step.jsonl" \
+            2>> "$out/train_step.err" || echo "train_step --batch-size $batch failed (train_step.err)"
+    done
+    cat "$out/train_step.jsonl" 2>/dev/null || true
+fi
 
 bench() {  # bench MODEL_ARGS... : one JSON line into bench.jsonl
     timeout 120 "$py" -m metric_solver_ros.cli bench --device "${BENCH_DEVICE:-cuda}" --json "$@" \
