@@ -885,7 +885,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
 
     # ---- the end: every rank reports its weights' digest (identical under DDP)
     elapsed = elapsed_before + time.time() - t_start
-    print(f'[rank {rank}] step {step} param_digest {param_digest(raw_model)}', flush=True)
+    # One write for the whole line: with PYTHONUNBUFFERED, print() writes the text and the newline
+    # separately, and the ranks' lines interleave between the two on a shared stdout.
+    sys.stdout.write(f'[rank {rank}] step {step} param_digest {param_digest(raw_model)}\n')
+    sys.stdout.flush()
     if ddp:
         dist.barrier()
         dist.destroy_process_group()

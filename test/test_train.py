@@ -297,7 +297,7 @@ def test_ddp_two_processes_stay_identical(tmp_path):
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    digests = dict(re.findall(r'\[rank (\d)\] step 4 param_digest (\w+)', result.stdout))
+    digests = dict(re.findall(r'\[rank (\d)\] step 4 param_digest ([0-9a-f]{64})', result.stdout))
     assert set(digests) == {'0', '1'}, result.stdout[-3000:]
     assert digests['0'] == digests['1']
     assert param_digest(load_checkpoint(out / 'ckpt.safetensors')) == digests['0']
