@@ -71,7 +71,7 @@ def with_colour_bar(rgb: np.ndarray, min_m: float, max_m: float, width_px: int =
         column = colorize_depth(depths[:, None].astype(np.float32), min_m, max_m)
         panel[top:bottom, 4:18] = column
         scale = max(0.3, min(0.45, height / 900))
-        for value in _nice_ticks(min_m, max_m):
+        for value in nice_ticks(min_m, max_m):
             y = top + int(round((math.log(value) - math.log(min_m)) /
                                 (math.log(max_m) - math.log(min_m)) * (bottom - top - 1)))
             cv2.line(panel, (18, y), (22, y), (0, 0, 0), 1)
@@ -85,13 +85,23 @@ def with_colour_bar(rgb: np.ndarray, min_m: float, max_m: float, width_px: int =
     return np.concatenate([rgb, panel], axis=1)
 
 
-def _nice_ticks(min_m: float, max_m: float) -> list[float]:
-    ticks = []
-    for exponent in range(math.floor(math.log10(min_m)), math.ceil(math.log10(max_m)) + 1):
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10.0 ** exponent
-            if min_m <= value <= max_m:
-                ticks.append(float(f'{value:.6g}'))
+def nice_ticks(min_m: float, max_m: float, min_count: int = 3) -> list[float]:
+    """Round tick values [m] inside ``[min_m, max_m]`` for a log-scale colour bar.
+
+    1, 2, 5 x 10^n; where that gives fewer than ``min_count`` (a narrow range such as 1.4-4.5 m),
+    every 1-9 x 10^n, then halves (1.5, 2.5, ...) as well.
+    """
+    ticks: list[float] = []
+    for mantissas in ((1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9),
+                      (1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9)):
+        ticks = []
+        for exponent in range(math.floor(math.log10(min_m)), math.ceil(math.log10(max_m)) + 1):
+            for mantissa in mantissas:
+                value = float(f'{mantissa * 10.0 ** exponent:.6g}')
+                if min_m <= value <= max_m:
+                    ticks.append(value)
+        if len(ticks) >= min_count:
+            break
     return ticks
 
 

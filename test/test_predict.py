@@ -201,3 +201,14 @@ def test_user_errors_are_clear(checkpoint, images, tmp_path):
     with pytest.raises(ValueError, match='points-stride'):
         _run([images[0], '--points-stride', 0, *model])
     assert not (tmp_path / 'out').exists()  # nothing is written when the inputs are bad
+
+
+def test_colour_bar_ticks_are_round_and_inside_the_range():
+    from metric_solver_ros.visualize import nice_ticks
+
+    assert nice_ticks(0.5, 80.0) == [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
+    assert nice_ticks(1.4, 4.5) == [2.0, 3.0, 4.0]  # narrow: 1-9 x 10^n, not only 2
+    assert nice_ticks(2.05, 2.95) == [2.5]  # narrower still: halves too (fewer than 3 exist)
+    for low, high in ((0.013, 0.9), (3.3, 3.9), (7.0, 480.0)):
+        ticks = nice_ticks(low, high)
+        assert ticks and all(low <= t <= high for t in ticks) and ticks == sorted(ticks)
