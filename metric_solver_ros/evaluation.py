@@ -48,7 +48,7 @@ PRED_TOPIC_NAME = 'pred_topic'
 FUSION_NAME = 'fusion'
 #: Per-frame columns of ``metrics.csv`` after ``name, frame, frame_name, stamp_ns``.
 CSV_VALUE_COLUMNS = ('n_pixels', *METRIC_NAMES, 'pred_nan_fraction', 'mask_accuracy',
-                     'delta1_aligned', 'scale_ratio', 'scale_error')
+                     'delta1_aligned', 'scale_ratio', 'gt_median_m', 'scale_error', 'scale_slope')
 
 
 def anchor_name(anchor_m: float) -> str:
@@ -544,7 +544,8 @@ def _report_markdown(result: EvalResult, data: Mapping[str, Any],
     for key in ('checkpoint', 'device', 'flip_tta', 'image_topic', 'depth_topic', 'pred_topic'):
         if config.get(key) not in (None, ''):
             lines.append(f'- {key}: `{config[key]}`')
-    header = ['result', *METRIC_NAMES, 'mask acc', 'NaN frac', 'd1 median-aligned', 'scale err']
+    header = ['result', *METRIC_NAMES, 'mask acc', 'NaN frac', 'd1 median-aligned', 'scale err',
+              'scale slope']
     for title, table in (('Mean over frames (headline)', data['results']),
                          ('Pixel mean (all valid pixels pooled)', data['pixel_mean'])):
         lines += ['', f'## {title}', '', '| ' + ' | '.join(header) + ' |',
@@ -552,7 +553,8 @@ def _report_markdown(result: EvalResult, data: Mapping[str, Any],
         for name, values in table.items():
             cells = [_fmt(values.get(m), 3 if m == 'silog' else 4) for m in METRIC_NAMES]
             cells += [_fmt(values.get(k)) for k in ('mask_accuracy', 'pred_nan_fraction',
-                                                     'delta1_aligned', 'scale_error')]
+                                                     'delta1_aligned', 'scale_error',
+                                                     'scale_slope')]
             lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     lines += ['', '## Per GT depth band (pixels pooled)', '']
     band_names = [name for name, _, _ in DEPTH_BANDS_M]

@@ -33,6 +33,9 @@ Protocol (``docs/METHOD.md``, "Evaluation protocol"):
   ``delta1_aligned`` is far above its ``delta1`` has the structure right and the scale wrong.
   Headline: the mean of ``delta1_aligned`` over frames and ``scale_error =
   exp(mean |ln scale_ratio|)`` (1: right scale; 1.5: a typical frame is 1.5x off either way).
+  Across frames, ``scale_slope``: the least-squares slope of ``ln median(p)`` on
+  ``ln median(g)`` (1: the prediction follows each scene's depth; 0: the same depth whatever
+  the scene; None below 3 frames or when the scenes' medians do not differ).
 * **Mask accuracy** (anchor results only): fraction of pixels where the predicted near mask equals
   ``1[g <= anchor]``, over pixels whose GT is a known depth ``> min_depth_m``; unlike the depth
   metrics this includes GT beyond the cap and +inf (sky), which are certainly "far". Headline:
@@ -285,6 +288,27 @@ def mask_accuracy(near: np.ndarray, gt_m: np.ndarray, anchor_m: float,
     return correct / scored if scored else None
 
 
+def scale_slope(gt_median_m: list[float], scale_ratio: list[float]) -> float | None:
+    """Slope of ln median(prediction) on ln median(GT) over frames (least squares).
+
+    Args:
+        gt_median_m: Each frame's median valid GT depth [m].
+        scale_ratio: Each frame's ``median(GT) / median(prediction)``.
+
+    Returns:
+        The slope (1: predictions follow each scene's depth; 0: one depth for every scene), or
+        None with fewer than 3 frames or GT medians that (almost) do not differ.
+    """
+    if len(gt_median_m) < 3:
+        return None
+    log_gt = np.log(np.asarray(gt_median_m, np.float64))
+    log_pred = log_gt - np.log(np.asarray(scale_ratio, np.float64))
+    spread = log_gt - log_gt.mean()
+    if float(np.dot(spread, spread)) < 1e-9 * len(spread):
+        return None
+    return float(np.dot(spread, log_pred - log_pred.mean()) / np.dot(spread, spread))
+
+
 def curve_edges_m(min_depth_m: float, cap_m: float, bins: int = CURVE_BINS) -> np.ndarray:
     """Return geometric GT-depth bin edges [m] for the AbsRel-versus-depth curve."""
     lo = max(min_depth_m, min(0.1, cap_m / 100.0))
@@ -338,10 +362,11 @@ class MetricAggregator:
         frame = MetricSums.from_pixels(pred_valid, gt_valid, nan_valid)
         self.total = self.total + frame
         result = frame.finalize()
-        result['scale_ratio'] = result['delta1_aligned'] = None
+        result['scale_ratio'] = result['delta1_aligned'] = result['gt_median_m'] = None
         if gt_valid.size:
             scale = float(np.median(gt_valid) / np.median(pred_valid))
             result['scale_ratio'] = scale
+            result['gt_median_m'] = float(np.median(gt_valid))
             result['delta1_aligned'] = MetricSums.from_pixels(
                 scale * pred_valid, gt_valid).finalize()['delta1']
         for name, lo, hi in DEPTH_BANDS_M:
@@ -374,8 +399,9 @@ class MetricAggregator:
         Returns:
             ``METRIC_NAMES``, ``pred_nan_fraction``, ``delta1_aligned`` and (if scored)
             ``mask_accuracy`` averaged over frames (None if no frame had valid pixels),
-            ``scale_error`` (``exp`` of the mean ``|ln scale_ratio|``), plus ``n_frames`` (frames
-            with valid pixels) and ``n_pixels`` (all valid pixels).
+            ``scale_error`` (``exp`` of the mean ``|ln scale_ratio|``), ``scale_slope`` (see the
+            module docstring), plus ``n_frames`` (frames with valid pixels) and ``n_pixels``
+            (all valid pixels).
         """
         scored = [f for f in self.per_frame if f['n_pixels']]
         keys = [*METRIC_NAMES, 'pred_nan_fraction', 'delta1_aligned']
@@ -383,6 +409,8 @@ class MetricAggregator:
             key: (float(np.mean([f[key] for f in scored])) if scored else None) for key in keys}
         out['scale_error'] = (float(np.exp(np.mean([abs(math.log(f['scale_ratio']))
                                                     for f in scored]))) if scored else None)
+        out['scale_slope'] = scale_slope([f['gt_median_m'] for f in scored],
+                                         [f['scale_ratio'] for f in scored])
         masks = [f['mask_accuracy'] for f in self.per_frame if f.get('mask_accuracy') is not None]
         if masks:
             out['mask_accuracy'] = float(np.mean(masks))

@@ -145,6 +145,31 @@ def test_median_scaling_separates_scale_from_structure():
     assert m['scale_ratio'] == pytest.approx(0.5) and m['delta1_aligned'] == 0.5
 
 
+def test_scale_slope_measures_whether_predictions_follow_the_scene_depth():
+    gt = np.array([[1.0, 2.0], [3.0, 4.0]])  # median 2.5
+    scenes = (0.5, 1.0, 2.0, 3.0)  # four scenes: the same layout at these scales
+
+    def slope(predict) -> float | None:
+        agg = MetricAggregator(cap_m=100.0)
+        for k in scenes:
+            agg.add(predict(k * gt), k * gt)
+        return agg.frame_mean()['scale_slope']
+
+    assert slope(lambda g: 1.7 * g) == pytest.approx(1.0)  # follows the scene (scale off)
+    assert slope(lambda g: np.full_like(g, 4.0)) == pytest.approx(0.0, abs=1e-12)  # one depth
+    # halfway: median(sqrt(k g)) = sqrt(k) median(sqrt(g)), so ln median(p) = 0.5 ln k + c
+    assert slope(lambda g: g ** 0.5) == pytest.approx(0.5)
+    # undefined: fewer than 3 frames, or scenes whose GT medians are all the same
+    agg = MetricAggregator(cap_m=100.0)
+    agg.add(gt, gt)
+    agg.add(gt * 2, gt * 2)
+    assert agg.frame_mean()['scale_slope'] is None
+    same = MetricAggregator(cap_m=100.0)
+    for k in (1.0, 2.0, 3.0):
+        same.add(k * gt, gt)
+    assert same.frame_mean()['scale_slope'] is None
+
+
 def test_scale_diagnostics_are_none_without_valid_pixels():
     agg = MetricAggregator(cap_m=10.0)
     frame = agg.add(np.ones((2, 2)), np.full((2, 2), np.inf))

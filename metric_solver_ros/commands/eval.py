@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         means = aggregator.frame_mean()
         cells = '  '.join(f'{key} {means[key]:.4f}' if means[key] is not None else f'{key} -'
                           for key in ('delta1', 'abs_rel', 'rmse', 'delta1_aligned',
-                                      'scale_error'))
+                                      'scale_error', 'scale_slope'))
         print(f'  {name:>12}  {cells}')
     print(f'wrote {paths["json"]}, {paths["csv"]}, {paths["report"]}')
     return 0
