@@ -6,6 +6,8 @@ seeds): it is a demo model, not a real-world one.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -36,6 +38,28 @@ def test_bundled_file_is_small_and_self_describing():
     assert model.config.preset == 'tiny'
     metadata = read_checkpoint_metadata(path)
     assert 'synthetic' in metadata['note'] and int(metadata['train_step']) > 0
+
+
+def test_recorded_evaluation_is_what_the_model_scores():
+    # The metadata's eval_metrics are what README / docs/TRAINING.md quote: re-measure them
+    # with the protocol the metadata names (64 held-out scenes per kind at 196x252).
+    from contextlib import nullcontext
+
+    from metric_solver_ros import train
+
+    metadata = read_checkpoint_metadata(default_model_path())
+    assert '64 held-out scenes per kind' in metadata['eval_protocol']
+    assert '196x252' in metadata['eval_protocol']
+    recorded = json.loads(metadata['eval_metrics'])
+    frames = train.eval_frames(train.TrainConfig(image_size=(196, 252), eval_frames=64),
+                               torch.device('cpu'))
+    model = load_checkpoint(default_model_path()).float()
+    measured = train.evaluate(model, frames, torch.device('cpu'), nullcontext(), batch_size=16)
+    for kind in ('indoor', 'outdoor'):
+        for key in ('delta1', 'abs_rel', 'delta1_aligned', 'mask_accuracy'):
+            assert measured[kind][key] == pytest.approx(recorded[kind][key], abs=2e-3), (kind, key)
+    assert measured['outdoor']['sky_far_fraction'] == pytest.approx(
+        recorded['outdoor']['sky_far_fraction'], abs=2e-3)
 
 
 #: Median depth of the synthetic world per kind [m] (docs/DATA.md): the best constant guess.
