@@ -32,6 +32,9 @@
 #      bundled model at its resolution:
 #        bash tools/gpu_train.sh 360 --init_from metric_solver_ros/models/default.safetensors \
 #            --image_size [196,252] --warmup_steps 200
+# The device tool returns at most 8 files from $OUT: env, pytest, smoke, train, log and the
+# checkpoint are 6 (5 with GPU_TESTS=0); PROFILE adds 1, BENCH 1, NODE_LOAD 2 (an .err file only
+# when not empty): not all three at once.
 set -euo pipefail
 budget_s=${1:?usage: tools/gpu_train.sh BUDGET_S [train.py overrides...]}
 shift
@@ -74,6 +77,7 @@ if [ "${PROFILE:-0}" = 1 ]; then  # where a training step's time goes, before tr
             2>> "$out/train_step.err" || echo "train_step --batch-size $batch failed (train_step.err)"
     done
     cat "$out/train_step.jsonl" 2>/dev/null || true
+    [ -s "$out/train_step.err" ] || rm -f "$out/train_step.err"  # $OUT returns 8 files at most
 fi
 
 bench() {  # bench MODEL_ARGS... : one JSON line into bench.jsonl
@@ -90,6 +94,7 @@ for preset in ${BENCH:-}; do
     bench "${model[@]}" --precision fp32
 done
 [ -z "${BENCH:-}" ] || cat "$out/bench.jsonl" 2>/dev/null || true
+[ ! -e "$out/bench.err" ] || [ -s "$out/bench.err" ] || rm -f "$out/bench.err"
 
 if [ "${NODE_LOAD:-0}" = 1 ]; then
     # A subshell: the ROS environment stays out of the training run. The wheels' site is on
