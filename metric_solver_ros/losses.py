@@ -12,6 +12,14 @@ For a ground-truth depth ``d`` [m] and the anchor ``a`` [m] of each image (targe
   saturates);
 - ``L = 1.0 L_sn + 1.0 L_tf + 0.05 L_mask`` (:class:`LossWeights`).
 
+Not in the paper, off by default: ``L_silog``, a scale-invariant log loss on the *soft-fused*
+depth ``m a d_sn + (1 - m)(a - ln(d_tf) / k)`` (``m = sigmoid(mask_logit)``, ``d_tf`` clamped at
+``d_tf_eps``), per image ``mean(e^2) - 0.85 mean(e)^2`` with ``e = ln p - ln d`` over the finite
+valid pixels (sky excluded), averaged over the images that have any. The paper's L2 terms act on
+``d / a``, so a pixel's error counts the same at 1 m as at 9 m under a 10 m anchor; this term
+adds the relative-depth signal that delta1 measures (weight ``LossWeights.silog``; a probe in
+``docs/TRAINING.md``).
+
 Decisions the paper leaves open:
 
 - **Means, not sums.** The paper writes sums over pixels; each term here is the mean over its
@@ -46,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metric_solver_ros.model.representation import depth_to_targets
+from metric_solver_ros.model.representation import depth_to_targets, far_to_depth, near_to_depth
 
 if TYPE_CHECKING:
     from metric_solver_ros.model.config import MetricSolverConfig
@@ -60,11 +68,13 @@ class LossWeights:
         sn: Weight of the near-depth L2 term ``lambda_sn``.
         tf: Weight of the far-depth L2 term ``lambda_tf``.
         mask: Weight of the mask BCE term ``lambda_m``.
+        silog: Weight of the auxiliary scale-invariant log term (not in the paper; 0 = off).
     """
 
     sn: float = 1.0
     tf: float = 1.0
     mask: float = 0.05
+    silog: float = 0.0
 
 
 def resize_depth_nearest(depth_m: Tensor, size_hw: tuple[int, int]) -> Tensor:
@@ -104,6 +114,55 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return values.sum() / count
 
 
+SILOG_VARIANCE_FOCUS = 0.85
+"""lambda of ``L_silog = mean(e^2) - lambda mean(e)^2`` (BTS / AdaBins; 1: scale-invariant)."""
+
+
+def soft_fused_depth(outputs: dict[str, Tensor], anchors_m: Tensor,
+                     config: MetricSolverConfig) -> Tensor:
+    """The differentiable fused depth [m]: ``m * near + (1 - m) * far`` with the soft mask.
+
+    Args:
+        outputs: ``MetricSolver.forward`` output with all three logits, [B, 1, h, w].
+        anchors_m: Anchor [m] of each image, [B].
+        config: The model config (``k``, ``d_tf_eps``).
+
+    Returns:
+        float32 depth [m], [B, 1, h, w]; finite (``d_tf`` is clamped at ``d_tf_eps``, i.e. at
+        most ``a + ln(1 / d_tf_eps) / k``).
+    """
+    a = anchors_m.float().reshape(-1, 1, 1, 1).to(outputs['d_sn_logit'].device)
+    m = torch.sigmoid(outputs['mask_logit'].float())
+    near = near_to_depth(torch.sigmoid(outputs['d_sn_logit'].float()), a)
+    d_tf = torch.sigmoid(outputs['d_tf_logit'].float()).clamp(min=config.d_tf_eps)
+    far = far_to_depth(d_tf, a, config.k, config.d_tf_eps)
+    return m * near + (1.0 - m) * far
+
+
+def silog_loss(pred_m: Tensor, depth_m: Tensor, valid: Tensor,
+               variance_focus: float = SILOG_VARIANCE_FOCUS) -> Tensor:
+    """Per image ``mean(e^2) - variance_focus * mean(e)^2``, ``e = ln pred - ln depth``.
+
+    Args:
+        pred_m: Predicted depth [m] > 0, [B, 1, h, w].
+        depth_m: Ground-truth depth [m], same shape.
+        valid: bool, same shape: the pixels that count (finite GT > 0).
+        variance_focus: lambda (1: scale-invariant, 0: plain mean squared log error).
+
+    Returns:
+        float32 scalar: the mean over images with any valid pixel (0 when none has).
+    """
+    one = torch.ones((), device=pred_m.device)
+    e = torch.where(valid, torch.log(pred_m.float().clamp(min=1e-6))
+                    - torch.log(torch.where(valid, depth_m.float(), one)), 0.0 * one)
+    count = valid.flatten(1).sum(1).float()
+    mean_e = e.flatten(1).sum(1) / count.clamp(min=1)
+    mean_e2 = (e ** 2).flatten(1).sum(1) / count.clamp(min=1)
+    per_image = mean_e2 - variance_focus * mean_e ** 2
+    has = count > 0
+    return (per_image * has).sum() / has.sum().clamp(min=1)
+
+
 def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: Tensor,
                        config: MetricSolverConfig,
                        weights: LossWeights | None = None) -> dict[str, Tensor]:
@@ -116,13 +175,13 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
             nearest neighbour); 0 / NaN invalid, +inf sky.
         anchors_m: Anchor depth [m] of each image, shape [B].
         config: The model config (``k``, ``mask_head``, ``far_head``).
-        weights: Term weights (default: the paper's 1.0, 1.0, 0.05).
+        weights: Term weights (default: the paper's 1.0, 1.0, 0.05, no SILog).
 
     Returns:
         float32 scalars: ``'loss'`` (the weighted total, differentiable), ``'loss_sn'``,
-        ``'loss_tf'`` and ``'loss_mask'`` (unweighted terms; 0 for a term the config drops),
-        and ``'near_fraction'`` (near pixels / valid pixels, detached; a monitor of the
-        sampled anchors).
+        ``'loss_tf'``, ``'loss_mask'`` and ``'loss_silog'`` (unweighted terms; 0 for a term the
+        config drops or whose weight is 0), and ``'near_fraction'`` (near pixels / valid pixels,
+        detached; a monitor of the sampled anchors).
     """
     weights = weights or LossWeights()
     d_sn_logit = outputs['d_sn_logit']
@@ -157,12 +216,21 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
     else:
         loss_mask = zero
 
-    loss = weights.sn * loss_sn + weights.tf * loss_tf + weights.mask * loss_mask
+    loss_silog = zero
+    if weights.silog > 0:
+        if not (config.mask_head and config.far_head):
+            raise ValueError('the SILog term needs the mask and far heads (the fused depth)')
+        finite = valid & torch.isfinite(depth) & (depth > 0)
+        loss_silog = silog_loss(soft_fused_depth(outputs, anchors_m, config), depth, finite)
+
+    loss = (weights.sn * loss_sn + weights.tf * loss_tf + weights.mask * loss_mask
+            + weights.silog * loss_silog)
     near_fraction = (targets['near_valid'].sum() / valid.sum().clamp(min=1)).float().detach()
     return {
         'loss': loss,
         'loss_sn': loss_sn,
         'loss_tf': loss_tf,
         'loss_mask': loss_mask,
+        'loss_silog': loss_silog,
         'near_fraction': near_fraction,
     }

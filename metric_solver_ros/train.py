@@ -130,7 +130,9 @@ class TrainConfig:
         grad_clip: Clip the global gradient norm to this (0: off).
         ema_decay: Exponential moving average of the weights (0: off); the EMA is what gets
             evaluated and saved as ``ckpt.safetensors``.
-        loss_weights: (near L2, far L2, mask BCE) weights; the paper's (1.0, 1.0, 0.05).
+        loss_weights: (near L2, far L2, mask BCE) weights, the paper's (1.0, 1.0, 0.05); a
+            4th value weights the auxiliary SILog term on the fused depth (not in the paper;
+            ``losses.py``), e.g. ``[1.0, 1.0, 0.05, 0.1]``.
         device: ``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``), ``cpu``,
             ``cuda``, ``cuda:N``.
         amp: Autocast dtype: ``auto`` (bf16 on CUDA, off on CPU), ``bf16`` or ``off``.
@@ -178,7 +180,7 @@ class TrainConfig:
     beta2: float = 0.999
     grad_clip: float = 1.0
     ema_decay: float = 0.0
-    loss_weights: tuple[float, float, float] = (1.0, 1.0, 0.05)
+    loss_weights: tuple[float, ...] = (1.0, 1.0, 0.05)
     # system
     device: str = 'auto'
     amp: str = 'auto'
@@ -210,7 +212,7 @@ class TrainConfig:
                                  f'{value!r}') from None
         checks = [
             (len(self.image_size) == 2 and min(self.image_size) > 0, 'image_size must be (H, W)'),
-            (len(self.loss_weights) == 3, 'loss_weights must be 3 numbers'),
+            (len(self.loss_weights) in (3, 4), 'loss_weights must be 3 or 4 numbers'),
             (len(self.augment_scale_range) == 2, 'augment_scale_range must be (lo, hi)'),
             (self.batch_size >= 1 and self.grad_accum_steps >= 1, 'batch sizes must be >= 1'),
             (self.max_steps >= 1, 'max_steps must be >= 1'),
@@ -863,7 +865,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
                  'images_per_s': rate * cfg.batch_size * cfg.grad_accum_steps * world,
                  'elapsed_s': elapsed},
                 f'step {step:6d} | loss {mean_terms["loss"]:.4f} (sn {mean_terms["loss_sn"]:.4f} '
-                f'tf {mean_terms["loss_tf"]:.4f} mask {mean_terms["loss_mask"]:.4f}) | lr '
+                f'tf {mean_terms["loss_tf"]:.4f} mask {mean_terms["loss_mask"]:.4f}'
+                + (f' silog {mean_terms["loss_silog"]:.4f}' if weights.silog > 0 else '')
+                + f') | lr '
                 f'{lr:.2e} | grad {float(grad_norm):.2f} | {rate:.2f} steps/s | '
                 f'{elapsed / 60:.1f} min')
 

@@ -201,3 +201,44 @@ def test_masked_mean_and_argument_checks():
         metric_solver_loss(outputs, torch.ones(2, 1, 1, 1), torch.tensor([1.0, 2.0, 3.0]), FULL)
     with pytest.raises(ValueError, match='batch'):
         metric_solver_loss(outputs, torch.ones(3, 1, 1, 1), torch.tensor([1.0, 2.0]), FULL)
+
+
+def test_silog_term_by_hand_and_off_by_default():
+    # Mask logit 50 (m = 1): the fused depth is the near one, sigmoid(0) * 4 m = 2 m everywhere.
+    # GT: 2 m and 4 m count; sky and 0 do not. e = (0, ln 0.5).
+    depth = _depth([[2.0, 4.0], [INF, 0.0]])
+    outputs = _outputs((1, 1, 2, 2), d_sn=0.0, mask=50.0, d_tf=0.0, requires_grad=True)
+    plain = metric_solver_loss(outputs, depth, torch.tensor([4.0]), FULL)
+    assert plain['loss_silog'].item() == 0.0  # the paper's loss: no SILog unless weighted
+    with_silog = metric_solver_loss(outputs, depth, torch.tensor([4.0]), FULL,
+                                    LossWeights(silog=0.5))
+    e = [0.0, math.log(0.5)]
+    mean_e, mean_e2 = sum(e) / 2, sum(x * x for x in e) / 2
+    silog = mean_e2 - 0.85 * mean_e ** 2
+    assert with_silog['loss_silog'].item() == pytest.approx(silog, rel=1e-5)
+    assert with_silog['loss'].item() == pytest.approx(plain['loss'].item() + 0.5 * silog,
+                                                      rel=1e-5)
+    with_silog['loss'].backward()
+    assert torch.isfinite(outputs['d_sn_logit'].grad).all()
+    assert outputs['d_sn_logit'].grad.abs().sum() > 0
+
+
+def test_silog_term_averages_images_and_needs_the_fused_depth():
+    from metric_solver_ros.losses import silog_loss, soft_fused_depth
+
+    # Image 0 exactly right; image 1 uniformly 2x too far (scale only: (1 - 0.85) ln(2)^2);
+    # image 2 has no valid pixel and does not count.
+    gt = torch.tensor([1.0, 3.0, 1.0, 3.0, 5.0, 5.0]).reshape(3, 1, 1, 2)
+    pred = torch.tensor([1.0, 3.0, 2.0, 6.0, 1.0, 1.0]).reshape(3, 1, 1, 2)
+    valid = torch.tensor([True, True, True, True, False, False]).reshape(3, 1, 1, 2)
+    assert silog_loss(pred, gt, valid).item() == pytest.approx(0.15 * LN2 ** 2 / 2, rel=1e-5)
+    # mask logit -50 (m = 0): the far depth a - ln(d_tf) / k, d_tf = 0.5
+    far = soft_fused_depth(_outputs((1, 1, 1, 1), mask=-50.0), torch.tensor([10.0]), FULL)
+    assert far.item() == pytest.approx(10.0 + LN2 / K, rel=1e-6)
+    # a d_tf below the representation's epsilon stays finite: a + ln(1 / eps) / k
+    sky = soft_fused_depth(_outputs((1, 1, 1, 1), mask=-50.0, d_tf=-60.0), torch.tensor([10.0]),
+                           FULL)
+    assert sky.item() == pytest.approx(10.0 - math.log(FULL.d_tf_eps) / K, rel=1e-5)
+    with pytest.raises(ValueError, match='mask and far heads'):
+        metric_solver_loss(_outputs((1, 1, 1, 1), config=ONE_HEAD), _depth([[1.0]]),
+                           torch.tensor([2.0]), ONE_HEAD, LossWeights(silog=0.1))

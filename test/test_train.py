@@ -166,6 +166,20 @@ def test_scene_workers_give_the_same_batches(tmp_path):
         _smoke(tmp_path, 'bad', scene_workers=-1)
 
 
+def test_a_fourth_loss_weight_adds_the_silog_term(tmp_path):
+    cfg = _smoke(tmp_path, 'silog', loss_weights=[1.0, 1.0, 0.05, 0.1], max_steps=2,
+                 log_interval=1, eval_frames=0)
+    train(cfg)
+    records = _log(tmp_path / 'silog', 'train')
+    assert records and all(r['loss_silog'] > 0 for r in records)
+    assert all(r['loss'] > r['loss_sn'] + r['loss_tf'] + 0.05 * r['loss_mask'] for r in records)
+    plain = _smoke(tmp_path, 'plain', max_steps=1, log_interval=1, eval_frames=0)
+    train(plain)
+    assert _log(tmp_path / 'plain', 'train')[0]['loss_silog'] == 0.0
+    with pytest.raises(ValueError, match='3 or 4 numbers'):
+        _smoke(tmp_path, 'bad', loss_weights=[1.0, 1.0])
+
+
 def test_ema_moves_each_parameter_by_its_ramped_decay():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     ema = EMA(model, decay=0.9)
