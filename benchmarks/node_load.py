@@ -225,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             pathlib.Path(args.json).write_text(json.dumps(result, indent=2))
         return 0
     finally:
+        # The node first: once the peer that sends the large messages (depth, clouds) is gone,
+        # deleting the client's DDS participant cannot meet a LARGE_DATA channel mid-read (the
+        # Fast DDS 3.2 deadlock, README "Transport").
+        node.stop()
         if client is not None:
             client.close()
-        node.stop()
         if rclpy.ok():
             rclpy.shutdown()
 
