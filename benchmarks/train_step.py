@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     images = (batch['image'].float() - mean) / std
     step_no = iter(range(10**9))
 
-    def step() -> float:
+    def step() -> torch.Tensor:
         anchors_m = pool_m[torch.randint(len(pool_m), (images.shape[0],))].to(device)
         with ctx:
             outputs = model(images, anchors_m, check_anchors=False)

@@ -220,7 +220,7 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
     if weights.silog > 0:
         if not (config.mask_head and config.far_head):
             raise ValueError('the SILog term needs the mask and far heads (the fused depth)')
-        finite = valid & torch.isfinite(depth) & (depth > 0)
+        finite = valid & torch.isfinite(depth)  # valid: d > 0; sky (+inf) has no log error
         loss_silog = silog_loss(soft_fused_depth(outputs, anchors_m, config), depth, finite)
 
     loss = (weights.sn * loss_sn + weights.tf * loss_tf + weights.mask * loss_mask

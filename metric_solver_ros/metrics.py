@@ -364,9 +364,10 @@ class MetricAggregator:
         result = frame.finalize()
         result['scale_ratio'] = result['delta1_aligned'] = result['gt_median_m'] = None
         if gt_valid.size:
-            scale = float(np.median(gt_valid) / np.median(pred_valid))
+            gt_median_m = float(np.median(gt_valid))
+            scale = gt_median_m / float(np.median(pred_valid))
             result['scale_ratio'] = scale
-            result['gt_median_m'] = float(np.median(gt_valid))
+            result['gt_median_m'] = gt_median_m
             result['delta1_aligned'] = MetricSums.from_pixels(
                 scale * pred_valid, gt_valid).finalize()['delta1']
         for name, lo, hi in DEPTH_BANDS_M:
