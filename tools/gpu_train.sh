@@ -12,7 +12,8 @@
 #   1. env.txt: the machine;
 #   2. pytest.txt: the engine / model tests, CUDA ones included (they skip on the CPU; GPU_TESTS=0
 #      skips this step);
-#   3. smoke.txt: a 20-step CUDA training run (fails fast if a CUDA path is broken);
+#   3. a 20-step CUDA training run (fails fast if a CUDA path is broken): its tail into env.txt,
+#      or smoke.txt when it fails;
 #   3b. train_step.jsonl: with PROFILE=1, benchmarks/train_step.py on CUDA per PROFILE_BATCH
 #      (default 128) with PROFILE_WORKERS (12) and PROFILE_ARGS: layout / unpickle / render /
 #      network step times and whether the scene workers or the training process bound the loop;
@@ -32,9 +33,14 @@
 #      bundled model at its resolution:
 #        bash tools/gpu_train.sh 360 --init_from metric_solver_ros/models/default.safetensors \
 #            --image_size [196,252] --warmup_steps 200
-# The device tool returns at most 8 files from $OUT: env, pytest, smoke, train, log and the
-# checkpoint are 6 (5 with GPU_TESTS=0); PROFILE adds 1, BENCH 1, NODE_LOAD 2 (an .err file only
-# when not empty): not all three at once.
+#   7. with AB_ARGS (options, e.g. "--loss_weights [1.0,1.0,0.05,0.1]"), a second run with those
+#      added trains at the same time on the same GPU (an A/B of equal budget): train_b.txt,
+#      ckpt_b_fp16.safetensors; log.jsonl is then left out (train.txt holds the same lines). Give
+#      each run half the scene workers (--scene_workers 6).
+# The device tool returns at most 8 files from $OUT: env (with the smoke run's tail when it
+# passed; smoke.txt when it failed), pytest, train, log and the checkpoint are 5 (4 with
+# GPU_TESTS=0); PROFILE adds 1, BENCH 1 (an .err file only when not empty), NODE_LOAD 2, AB_ARGS 1
+# (2 less log.jsonl): e.g. GPU_TESTS=0 with PROFILE, NODE_LOAD and AB_ARGS is 8.
 set -euo pipefail
 budget_s=${1:?usage: tools/gpu_train.sh BUDGET_S [train.py overrides...]}
 shift
@@ -66,7 +72,12 @@ fi
 "$py" -m metric_solver_ros.train --config config/train_smoke.yaml --device auto --num_threads 0 \
     --eval_frames 0 --out_dir "$work/smoke" --resume false > "$out/smoke.txt" 2>&1 \
     && smoke=0 || smoke=$?
-tail -n "$([ "$smoke" -eq 0 ] && echo 2 || echo 30)" "$out/smoke.txt"
+if [ "$smoke" -eq 0 ]; then  # passed: its last lines join env.txt ($OUT returns 8 files at most)
+    { echo "smoke run passed:"; tail -n 2 "$out/smoke.txt"; } | tee -a "$out/env.txt"
+    rm -f "$out/smoke.txt"
+else
+    tail -n 30 "$out/smoke.txt"
+fi
 
 if [ "${PROFILE:-0}" = 1 ]; then  # where a training step's time goes, before training
     for batch in ${PROFILE_BATCH:-128}; do
@@ -124,12 +135,32 @@ if [ -n "${DEADLINE_S:-}" ]; then  # leave ~60 s for start-up, saving and bundli
     echo "training budget ${budget_s}s"
 fi
 [ "$smoke" -eq 0 ] || { echo "smoke run failed: no training"; exit "$smoke"; }
+train() {  # train SUFFIX ARGS...: one run into $work/runSUFFIX, its log into trainSUFFIX.txt
+    local suffix=$1
+    shift
+    "$py" -m metric_solver_ros.train --config config/train_gpu.yaml --out_dir "$work/run$suffix" \
+        --time_budget_s "$budget_s" --schedule_by_time true --eval_frames 0 "$@" \
+        > "$out/train$suffix.txt" 2>&1
+}
 status=0
-"$py" -m metric_solver_ros.train --config config/train_gpu.yaml --out_dir "$work/run" \
-    --time_budget_s "$budget_s" --schedule_by_time true --eval_frames 0 "$@" \
-    > "$out/train.txt" 2>&1 || status=$?
-grep -E '^step +[0-9]*000 ' "$out/train.txt" | tail -n 20 || true
-tail -n 4 "$out/train.txt"
+status_b=0
+if [ -n "${AB_ARGS:-}" ]; then  # two runs at once on the one GPU: as given, and with AB_ARGS
+    read -ra ab_args <<< "$AB_ARGS"  # split on spaces, no globbing of '[1.0,...]'
+    train "" "$@" & pid=$!
+    train _b "$@" "${ab_args[@]}" & pid_b=$!
+    wait "$pid" || status=$?
+    wait "$pid_b" || status_b=$?
+else
+    train "" "$@" || status=$?
+fi
+for suffix in "" ${AB_ARGS:+_b}; do
+    grep -E '^step +[0-9]*000 ' "$out/train$suffix.txt" | tail -n 20 || true
+    tail -n 4 "$out/train$suffix.txt"
+done
 [ "$status" -eq 0 ] || { tail -n 30 "$out/train.txt"; exit "$status"; }
-cp "$work/run/log.jsonl" "$out/log.jsonl"
+[ -n "${AB_ARGS:-}" ] || cp "$work/run/log.jsonl" "$out/log.jsonl"  # train.txt has it too
 "$py" tools/bundle_default_model.py "$work/run" "$out/ckpt_fp16.safetensors"
+if [ -n "${AB_ARGS:-}" ]; then
+    [ "$status_b" -eq 0 ] || { tail -n 30 "$out/train_b.txt"; exit "$status_b"; }
+    "$py" tools/bundle_default_model.py "$work/run_b" "$out/ckpt_b_fp16.safetensors"
+fi
