@@ -4,7 +4,10 @@ Starts ``depth_node`` as its own process, publishes 640x480 rgb8 images (+ camer
 process at ``--rate`` Hz (or at ``--rate-factor`` times the rate the node reaches on its own,
 measured first) for ``--duration`` seconds, and reports:
 
-- frames published / answered (a depth image with the same stamp arrived);
+- frames published / answered (a depth image with the same stamp arrived), and what the node
+  says of the same frames in ``depth_info`` (small messages: their count is what the node
+  processed, whether or not this client kept up with the large answers; its stamp -> publish
+  latency, inference time and skipped frames);
 - end-to-end latency percentiles p50 / p95 / p99 (image stamp -> depth received, one clock);
 - the latency trend: percentiles per time window and the least-squares slope of the p50 series
   [ms per minute], and the ratio of the last window's p99 to the first's;
@@ -15,6 +18,7 @@ Figures go to stdout (and ``--json FILE``); record them in benchmarks/RESULTS.md
     python benchmarks/node_load.py --duration 60 --rate 30
     python benchmarks/node_load.py --duration 60 --rate-factor 2
     python benchmarks/node_load.py --duration 660 --rate-factor 1 --windows 11   # soak
+    python benchmarks/node_load.py --rate 60 --points -p points_stride:=2   # more node parameters
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class LoadClient:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+        from metric_solver_ros.msg import DepthInfo
+
         self.node = Node(f'load_camera_{os.getpid()}')
         self.pub_image = self.node.create_publisher(Image, f'{namespace}/image',
                                                     qos_profile_sensor_data)
@@ -58,6 +64,10 @@ class LoadClient:
         self.answers: list[tuple[int, int]] = []  # (stamp ns, receive ns)
         self.node.create_subscription(Image, f'{namespace}/depth', self._on_depth, 10)
         self.clouds: list[int] = []  # stamps [ns] of the PointCloud2 answers (with ``points``)
+        self.cloud_size: list[int] | None = None  # [width, height] of the last cloud
+        self.infos: list[tuple[int, float, float, int]] = []  # (stamp ns, latency ms,
+        # inference ms, frames skipped so far) from the node's depth_info
+        self.node.create_subscription(DepthInfo, f'{namespace}/depth_info', self._on_info, 100)
         if points:  # the node builds the cloud only while someone subscribes
             self.node.create_subscription(PointCloud2, f'{namespace}/points', self._on_cloud, 10)
         self._executor = SingleThreadedExecutor()
@@ -72,8 +82,13 @@ class LoadClient:
         self.answers.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
                              now))
 
+    def _on_info(self, msg) -> None:
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self.infos.append((stamp, msg.latency_ms, msg.inference_ms, msg.frames_skipped))
+
     def _on_cloud(self, msg) -> None:
         self.clouds.append(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        self.cloud_size = [msg.width, msg.height]
 
     def prepare(self, rgb: np.ndarray, intrinsics) -> None:
         """Build the messages once; each publish only restamps them."""
@@ -114,6 +129,23 @@ class LoadClient:
         from metric_solver_ros.node_client import close_spun_node
 
         close_spun_node(self.node, self._executor, self._thread)
+
+
+def node_side(sent: list[int], infos: list[tuple[int, float, float, int]]) -> dict:
+    """What the node's ``depth_info`` says of the frames in ``sent``."""
+    sent_set = set(sent)
+    mine = [info for info in infos if info[0] in sent_set]
+    if not mine:
+        return {'node_answered': 0}
+
+    def p(values: list[float], q: float) -> float:
+        return round(float(np.percentile(values, q)), 2)
+
+    latency, inference = [i[1] for i in mine], [i[2] for i in mine]
+    return {'node_answered': len(mine),
+            'node_latency_ms': {'p50': p(latency, 50), 'p99': p(latency, 99)},
+            'inference_ms': {'p50': p(inference, 50), 'p99': p(inference, 99)},
+            'node_frames_skipped': mine[-1][3] - mine[0][3]}
 
 
 def summarise(sent: list[int], answers: list[tuple[int, int]], windows: int) -> dict:
@@ -163,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                              'builds it only for a subscriber)')
     parser.add_argument('--cuda-graphs', action='store_true',
                         help='node parameter cuda_graphs:=true (CUDA only)')
+    parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='another node parameter, e.g. input_size:=[98,126] (repeatable)')
     parser.add_argument('--json', default=None, help='write the result here too')
     args = parser.parse_args(argv)
 
@@ -181,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         ros_args += ['-p', f'checkpoint:={args.checkpoint}']
     if args.cuda_graphs:
         ros_args += ['-p', 'cuda_graphs:=true']
+    for param in args.param:
+        ros_args += ['-p', param]
     log = pathlib.Path(tempfile.mkdtemp(prefix='node_load_')) / 'node.log'
     node = NodeProcess(ros_args, log)
     rclpy.init()
@@ -205,10 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         rss_start = rss_mb(node.process.pid)
         client.answers.clear()
         client.clouds.clear()
+        client.infos.clear()
         sent = client.stream(rate, args.duration)
         time.sleep(2.0)
         rss_end = rss_mb(node.process.pid)
         result = summarise(sent, list(client.answers), args.windows)
+        result.update(node_side(sent, list(client.infos)))
         result.update({
             'rate_hz': round(rate, 2), 'node_own_rate_hz': round(own_rate, 2),
             'duration_s': args.duration, 'image': [rgb.shape[1], rgb.shape[0]], 'frame': frame,
@@ -216,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                        'growth_pct': round(100.0 * (rss_end / rss_start - 1.0), 2)},
             'points': args.points,
             'clouds_received': len(set(client.clouds) & set(sent)) if args.points else None,
+            'cloud_size': client.cloud_size,
             'device': args.device, 'cuda_graphs': args.cuda_graphs,
-            'checkpoint': args.checkpoint or 'bundled default',
+            'checkpoint': args.checkpoint or 'bundled default', 'params': args.param,
             'transport': os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', 'default'),
         })
         print(json.dumps(result, indent=2))

@@ -18,7 +18,7 @@ from node_harness import small_checkpoint
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_node_load_counts_answers_and_clouds(tmp_path):
+def test_node_load_counts_answers_clouds_and_node_side(tmp_path):
     checkpoint = small_checkpoint(tmp_path / 'small.safetensors')
     result_path = tmp_path / 'load.json'
     # a domain of its own: the benchmark's node and camera only see each other
@@ -27,7 +27,8 @@ def test_node_load_counts_answers_and_clouds(tmp_path):
         run = subprocess.run(
             [sys.executable, str(REPO / 'benchmarks' / 'node_load.py'), '--checkpoint',
              str(checkpoint), '--device', 'cpu', '--rate', '5', '--warmup', '2', '--duration',
-             '3', '--windows', '1', '--points', '--json', str(result_path)],
+             '3', '--windows', '1', '--points', '-p', 'points_stride:=2', '--json',
+             str(result_path)],
             capture_output=True, text=True, timeout=180,
             env={**os.environ, 'ROS_DOMAIN_ID': str(domain)})
     except subprocess.TimeoutExpired as error:
@@ -39,6 +40,11 @@ def test_node_load_counts_answers_and_clouds(tmp_path):
     # every answered frame came with its cloud (the node builds it only for a subscriber)
     assert result['clouds_received'] >= result['answered'] - 1
     assert result['latency_ms']['p50'] > 0 and result['rss_mb']['start'] > 0
+    assert result['cloud_size'] == [320, 240]  # the 640x480 camera at points_stride 2 (-p)
+    # the node's own account (depth_info) of the frames it answered
+    assert result['answered'] - 1 <= result['node_answered'] <= result['published']
+    assert 0 < result['inference_ms']['p50'] <= result['node_latency_ms']['p50']
+    assert result['node_frames_skipped'] >= 0
 
 
 def test_train_step_profile_reports_every_phase_and_the_bound():
