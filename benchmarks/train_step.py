@@ -12,8 +12,8 @@ it (all in this process, one after the other):
 - ``unpickle``: loading the packed batch a worker sent (the training process's share of the
   transfer; ``SceneSpec`` objects for comparison, which is what workers sent before packing);
 - ``render``: ``SyntheticDataset.render`` of the packed batch on the device;
-- ``step``: forward, loss, backward, gradient clipping, AdamW and EMA, with ``train.py``'s
-  building blocks and its ``amp`` rule (``--amp``; ``auto``: bf16 autocast on CUDA only).
+- ``step``: forward, loss, backward, gradient clipping, AdamW and EMA: ``train.py``'s step,
+  from its own functions, and its ``amp`` rule (``--amp``; ``auto``: bf16 autocast on CUDA only).
 
 The training loop can go no faster than either side: the workers deliver at most
 ``workers / (layout + pack)`` batches/s, the training process needs ``unpickle + render + step``
@@ -52,9 +52,18 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int) -> tuple[
 def main(argv: list[str] | None = None) -> int:
     """Run the measurement; return a process exit code."""
     from metric_solver_ros.data.datasets import SyntheticDataset
-    from metric_solver_ros.losses import LossWeights, metric_solver_loss
+    from metric_solver_ros.losses import LossWeights
     from metric_solver_ros.model import create_model
-    from metric_solver_ros.train import EMA, TrainConfig, autocast_for, configure_optimizer
+    from metric_solver_ros.train import (
+        EMA,
+        TrainConfig,
+        autocast_for,
+        configure_optimizer,
+        loss_terms,
+        normalized_images,
+        optimizer_step,
+        sample_anchors,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
@@ -97,19 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
     use_bf16, ctx = autocast_for(cfg.amp, device)
-    images = (batch['image'].float() - mean) / std
+    images = normalized_images(batch['image'], device, mean, std)
     step_no = iter(range(10**9))
 
-    def step() -> torch.Tensor:
-        anchors_m = pool_m[torch.randint(len(pool_m), (images.shape[0],))].to(device)
-        with ctx:
-            outputs = model(images, anchors_m, check_anchors=False)
-        loss = metric_solver_loss(outputs, batch['depth_m'], anchors_m, config, weights)['loss']
+    def step() -> torch.Tensor:  # train.py's step (no DDP, no gradient accumulation)
+        i = next(step_no)
+        anchors_m = sample_anchors(cfg, pool_m, images.shape[0], i).to(device)
+        loss = loss_terms(model, ctx, images, batch['depth_m'], anchors_m, config, weights)['loss']
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update(model, next(step_no))
+        optimizer_step(model, optimizer, cfg, ema, i)
         return loss
 
     ms['step'], _ = timed(step, device, args.repeat)

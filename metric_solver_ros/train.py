@@ -356,6 +356,59 @@ class EMA:
             ema_b.copy_(b)
 
 
+def normalized_images(images: torch.Tensor, device: torch.device, mean: torch.Tensor,
+                      std: torch.Tensor) -> torch.Tensor:
+    """A batch's images as network input.
+
+    On ``device``, float, uint8 scaled to [0, 1], then normalised with the model's ``mean`` /
+    ``std`` ([1, 3, 1, 1] tensors on ``device``).
+    """
+    x = images.to(device, non_blocking=True).float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    return (x - mean) / std
+
+
+def sample_anchors(cfg: TrainConfig, pool_m: torch.Tensor, n: int, step: int, micro: int = 0,
+                   rank: int = 0) -> torch.Tensor:
+    """The ``n`` training anchors [m] of one micro-batch (CPU tensor).
+
+    ``anchor_sampling: pool``: one per image, uniform over ``pool_m``, drawn from a generator
+    seeded by (seed, step, micro-step, rank), so a resumed run draws what an uninterrupted one
+    would; ``fixed``: ``fixed_anchor_m`` for all.
+    """
+    if cfg.anchor_sampling == 'pool':
+        g = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([cfg.seed, step, micro, rank]).generate_state(1)[0]))
+        return pool_m[torch.randint(len(pool_m), (n,), generator=g)]
+    return torch.full((n,), cfg.fixed_anchor_m)
+
+
+def loss_terms(model: torch.nn.Module, ctx: Any, images: torch.Tensor, depth_m: torch.Tensor,
+               anchors_m: torch.Tensor, config: Any, weights: LossWeights
+               ) -> dict[str, torch.Tensor]:
+    """Forward (in ``ctx``, e.g. bf16 autocast) and the paper's loss terms (fp32)."""
+    with ctx:
+        outputs = model(images, anchors_m, check_anchors=False)
+    return metric_solver_loss(outputs, depth_m, anchors_m, config, weights)
+
+
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                   ema: EMA | None, step: int) -> torch.Tensor:
+    """Clip the gradients (``grad_clip``, 0: none), step, clear them, update the EMA.
+
+    Returns:
+        The gradient norm before clipping (a device tensor: no host sync).
+    """
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float('inf'))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if ema is not None:
+        ema.update(model, step)
+    return grad_norm
+
+
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     """Infinite, resumable batches of ``(epoch, index)``, sharded over DDP ranks.
 
@@ -807,34 +860,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
         # forward / backward over the micro-steps, gradients synchronised on the last one
         for micro in range(cfg.grad_accum_steps):
             batch = next(batches)
-            images = batch['image'].to(device, non_blocking=True).float()
-            if batch['image'].dtype == torch.uint8:
-                images = images / 255.0
-            images = (images - mean) / std
+            images = normalized_images(batch['image'], device, mean, std)
             depth_m = batch['depth_m'].to(device, non_blocking=True)
-            n = images.shape[0]
-            if cfg.anchor_sampling == 'pool':  # one anchor per image, uniform over the pool
-                g = torch.Generator().manual_seed(
-                    int(np.random.SeedSequence([cfg.seed, step, micro, rank]).generate_state(1)[0]))
-                anchors_m = pool_m[torch.randint(len(pool_m), (n,), generator=g)]
-            else:
-                anchors_m = torch.full((n,), cfg.fixed_anchor_m)
-            anchors_m = anchors_m.to(device)
+            anchors_m = sample_anchors(cfg, pool_m, images.shape[0], step, micro, rank).to(device)
             skip_sync = ddp and micro < cfg.grad_accum_steps - 1
             with model.no_sync() if skip_sync else nullcontext():  # type: ignore[operator]
-                with ctx:
-                    outputs = model(images, anchors_m, check_anchors=False)
-                terms = metric_solver_loss(outputs, depth_m, anchors_m, config, weights)
+                terms = loss_terms(model, ctx, images, depth_m, anchors_m, config, weights)
                 (terms['loss'] / cfg.grad_accum_steps).backward()
             for key, value in terms.items():
                 value = value.detach() / cfg.grad_accum_steps
                 window[key] = window[key] + value if key in window else value
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float('inf'))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(raw_model, step)
+        grad_norm = optimizer_step(raw_model, optimizer, cfg, ema, step)
         step += 1
 
         # stop on the wall-clock budget: every rank must stop at the same step

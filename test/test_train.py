@@ -26,12 +26,53 @@ from metric_solver_ros.train import (
     get_lr,
     init_model,
     load_config,
+    normalized_images,
+    optimizer_step,
     param_digest,
+    sample_anchors,
     train,
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = REPO / 'config' / 'train_smoke.yaml'
+
+
+def test_sample_anchors_are_reproducible_per_step_and_from_the_pool():
+    cfg = TrainConfig()
+    pool_m = torch.tensor(create_model('tiny').config.anchor_pool_m)
+    first = sample_anchors(cfg, pool_m, 64, step=7, micro=1, rank=2)
+    assert torch.equal(first, sample_anchors(cfg, pool_m, 64, step=7, micro=1, rank=2))
+    assert set(first.tolist()) <= set(pool_m.tolist()) and len(set(first.tolist())) > 3
+    for other in ({'step': 8, 'micro': 1, 'rank': 2}, {'step': 7, 'micro': 0, 'rank': 2},
+                  {'step': 7, 'micro': 1, 'rank': 3}):
+        assert not torch.equal(first, sample_anchors(cfg, pool_m, 64, **other))
+    fixed = TrainConfig(anchor_sampling='fixed', fixed_anchor_m=4.0)
+    assert sample_anchors(fixed, pool_m, 3, step=0).tolist() == [4.0, 4.0, 4.0]
+
+
+def test_normalized_images_scales_uint8_and_takes_floats_as_they_are():
+    mean = torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1)
+    std = torch.tensor([0.5, 0.25, 1.0]).view(1, 3, 1, 1)
+    as_uint8 = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    as_float = torch.ones(1, 3, 2, 2)
+    expected = torch.tensor([1.0, 3.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
+    for images in (as_uint8, as_float):
+        assert torch.allclose(normalized_images(images, torch.device('cpu'), mean, std), expected)
+
+
+def test_optimizer_step_clips_steps_clears_and_updates_the_ema():
+    model = torch.nn.Linear(3, 1)
+    ema = EMA(model, 0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    before = model.weight.detach().clone()
+    (model(torch.ones(1, 3)) * 100.0).sum().backward()  # gradient norm 100 * sqrt(4) = 200
+    norm = optimizer_step(model, optimizer, TrainConfig(grad_clip=1.0), ema, step=100)
+    assert float(norm) == pytest.approx(200.0)
+    assert model.weight.grad is None
+    # SGD at lr 1 moved each weight by its clipped gradient: 100 / 200 = 0.5
+    assert torch.allclose(before - model.weight.detach(), torch.full((1, 3), 0.5))
+    # EMA decay min(0.5, 101 / 110) = 0.5: halfway between the old and the new weights
+    assert torch.allclose(ema.model.weight, before - 0.25)
 
 
 def _smoke(tmp_path: pathlib.Path, name: str, **overrides) -> TrainConfig:
@@ -354,9 +395,12 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
         ['bash', 'tools/gpu_train.sh', '1', '--batch_size', '2', '--image_size', '[56,70]',
          '--num_threads', '1'], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert 'finished at step' in (out / 'smoke.txt').read_text()
+    # a passing smoke run's tail joins env.txt (the device returns 8 files at most)
+    assert not (out / 'smoke.txt').exists()
+    env_txt = (out / 'env.txt').read_text()
+    assert 'python' in env_txt and 'smoke run passed' in env_txt
+    assert 'finished at step' in env_txt.split('smoke run passed')[1]
     assert 'time_budget' in (out / 'train.txt').read_text()
-    assert 'python' in (out / 'env.txt').read_text()
     bench = [json.loads(line) for line in (out / 'bench.jsonl').read_text().splitlines()]
     # auto precision, the same with --cuda-graphs (a no-op on the CPU), fp32
     assert [(b['preset'], b['device'], b['precision'], b['cuda_graphs']) for b in bench] == [
@@ -369,3 +413,23 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert model.config.preset == 'tiny' and model.config.input_size == (266, 350)
     assert int(read_checkpoint_metadata(out / 'ckpt_fp16.safetensors')['train_step']) >= 1
     assert any(r['kind'] == 'train' for r in map(json.loads, (out / 'log.jsonl').open()))
+
+
+def test_gpu_train_script_ab_runs_two_trainings_at_once(tmp_path):
+    # AB_ARGS: a second run with those options beside the first, same budget and data.
+    out = tmp_path / 'out'
+    env = {**os.environ, 'OUT': str(out), 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1',
+           'GPU_WHEELS': str(tmp_path / 'no_wheels'), 'GPU_TESTS': '0',
+           'AB_ARGS': '--loss_weights [1.0,1.0,0.05,0.1]'}
+    result = subprocess.run(
+        ['bash', 'tools/gpu_train.sh', '1', '--batch_size', '2', '--image_size', '[56,70]',
+         '--num_threads', '1', '--log_interval', '1'], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    plain, silog = (out / 'train.txt').read_text(), (out / 'train_b.txt').read_text()
+    assert 'time_budget' in plain and 'time_budget' in silog
+    assert ' silog ' not in plain and ' silog ' in silog  # the B run has the 4th loss term
+    for name in ('ckpt_fp16.safetensors', 'ckpt_b_fp16.safetensors'):
+        config = json.loads(read_checkpoint_metadata(out / name)['train_config'])
+        assert len(config['loss_weights']) == (4 if '_b_' in name else 3)
+    assert not (out / 'log.jsonl').exists()  # left out: 8 files at most come back
