@@ -73,7 +73,7 @@ colcon: setup
 # Wheels for tools/gpu_train.sh (a GPU machine with Python 3.12 + torch and no registry): the
 # pinned versions of requirements.txt, downloaded for CPython 3.12 on x86-64 Linux; pytest (with
 # its pure-Python dependencies) runs the CUDA tests there.
-GPU_WHEELS := numpy safetensors PyYAML
+GPU_WHEELS := numpy safetensors PyYAML py-spy
 gpu-kit: $(STAMPS)/deps
 	rm -rf build/gpu_wheels && mkdir -p build/gpu_wheels
 	$(VENV)/bin/pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \

@@ -11,7 +11,11 @@ measured first) for ``--duration`` seconds, and reports:
 - end-to-end latency percentiles p50 / p95 / p99 (image stamp -> depth received, one clock);
 - the latency trend: percentiles per time window and the least-squares slope of the p50 series
   [ms per minute], and the ratio of the last window's p99 to the first's;
-- node RSS after warm-up and at the end, and its growth [%].
+- node RSS after warm-up and at the end, and its growth [%];
+- with ``--profile``: where each of the node's threads spends the measured time, sampled with
+  py-spy (this environment's, or on PATH; idle and waiting samples included, so shares are of
+  wall time): per thread, the functions with the largest inclusive share of its samples
+  (``profile_summary``).
 
 Figures go to stdout (and ``--json FILE``); record them in benchmarks/RESULTS.md with the machine.
 
@@ -25,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import array
+import collections
 import json
 import os
 import pathlib
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -148,6 +155,57 @@ def node_side(sent: list[int], infos: list[tuple[int, float, float, int]]) -> di
             'node_frames_skipped': mine[-1][3] - mine[0][3]}
 
 
+_GENERIC_FILES = ('threading.py', '<frozen runpy>', 'torch/nn/modules/module.py',
+                  'torch/utils/_contextlib.py')
+
+
+def profile_summary(raw: str, top: int = 20) -> dict[str, dict]:
+    """Per thread of a py-spy ``--format raw --threads`` profile: samples and top functions.
+
+    Args:
+        raw: py-spy's raw (collapsed-stack) output: ``thread (TID): NAME;frame;frame N`` lines.
+        top: Functions kept per thread.
+
+    Returns:
+        Thread name -> ``{'samples': n, 'top': [[function, share of the thread's samples],
+        ...]}``; a function counts once per sample however often it is on the stack
+        (inclusive); frames of threading, runpy and torch's ``Module.__call__`` are left out.
+    """
+    samples: collections.Counter = collections.Counter()
+    inclusive: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(' ')
+        if not stack or not count.isdigit():
+            continue
+        thread, *frames = stack.split(';')
+        name = thread.split(': ', 1)[-1].strip() or thread
+        samples[name] += int(count)
+        functions = {frame.split(' (')[0] for frame in frames
+                     if not any(f'({g}' in frame or f'/{g}' in frame for g in _GENERIC_FILES)}
+        for function in functions - {'<module>'}:
+            inclusive[name][function] += int(count)
+    return {name: {'samples': n,
+                   'top': [[f, round(c / n, 3)] for f, c in inclusive[name].most_common(top)]}
+            for name, n in samples.most_common()}
+
+
+def start_profile(pid: int, duration_s: float, out: pathlib.Path) -> subprocess.Popen:
+    """Start py-spy sampling process ``pid`` for ``duration_s`` into ``out`` (raw format).
+
+    Raises:
+        RuntimeError: No py-spy beside this interpreter or on PATH.
+    """
+    beside = pathlib.Path(sys.executable).with_name('py-spy')  # this venv's
+    exe = str(beside) if beside.is_file() else shutil.which('py-spy')
+    if exe is None:
+        raise RuntimeError('--profile needs py-spy in this environment or on PATH '
+                           '(pip install py-spy; requirements.txt has it)')
+    return subprocess.Popen(
+        [exe, 'record', '--pid', str(pid), '--duration', str(max(1, round(duration_s))),
+         '--rate', '200', '--format', 'raw', '--threads', '--idle', '--nonblocking',
+         '--output', str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def summarise(sent: list[int], answers: list[tuple[int, int]], windows: int) -> dict:
     """Latency statistics and trend of one run."""
     sent_set = set(sent)
@@ -197,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='node parameter cuda_graphs:=true (CUDA only)')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='another node parameter, e.g. input_size:=[98,126] (repeatable)')
+    parser.add_argument('--profile', action='store_true',
+                        help='sample the node with py-spy during the measured stream')
     parser.add_argument('--json', default=None, help='write the result here too')
     args = parser.parse_args(argv)
 
@@ -242,7 +302,16 @@ def main(argv: list[str] | None = None) -> int:
         client.answers.clear()
         client.clouds.clear()
         client.infos.clear()
+        profile_path = log.with_name('profile.txt')
+        profiler = (start_profile(node.process.pid, args.duration, profile_path)
+                    if args.profile else None)
         sent = client.stream(rate, args.duration)
+        profile = None
+        if profiler is not None:
+            output, _ = profiler.communicate(timeout=60)
+            if profiler.returncode != 0 or not profile_path.is_file():
+                raise RuntimeError(f'py-spy failed ({profiler.returncode}): {output[-2000:]}')
+            profile = profile_summary(profile_path.read_text())
         time.sleep(2.0)
         rss_end = rss_mb(node.process.pid)
         result = summarise(sent, list(client.answers), args.windows)
@@ -255,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             'points': args.points,
             'clouds_received': len(set(client.clouds) & set(sent)) if args.points else None,
             'cloud_size': client.cloud_size,
+            'profile': profile,
             'device': args.device, 'cuda_graphs': args.cuda_graphs,
             'checkpoint': args.checkpoint or 'bundled default', 'params': args.param,
             'transport': os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', 'default'),

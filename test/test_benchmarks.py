@@ -16,6 +16,25 @@ import pytest
 from node_harness import small_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'benchmarks'))
+from node_load import profile_summary  # noqa: E402
+
+
+def test_profile_summary_counts_each_function_once_per_sample_and_drops_generic_frames():
+    raw = '\n'.join([
+        'thread (1): worker;Thread.run (threading.py:982);work (node.py:1);infer (engine.py:2);'
+        'Module._call_impl (torch/nn/modules/module.py:1789);f (m.py:3);f (m.py:3) 3',
+        'thread (1): worker;Thread.run (threading.py:982);work (node.py:1);publish (node.py:9) 1',
+        'thread (2): MainThread;<module> (node.py:700);_run_code (<frozen runpy>:88);'
+        'main (node.py:692) 4',
+        'not a sample line',
+    ])
+    summary = profile_summary(raw)
+    assert summary['worker']['samples'] == 4 and summary['MainThread']['samples'] == 4
+    assert dict(summary['worker']['top']) == {'work': 1.0, 'infer': 0.75, 'f': 0.75,
+                                              'publish': 0.25}  # f twice on a stack: once
+    assert dict(summary['MainThread']['top']) == {'main': 1.0}
+    assert summary['worker']['top'][0] == ['work', 1.0]  # most first
 
 
 def test_node_load_counts_answers_clouds_and_node_side(tmp_path):
@@ -27,8 +46,8 @@ def test_node_load_counts_answers_clouds_and_node_side(tmp_path):
         run = subprocess.run(
             [sys.executable, str(REPO / 'benchmarks' / 'node_load.py'), '--checkpoint',
              str(checkpoint), '--device', 'cpu', '--rate', '5', '--warmup', '2', '--duration',
-             '3', '--windows', '1', '--points', '-p', 'points_stride:=2', '--json',
-             str(result_path)],
+             '3', '--windows', '1', '--points', '-p', 'points_stride:=2', '--profile',
+             '--json', str(result_path)],
             capture_output=True, text=True, timeout=180,
             env={**os.environ, 'ROS_DOMAIN_ID': str(domain)})
     except subprocess.TimeoutExpired as error:
@@ -45,6 +64,13 @@ def test_node_load_counts_answers_clouds_and_node_side(tmp_path):
     assert result['answered'] - 1 <= result['node_answered'] <= result['published']
     assert 0 < result['inference_ms']['p50'] <= result['node_latency_ms']['p50']
     assert result['node_frames_skipped'] >= 0
+    # --profile: py-spy sampled the node's threads during the measured stream
+    profile = result['profile']
+    worker = dict(profile['metric_solver_worker']['top'])
+    assert worker['MetricSolverNode._work'] > 0.9  # the worker's loop is on every sample
+    assert 0 < worker['MetricSolverNode._process_image'] < 1
+    assert 0 < worker['_Mailbox.take'] < 1  # waiting for frames: idle samples count too
+    assert 'main' in dict(profile['MainThread']['top'])
 
 
 def test_train_step_profile_reports_every_phase_and_the_bound():

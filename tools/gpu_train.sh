@@ -2,12 +2,12 @@
 # One call on a lent GPU machine (the `device` tool: Python 3.12 + torch with CUDA there, no
 # package registry, files come back only through $OUT, at most 8 files of 16 MiB).
 #
-#   here, once:   make gpu-kit        # cp312 wheels (numpy, safetensors, PyYAML, pytest) -> build/gpu_wheels
+#   here, once:   make gpu-kit   # cp312 wheels (numpy, safetensors, PyYAML, pytest, py-spy) -> build/gpu_wheels
 #   on the GPU:   bash tools/gpu_train.sh BUDGET_S [train.py overrides...]
 #                 (device tool: command "bash tools/gpu_train.sh 360", carry ["build/gpu_wheels"])
 #
 # Synthetic-only training needs no OpenCV, h5py or ROS (test_train checks the imports), so the
-# wheels (~19 MB) are all that must travel. Steps, each writing into $OUT as it goes (a call cut
+# wheels (~22 MB) are all that must travel. Steps, each writing into $OUT as it goes (a call cut
 # off at its time limit still returns what is done):
 #   1. env.txt: the machine;
 #   2. pytest.txt: the engine / model tests, CUDA ones included (they skip on the CPU; GPU_TESTS=0
@@ -54,6 +54,9 @@ wheels=${GPU_WHEELS:-build/gpu_wheels}
 if [ -d "$wheels" ]; then  # our dependencies, ahead of whatever the machine has
     "$py" tools/unpack_wheels.py "$work/site" "$wheels"/*.whl  # the machine may lack pip
     export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+    for scripts in "$work"/site/*.data/scripts; do  # the wheels' executables (py-spy)
+        [ ! -d "$scripts" ] || export PATH="$scripts:$PATH"
+    done
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
