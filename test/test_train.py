@@ -86,7 +86,7 @@ def _log(out_dir: pathlib.Path, kind: str) -> list[dict]:
 
 
 def test_compiled_training_runs_and_saves_the_plain_model(tmp_path):
-    # compile: true (torch.compile of the training model; ~30 s of compiling on this CPU)
+    # compile: true (torch.compile of the training model; ~1 min of compiling on this CPU cold)
     cfg = _smoke(tmp_path, 'compiled', data=[{'source': 'synthetic', 'kind': 'mixed',
                                               'length': 2}],
                  anchor_sampling='fixed', fixed_anchor_m=10.0, max_steps=8, compile=True,
