@@ -60,7 +60,11 @@ if [ -d "$wheels" ]; then  # our dependencies, ahead of whatever the machine has
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-{ date -u; nvidia-smi || true; "$py" -c 'import sys, torch, numpy
+{ date -u; nvidia-smi || true
+  # the host: its CPU (the node's per-frame copies run there) and /dev/shm (Fast DDS's shared
+  # memory transport for large messages)
+  lscpu 2>/dev/null | grep -E '^(Model name|CPU\(s\)|CPU max MHz)' || true; df -h /dev/shm || true
+  "$py" -c 'import sys, torch, numpy
 print("python", sys.version.split()[0], "| torch", torch.__version__, "| numpy", numpy.__version__,
       "| cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
 } 2>&1 | tee "$out/env.txt"
