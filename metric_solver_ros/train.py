@@ -62,6 +62,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from metric_solver_ros.losses import LossWeights, metric_solver_loss
 from metric_solver_ros.model import (
     MetricSolver,
+    MetricSolverConfig,
     create_model,
     decode,
     get_config,
@@ -385,9 +386,13 @@ def sample_anchors(cfg: TrainConfig, pool_m: torch.Tensor, n: int, step: int, mi
 
 
 def loss_terms(model: torch.nn.Module, ctx: Any, images: torch.Tensor, depth_m: torch.Tensor,
-               anchors_m: torch.Tensor, config: Any, weights: LossWeights
+               anchors_m: torch.Tensor, config: MetricSolverConfig, weights: LossWeights
                ) -> dict[str, torch.Tensor]:
-    """Forward (in ``ctx``, e.g. bf16 autocast) and the paper's loss terms (fp32)."""
+    """Forward (in ``ctx``, e.g. bf16 autocast), then the loss and its terms in fp32.
+
+    ``ctx`` comes from :func:`autocast_for`; the terms are those of
+    :func:`losses.metric_solver_loss` (``loss``, ``loss_sn``, ``loss_tf``, ...).
+    """
     with ctx:
         outputs = model(images, anchors_m, check_anchors=False)
     return metric_solver_loss(outputs, depth_m, anchors_m, config, weights)
