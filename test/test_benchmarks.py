@@ -17,7 +17,23 @@ from node_harness import small_checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / 'benchmarks'))
-from node_load import profile_summary  # noqa: E402
+from node_load import find_py_spy, profile_summary  # noqa: E402
+
+
+def test_find_py_spy_prefers_the_interpreters_own_then_path(tmp_path, monkeypatch):
+    venv_bin, elsewhere = tmp_path / 'venv' / 'bin', tmp_path / 'elsewhere'
+    venv_bin.mkdir(parents=True)
+    elsewhere.mkdir()
+    monkeypatch.setattr(sys, 'executable', str(venv_bin / 'python'))
+    monkeypatch.setenv('PATH', str(elsewhere))
+    assert find_py_spy() is None  # --profile then stops before the run, with a clear error
+    on_path = elsewhere / 'py-spy'
+    on_path.write_text('#!/bin/sh\n')
+    on_path.chmod(0o755)
+    assert find_py_spy() == str(on_path)
+    beside = venv_bin / 'py-spy'
+    beside.write_text('#!/bin/sh\n')
+    assert find_py_spy() == str(beside)
 
 
 def test_profile_summary_counts_each_function_once_per_sample_and_drops_generic_frames():
