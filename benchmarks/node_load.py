@@ -43,6 +43,8 @@ import time
 
 import numpy as np
 
+from metric_solver_ros.node_client import NodeProcess, close_spun_node, stamp_ns, wait_for
+
 
 def rss_mb(pid: int) -> float:
     """Resident set size of a process [MiB] (Linux /proc)."""
@@ -85,16 +87,13 @@ class LoadClient:
         self._info = CameraInfo()
 
     def _on_depth(self, msg) -> None:
-        now = time.time_ns()
-        self.answers.append((msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
-                             now))
+        self.answers.append((stamp_ns(msg), time.time_ns()))
 
     def _on_info(self, msg) -> None:
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self.infos.append((stamp, msg.latency_ms, msg.inference_ms, msg.frames_skipped))
+        self.infos.append((stamp_ns(msg), msg.latency_ms, msg.inference_ms, msg.frames_skipped))
 
     def _on_cloud(self, msg) -> None:
-        self.clouds.append(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        self.clouds.append(stamp_ns(msg))
         self.cloud_size = [msg.width, msg.height]
 
     def prepare(self, rgb: np.ndarray, intrinsics) -> None:
@@ -133,8 +132,6 @@ class LoadClient:
 
     def close(self) -> None:
         """Stop spinning and destroy the node."""
-        from metric_solver_ros.node_client import close_spun_node
-
         close_spun_node(self.node, self._executor, self._thread)
 
 
@@ -266,7 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
 
     from metric_solver_ros.demo import camera_sample
-    from metric_solver_ros.node_client import NodeProcess, wait_for
 
     namespace = '/load'
     ros_args = ['-r', f'__ns:={namespace}', '-p', f'device:={args.device}',

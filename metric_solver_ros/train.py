@@ -617,7 +617,7 @@ def evaluate(model: MetricSolver, frames: dict[str, dict[str, torch.Tensor]],
                                       anchor_m=anchor_m)
         sky_right = sky_total = 0
         for lo in range(0, images.shape[0], batch_size):
-            x = (images[lo:lo + batch_size].to(device).float() - mean) / std
+            x = normalized_images(images[lo:lo + batch_size], device, mean, std)
             anchors = torch.full((x.shape[0],), anchor_m, device=device)
             with ctx:
                 outputs = model(x, anchors, check_anchors=False)
