@@ -37,10 +37,7 @@ if sys.version_info[:2] != (3, 12):
         site=$(mktemp -d) || return 1
         GPU_ROS_ENV_TMP="${GPU_ROS_ENV_TMP:-} $site"
         "$py" "$repo/tools/unpack_wheels.py" "$site" "$wheels"/*.whl || return 1
-        local scripts
-        for scripts in "$site"/*.data/scripts; do  # the wheels' executables (py-spy)
-            [ ! -d "$scripts" ] || export PATH="$scripts:$PATH"
-        done
+        export PATH="$site/bin:$PATH"  # the wheels' executables (py-spy)
     fi
     # The checkout first (metric_solver_ros/__init__.py extends its __path__ to the kit's
     # generated msg/ and srv/), then the kit's Python packages, then the unpacked wheels.

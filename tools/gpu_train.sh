@@ -54,9 +54,7 @@ wheels=${GPU_WHEELS:-build/gpu_wheels}
 if [ -d "$wheels" ]; then  # our dependencies, ahead of whatever the machine has
     "$py" tools/unpack_wheels.py "$work/site" "$wheels"/*.whl  # the machine may lack pip
     export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
-    for scripts in "$work"/site/*.data/scripts; do  # the wheels' executables (py-spy)
-        [ ! -d "$scripts" ] || export PATH="$scripts:$PATH"
-    done
+    export PATH="$work/site/bin:$PATH"  # the wheels' executables (py-spy)
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
