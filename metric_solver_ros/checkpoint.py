@@ -383,3 +383,67 @@ def import_depth_anything_v2(model: MetricSolver,
                 break
     report.missing = _missing(model, '', report)
     return report
+
+
+#: The official DINOv2 ``*_reg`` models (``dinov2/hub/backbones.py``): registers, and the
+#: position-embedding interpolation they were trained with.
+_REGISTER_MODEL_SETTINGS = {'interpolate_offset': 0.0, 'interpolate_antialias': True}
+
+
+def official_encoder_settings(state_dict: Mapping[str, Tensor]) -> dict[str, object]:
+    """Config fields an official file implies beyond its preset: ``{}`` or a ``_reg`` model's.
+
+    Args:
+        state_dict: From :func:`load_official_state_dict` (plain or ``pretrained.`` keys).
+
+    Returns:
+        ``num_register_tokens`` (from ``register_tokens``' shape), ``interpolate_offset`` 0 and
+        ``interpolate_antialias`` True for a model with registers, else nothing.
+    """
+    tokens = state_dict.get('register_tokens', state_dict.get('pretrained.register_tokens'))
+    if tokens is None:
+        return {}
+    return {'num_register_tokens': int(tokens.shape[1]), **_REGISTER_MODEL_SETTINGS}
+
+
+def import_official(state_dict: Mapping[str, Tensor], preset: str, kind: str | None = None,
+                    **overrides: object) -> tuple[MetricSolver, ImportReport, str]:
+    """Build ``preset`` for an official file and import it; refuse an incomplete encoder.
+
+    Args:
+        state_dict: From :func:`load_official_state_dict`.
+        preset: Model preset the file belongs to (``vits``, ``vitb``, ...).
+        kind: ``'dinov2'`` or ``'dav2'``; None: DA-V2 when the file has ``depth_head.*`` keys.
+        **overrides: Config fields (``input_size``, ``anchor_pool_m``, ...); registers and
+            their interpolation settings follow the file (:func:`official_encoder_settings`).
+
+    Returns:
+        ``(model, report, kind)``; parts the file does not provide (anchor pool, mask
+        projection, the far head for DINOv2) keep the current torch seed's initialisation.
+
+    Raises:
+        CheckpointError: Nothing fits the preset, or the file lacks encoder tensors (a truncated
+            or other file: the encoder would be partly random).
+    """
+    from metric_solver_ros.model import get_config
+
+    if kind is None:
+        kind = 'dav2' if any(k.startswith('depth_head.') for k in state_dict) else 'dinov2'
+    if kind not in ('dinov2', 'dav2'):
+        raise ValueError(f"kind must be 'dinov2' or 'dav2', got {kind!r}")
+    model = create_model(get_config(preset, **{**official_encoder_settings(state_dict),
+                                               **overrides}))
+    importer = import_dinov2 if kind == 'dinov2' else import_depth_anything_v2
+    report = importer(model, state_dict)
+    name = 'DINOv2' if kind == 'dinov2' else 'Depth Anything V2'
+    if not report.loaded and not report.partial:
+        raise CheckpointError(f'no {name} tensor fits the {preset!r} model (wrong preset, or '
+                              f'not a {name} file?)\n{report.format()}')
+    encoder_missing = [k for k in report.missing if k.startswith('pretrained.')]
+    if encoder_missing:
+        raise CheckpointError(f'the file lacks {len(encoder_missing)} tensors of the {preset!r} '
+                              f'{name} encoder (truncated, or another model?): '
+                              f'{", ".join(encoder_missing[:5])}'
+                              + (' ...' if len(encoder_missing) > 5 else '')
+                              + f'\n{report.format()}')
+    return model, report, name

@@ -119,7 +119,8 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise MessageError('compressed image has no data')
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    # as stored: CameraInfo describes the sensor's pixels, whatever an EXIF tag says
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise MessageError(
             f'could not decode compressed image (format {str(msg.format)!r}, {data.size} bytes)')

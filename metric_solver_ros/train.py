@@ -294,6 +294,8 @@ def get_lr(it: float, cfg: TrainConfig) -> float:
 # Building blocks: optimizer, EMA, data order, evaluation, checkpoints.
 
 NO_DECAY_NAMES = ('pos_embed', 'cls_token', 'mask_token', 'register_tokens', 'anchor_pool.')
+#: Optimizer settings that come from the config, not from a resumed optimizer's state.
+OPTIMIZER_HYPERPARAMETERS = ('lr_mult', 'weight_decay', 'betas')
 FROZEN_NAMES = ('pretrained.mask_token',)  # DINOv2's masked-modelling token: unused for depth
 
 
@@ -700,19 +702,52 @@ def save_state(out_dir: pathlib.Path, raw_model: MetricSolver, ema: EMA | None,
     os.replace(tmp, out_dir / 'train_state.pt')
 
 
+#: Settings that make a run what it is: resuming with others would silently ignore them.
+RUN_DEFINING_FIELDS = ('init_from', 'preset', 'model', 'data')
+
+
+def check_resumable(saved: dict[str, Any], cfg: TrainConfig, out_dir: pathlib.Path) -> None:
+    """Refuse to resume the run in ``out_dir`` when ``cfg`` asks for a different run.
+
+    Args:
+        saved: The ``train_config`` stored in the run's ``train_state.pt`` (``asdict`` form).
+        cfg: This invocation's config.
+        out_dir: The run directory (for the message).
+
+    Raises:
+        ValueError: A field of ``RUN_DEFINING_FIELDS`` differs (the saved weights, not
+            ``init_from`` / ``preset`` / ``model``, would be trained, on the saved ``data``
+            stream's position).
+    """
+    def canonical(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    now = asdict(cfg)
+    changed = [f'{name}: {canonical(saved[name])} in the run, {canonical(now[name])} now'
+               for name in RUN_DEFINING_FIELDS
+               if name in saved and canonical(saved[name]) != canonical(now[name])]
+    if changed:
+        lines = '\n  '.join(changed)
+        raise ValueError(f'{out_dir} holds a run with other settings, which resuming would '
+                         f'keep:\n  {lines}\nUse another out_dir (or --resume false to overwrite '
+                         f'it); to fine-tune from that run: --init_from '
+                         f'{out_dir / "ckpt.safetensors"} with a new out_dir.')
+
+
 def init_model(cfg: TrainConfig) -> tuple[MetricSolver, str]:
     """Build the model of ``cfg.init_from`` (on CPU, float32); return it and a description."""
     from metric_solver_ros.checkpoint import (
         CheckpointError,
-        import_depth_anything_v2,
-        import_dinov2,
+        import_official,
         load_checkpoint,
         load_official_state_dict,
         read_checkpoint_config,
     )
 
+    # A new model infers at the training resolution unless `model` says otherwise.
+    overrides = {'input_size': tuple(cfg.image_size), **cfg.model}
     if cfg.init_from == 'scratch':
-        return create_model(get_config(cfg.preset, **cfg.model)), 'scratch'
+        return create_model(get_config(cfg.preset, **overrides)), 'scratch'
     path = pathlib.Path(cfg.init_from)
     if not path.is_file():
         raise FileNotFoundError(f'init_from: {path}: no such file')
@@ -725,14 +760,11 @@ def init_model(cfg: TrainConfig) -> tuple[MetricSolver, str]:
         model = create_model(config.replace(**cfg.model) if cfg.model else config)
         model.load_state_dict(source.state_dict(), strict=True)
         return model, f'Metric-Solver checkpoint {path}'
-    state = load_official_state_dict(path)
-    model = create_model(get_config(cfg.preset, **cfg.model))
-    is_dav2 = any(k.startswith('depth_head.') for k in state)
-    report = (import_depth_anything_v2 if is_dav2 else import_dinov2)(model, state)
-    kind = 'Depth Anything V2' if is_dav2 else 'DINOv2'
-    if not report.loaded:
-        raise ValueError(f'init_from {path}: no {kind} tensor fits the {cfg.preset!r} model '
-                         f'(wrong preset?)\n{report.format()}')
+    try:
+        model, report, kind = import_official(load_official_state_dict(path), cfg.preset,
+                                              **overrides)
+    except CheckpointError as error:
+        raise ValueError(f'init_from {path}: {error}') from None
     return model, f'{kind} weights {path}\n{report.format()}'
 
 
@@ -793,6 +825,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
     ema: EMA | None = None
     if resuming:  # the online weights: ckpt_raw when the run kept an EMA, else ckpt
         state = torch.load(state_path, map_location='cpu', weights_only=True)
+        check_resumable(state.get('train_config', {}), cfg, out_dir)
         raw_path = out_dir / 'ckpt_raw.safetensors'
         raw_path = raw_path if raw_path.is_file() else out_dir / 'ckpt.safetensors'
         model = load_checkpoint(raw_path)
@@ -818,11 +851,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
     if any(v % config.patch_size for v in cfg.image_size):
         raise ValueError(f'image_size {cfg.image_size} must be multiples of the patch size '
                          f'{config.patch_size} [px]')
+    if master and min(cfg.image_size) != min(config.input_size):
+        print(f'warning: training images have a short side of {min(cfg.image_size)} px, the '
+              f"model's input_size {tuple(config.input_size)} infers at {min(config.input_size)}"
+              f' px: the network sees other focal lengths [px] at inference than in training, '
+              f'which biases metric depth; set model.input_size to image_size', flush=True)
 
     # ---- optimizer (after the model is on its device), then DDP / compile
     optimizer = configure_optimizer(raw_model, cfg, device.type)
     if resuming:
+        # load_state_dict also restores each group's hyper-parameters: keep this run's config
+        configured = [{k: g[k] for k in OPTIMIZER_HYPERPARAMETERS} for g in optimizer.param_groups]
         optimizer.load_state_dict(state['optimizer'])
+        for group, values in zip(optimizer.param_groups, configured, strict=True):
+            group.update(values)
         _set_rng_state(state['rng'])
     if cfg.compile:
         model = torch.compile(model)  # type: ignore[assignment]
@@ -835,6 +877,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
 
     # ---- data: an endless, resumable stream; the held-out evaluation scenes
     step = int(state.get('step', 0))
+    if ddp:  # e.g. several nodes without a shared out_dir: only some would find the state
+        bounds = [torch.tensor([float(step)], dtype=torch.float64, device=device)
+                  for _ in range(2)]
+        dist.all_reduce(bounds[0], op=dist.ReduceOp.MIN)
+        dist.all_reduce(bounds[1], op=dist.ReduceOp.MAX)
+        if bounds[0].item() != bounds[1].item():
+            raise RuntimeError(f'rank {rank}: the processes start at steps '
+                               f'{int(bounds[0].item())}..{int(bounds[1].item())}; every rank '
+                               f'must see the same {state_path} (put out_dir on a shared '
+                               f'filesystem)')
     batches = train_batches(cfg, rank, world, device, start=step * cfg.grad_accum_steps)
     frames = eval_frames(cfg, device) if master and cfg.eval_frames > 0 else {}
     n_params = sum(p.numel() for p in raw_model.parameters())
@@ -844,8 +896,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
         f'process(es) on {device} | bf16 autocast {use_bf16} | effective batch '
         f'{cfg.batch_size * cfg.grad_accum_steps * world} | {cfg.max_steps} steps')
 
-    # ---- the loop
+    # ---- the loop. `elapsed` is agreed by all ranks (rank clocks differ: under DDP with
+    # schedule_by_time, each rank's own clock would give it its own learning rate and the weights
+    # would drift apart), measured after each step and used by the next.
     elapsed_before = float(state.get('elapsed_s', 0.0))
+    elapsed = elapsed_before
     t_start = time.time()
     t_log, step_log = time.time(), step
     losses: list[tuple[int, float]] = []
@@ -854,7 +909,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
     window: dict[str, torch.Tensor] = {}
     while step < cfg.max_steps:
         # learning rate of this step (optionally following the wall-clock budget)
-        elapsed = elapsed_before + time.time() - t_start
         progress = float(step)
         if cfg.schedule_by_time and cfg.time_budget_s > 0:
             progress = max(progress, cfg.max_steps * elapsed / cfg.time_budget_s)
@@ -880,11 +934,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
 
         # stop on the wall-clock budget: every rank must stop at the same step
         elapsed = elapsed_before + time.time() - t_start
+        if ddp and cfg.time_budget_s > 0:  # the slowest rank's clock, for all
+            agreed = torch.tensor([elapsed], dtype=torch.float64, device=device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+            elapsed = float(agreed.item())
         over_budget = cfg.time_budget_s > 0 and elapsed >= cfg.time_budget_s
-        if ddp and cfg.time_budget_s > 0:
-            flag = torch.tensor([float(over_budget)], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            over_budget = bool(flag.item() > 0)
         if over_budget:
             stopped_by = 'time_budget'
         done = step >= cfg.max_steps or over_budget

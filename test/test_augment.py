@@ -18,6 +18,7 @@ from metric_solver_ros.data.augment import (
 )
 from metric_solver_ros.data.sample import Sample
 from metric_solver_ros.data.synthetic import render_scene, render_specs, scene_spec
+from metric_solver_ros.engine import network_input_size
 
 H, W = 48, 64
 
@@ -113,8 +114,11 @@ def test_color_jitter_changes_image_only_and_is_deterministic(scene):
 
 
 def test_augment_output_size_determinism_and_metric_consistency(scene):
-    cfg = AugmentConfig(scale_range=(1.0, 1.6), flip_prob=0.0)
-    for seed in range(4):
+    # 48x64 into 28x42 (a wider aspect): resized like inference (short side 48 -> 28), so with
+    # little zoom the sides are padded; with more, cropped.
+    cfg = AugmentConfig(scale_range=(1.0, 1.6), flip_prob=0.0, jitter_prob=0.0)
+    padded = 0
+    for seed in range(8):
         a = augment(scene, 28, 42, np.random.default_rng(seed), cfg)
         b = augment(scene, 28, 42, np.random.default_rng(seed), cfg)
         assert a.image.shape == (28, 42, 3) and a.depth_m.shape == (28, 42)
@@ -128,10 +132,29 @@ def test_augment_output_size_determinism_and_metric_consistency(scene):
         us = (u - cx2) / fx2 * fx + cx
         vs = (v - cy2) / fy2 * fy + cy
         iu, iv = np.floor(us + 0.5).astype(int), np.floor(vs + 0.5).astype(int)
-        clear = (np.abs(us - np.round(us)) < 0.49) & (np.abs(vs - np.round(vs)) < 0.49)
-        assert clear.mean() > 0.8
-        src = scene.depth_m[iv, iu]
+        inside = (us > -0.5) & (us < W - 0.5) & (vs > -0.5) & (vs < H - 0.5)
+        # the padding: black, depth 0 (never supervised)
+        assert np.all(a.depth_m[~inside] == 0) and np.all(a.image[~inside] == 0)
+        padded += int((~inside).any())
+        clear = (np.abs(us - np.round(us)) < 0.49) & (np.abs(vs - np.round(vs)) < 0.49) & inside
+        assert clear.mean() > 0.6
+        src = scene.depth_m[iv.clip(0, H - 1), iu.clip(0, W - 1)]
         np.testing.assert_array_equal(a.depth_m[clear], src[clear])
+    assert 0 < padded < 8
+
+
+@pytest.mark.parametrize('shape', [(480, 640), (512, 512), (576, 640), (640, 480), (375, 1242)])
+def test_fit_to_size_gives_the_focal_length_of_inference(shape):
+    # The engine scales the shorter side to min(input_size) whatever the aspect; training must
+    # show the network the same focal length [px], or its metric depth is off by the ratio.
+    h, w = shape
+    sample = Sample(np.zeros((h, w, 3), np.uint8), np.ones((h, w), np.float32),
+                    (500.0, 500.0, w / 2 - 0.5, h / 2 - 0.5))
+    net_h, net_w = network_input_size(shape, 196, 14)
+    inference_fx = 500.0 * min(net_h, net_w) / min(h, w)
+    out = fit_to_size(sample, 196, 252, np.random.default_rng(0))
+    assert out.image.shape == (196, 252, 3)
+    assert out.intrinsics[0] == pytest.approx(inference_fx, rel=0.01)
 
 
 def test_augment_flip_and_depth_unchanged_by_jitter(scene):

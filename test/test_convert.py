@@ -201,10 +201,41 @@ def test_wrong_preset_fails_cleanly_and_writes_nothing(dinov2_file, tmp_path, ca
     out = tmp_path / 'tiny.safetensors'
     code = main(['convert', '--from', 'dinov2', str(path), '--preset', 'tiny', '--out', str(out)])
     assert code == 2
-    captured = capsys.readouterr()
-    assert 'no tensor matched' in captured.err
-    assert 'shape [384] in file, [192] in model' in captured.out
+    err = capsys.readouterr().err
+    assert 'no DINOv2 tensor fits' in err and 'wrong --preset' in err
+    assert 'shape [384] in file, [192] in model' in err
     assert not out.exists()
+
+
+def test_convert_refuses_a_file_missing_encoder_blocks(dinov2_file, tmp_path, capsys):
+    # Half the blocks absent (a truncated or other file): the encoder would be half random.
+    path, state = dinov2_file
+    partial = {k: v for k, v in state.items()
+               if not any(k.startswith(f'blocks.{i}.') for i in range(6, BLOCKS))}
+    torch.save(partial, tmp_path / 'partial.pth')
+    out = tmp_path / 'partial.safetensors'
+    assert main(['convert', '--from', 'dinov2', str(tmp_path / 'partial.pth'), '--preset', 'vits',
+                 '--out', str(out)]) == 2
+    assert 'lacks 84 tensors' in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_convert_builds_a_register_model_for_a_reg_file(dinov2_file, tmp_path):
+    # dinov2_vits14_reg4_pretrain.pth: 4 register tokens, and (dinov2/hub/backbones.py)
+    # interpolate_offset 0, antialias on: the converted encoder must be that network.
+    _, state = dinov2_file
+    tokens = torch.randn(1, 4, D)
+    torch.save({**state, 'register_tokens': tokens}, tmp_path / 'dinov2_vits14_reg4.pth')
+    out = tmp_path / 'reg.safetensors'
+    code, printed = run_cli(['convert', '--from', 'dinov2',
+                             str(tmp_path / 'dinov2_vits14_reg4.pth'), '--preset', 'vits',
+                             '--out', str(out)])
+    assert code == 0 and 'with 4 register tokens' in printed
+    assert f'loaded: {len(state) + 1} tensors, partial: 0, skipped: 0, missing: 0' in printed
+    config = read_checkpoint_config(out)
+    assert (config.num_register_tokens, config.interpolate_offset,
+            config.interpolate_antialias) == (4, 0.0, True)
+    assert torch.equal(load_checkpoint(out).pretrained.register_tokens, tokens)
 
 
 def test_convert_refuses_a_malicious_pickle(tmp_path, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import cv2
 import numpy as np
@@ -99,6 +98,30 @@ def test_folder_without_intrinsics_and_jpg(tmp_path):
     assert s.intrinsics is None and s.image.shape == (4, 5, 3) and s.name == 'a'
     item = sample_to_item(s)
     assert torch.isnan(item['intrinsics']).all()
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an EXIF APP1 segment holding only the Orientation tag (0x0112)."""
+    tiff = (b'MM\x00\x2a\x00\x00\x00\x08' + b'\x00\x01'  # big-endian, IFD at 8, 1 entry
+            + b'\x01\x12\x00\x03\x00\x00\x00\x01' + bytes([0, orientation, 0, 0])
+            + b'\x00\x00\x00\x00')  # no next IFD
+    app1 = b'Exif\x00\x00' + tiff
+    return jpeg[:2] + b'\xff\xe1' + (len(app1) + 2).to_bytes(2, 'big') + app1 + jpeg[2:]
+
+
+def test_folder_ignores_exif_orientation(tmp_path):
+    # A phone JPEG tagged "rotate 180": rotating the image but not its depth would misregister
+    # them silently (same shape); the stored pixels are what depth and intrinsics refer to.
+    (tmp_path / 'rgb').mkdir()
+    (tmp_path / 'depth').mkdir()
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[:30] = 255  # the upper half white
+    jpeg = cv2.imencode('.jpg', image)[1].tobytes()
+    (tmp_path / 'rgb' / 'a.jpg').write_bytes(_with_exif_orientation(jpeg, 3))
+    assert cv2.imread(str(tmp_path / 'rgb' / 'a.jpg'))[0, 0, 0] < 10  # OpenCV would rotate it
+    np.save(tmp_path / 'depth' / 'a.npy', np.ones((60, 80), np.float32))
+    s = RGBDFolder(tmp_path)[0]
+    assert s.image[0, 0, 0] > 245 and s.image[-1, 0, 0] < 10
 
 
 def test_folder_errors(tmp_path):
@@ -281,8 +304,8 @@ def test_folder_dataset_augments_deterministically(tmp_path, samples):
     assert any(changed)
     plain = FolderDataset(src, size=(14, 28), augment=False)[0]
     fx0 = src[0].intrinsics[0]
-    scale = max(14 / H, 28 / W)
-    assert float(plain['intrinsics'][0]) == pytest.approx(fx0 * math.ceil(W * scale) / W, rel=1e-5)
+    scale = 14 / min(H, W)  # the shorter side to the output's, as inference does
+    assert float(plain['intrinsics'][0]) == pytest.approx(fx0 * round(W * scale) / W, rel=1e-5)
 
 
 def test_mixed_dataset_weights_and_determinism():

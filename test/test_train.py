@@ -10,7 +10,7 @@ import pathlib
 import re
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -160,6 +160,26 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     ema = load_checkpoint(tmp_path / 'whole' / 'ckpt.safetensors')
     raw = load_checkpoint(tmp_path / 'whole' / 'ckpt_raw.safetensors')
     assert param_digest(ema) != param_digest(raw)  # the EMA is what ckpt.safetensors holds
+
+
+def test_resume_refuses_a_different_run_and_keeps_new_hyperparameters(tmp_path):
+    common = {'max_steps': 2, 'eval_frames': 0, 'log_interval': 1}
+    train(_smoke(tmp_path, 'run', **common))
+    # Another starting point for the same out_dir: resuming would silently train the old weights.
+    other = _smoke(tmp_path, 'run', **{**common, 'max_steps': 3,
+                                       'init_from': str(tmp_path / 'run' / 'ckpt.safetensors')})
+    with pytest.raises(ValueError, match='init_from'):
+        train(other)
+    # Optimizer settings are this invocation's, not the saved optimizer's.
+    resumed = _smoke(tmp_path, 'run', **{**common, 'max_steps': 3, 'head_lr_mult': 2.0,
+                                         'weight_decay': 0.01, 'beta2': 0.95})
+    assert train(resumed)['step'] == 3
+    state = torch.load(tmp_path / 'run' / 'train_state.pt', weights_only=True)
+    groups = {g['name']: g for g in state['optimizer']['param_groups']}
+    assert groups['heads_decay']['lr_mult'] == 2.0 and groups['encoder_decay']['lr_mult'] == 1.0
+    assert groups['heads_decay']['weight_decay'] == 0.01
+    assert groups['heads_no_decay']['weight_decay'] == 0.0
+    assert tuple(groups['encoder_no_decay']['betas']) == (resumed.beta1, 0.95)
 
 
 def test_time_budget_stops_cleanly_and_saves(tmp_path):
@@ -357,23 +377,37 @@ def test_init_from_checkpoint_and_official_dinov2(tmp_path):
         init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'missing.pth')}))
 
 
+def test_a_new_model_infers_at_the_training_resolution():
+    # Without model.input_size, a new model (scratch or official weights) takes image_size:
+    # inference then shows the network the focal lengths [px] it was trained on.
+    model_overrides = {k: v for k, v in load_config(SMOKE).model.items() if k != 'input_size'}
+    cfg = replace(load_config(SMOKE, {'image_size': [56, 84]}), model=model_overrides)
+    model, _ = init_model(cfg)
+    assert model.config.input_size == (56, 84)
+    assert get_config('tiny', **model_overrides).input_size != (56, 84)
+
+
 def test_ddp_two_processes_stay_identical(tmp_path):
+    # Gradient accumulation, and a learning rate that follows the clock: the ranks' clocks
+    # differ, and the weights stay identical only if every rank uses the same learning rate.
     out = tmp_path / 'ddp'
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
            '-m', 'metric_solver_ros.train', '--config', str(SMOKE), '--out_dir', str(out),
-           '--max_steps', '4', '--grad_accum_steps', '2', '--eval_frames', '0',
-           '--device', 'cpu']
+           '--max_steps', '100000', '--time_budget_s', '4', '--schedule_by_time', 'true',
+           '--grad_accum_steps', '2', '--eval_frames', '0', '--device', 'cpu']
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    digests = dict(re.findall(r'\[rank (\d)\] step 4 param_digest ([0-9a-f]{64})', result.stdout))
-    assert set(digests) == {'0', '1'}, result.stdout[-3000:]
-    assert digests['0'] == digests['1']
-    assert param_digest(load_checkpoint(out / 'ckpt.safetensors')) == digests['0']
+    ends = re.findall(r'\[rank (\d)\] step (\d+) param_digest ([0-9a-f]{64})', result.stdout)
+    assert sorted(rank for rank, _, _ in ends) == ['0', '1'], result.stdout[-3000:]
+    (_, step_a, digest_a), (_, step_b, digest_b) = ends
+    assert step_a == step_b and int(step_a) >= 2
+    assert digest_a == digest_b
+    assert param_digest(load_checkpoint(out / 'ckpt.safetensors')) == digest_a
     start = _log(out, 'start')
     assert len(start) == 1 and start[0]['world'] == 2  # only rank 0 logs
-    assert [r['step'] for r in _log(out, 'train')] == [1, 2, 3, 4]
+    assert _log(out, 'train')[-1]['step'] == int(step_a)
 
 
 BLOCK_IMPORTS = '''

@@ -41,12 +41,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from metric_solver_ros.checkpoint import (
-        import_depth_anything_v2,
-        import_dinov2,
+        CheckpointError,
+        import_official,
         load_official_state_dict,
         save_checkpoint,
     )
-    from metric_solver_ros.model import create_model, get_config
 
     source, out = pathlib.Path(args.path), pathlib.Path(args.out)
     if out.exists() and source.exists() and out.resolve() == source.resolve():
@@ -56,17 +55,16 @@ def run(args: argparse.Namespace) -> int:
         overrides['anchor_pool_m'] = tuple(args.anchor_pool)
     if args.input_size:
         overrides['input_size'] = tuple(args.input_size)
-    config = get_config(args.preset, **overrides)
     state = load_official_state_dict(source)
     torch.manual_seed(args.seed)
-    model = create_model(config)
-    importer = import_dinov2 if args.source == 'dinov2' else import_depth_anything_v2
-    report = importer(model, state)
-    print(f'{source} ({args.source}) -> preset {config.preset!r}')
+    try:
+        model, report, _ = import_official(state, args.preset, args.source, **overrides)
+    except CheckpointError as error:
+        raise ValueError(f'{source}: {error}\nwrong --preset or --from?') from None
+    print(f'{source} ({args.source}) -> preset {model.config.preset!r}'
+          + (f' with {model.config.num_register_tokens} register tokens'
+             if model.config.num_register_tokens else ''))
     print(report.format())
-    if not report.loaded and not report.partial:
-        raise ValueError(f'{source}: no tensor matched preset {config.preset!r}; wrong --preset '
-                         f'or --from?')
     save_checkpoint(out, model, metadata={'source': source.name, 'source_kind': args.source,
                                           'seed': str(args.seed)})
     print(f'wrote {out}')

@@ -10,7 +10,6 @@ exactly what they were. Colour jitter touches the image only. Every random choic
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -167,8 +166,10 @@ class AugmentConfig:
     """Random geometric and photometric augmentation settings.
 
     Attributes:
-        scale_range: Zoom range relative to the smallest resize that covers the output
-            (1 = cover exactly; 1.5 = up to 1.5x larger before the crop).
+        scale_range: Zoom range relative to the inference-like resize of ``fit_to_size``
+            (1 = none; 1.5 = up to 1.5x larger before the crop). Zooming changes the apparent
+            focal length, which a model without camera input cannot tell from a change of
+            depth: keep (1, 1) for metric training (the default).
         flip_prob: Probability of a horizontal flip.
         jitter_prob: Probability of colour jitter.
         brightness: Max relative brightness change.
@@ -177,13 +178,40 @@ class AugmentConfig:
         hue: Max hue rotation [turns].
     """
 
-    scale_range: tuple[float, float] = (1.0, 1.5)
+    scale_range: tuple[float, float] = (1.0, 1.0)
     flip_prob: float = 0.5
     jitter_prob: float = 0.8
     brightness: float = 0.3
     contrast: float = 0.3
     saturation: float = 0.3
     hue: float = 0.03
+
+
+def pad(sample: Sample, top: int, bottom: int, left: int, right: int) -> Sample:
+    """Add a border: black image, depth 0 (invalid, never supervised); principal point shifted.
+
+    Args:
+        sample: Input sample.
+        top: Rows added above [px] (>= 0).
+        bottom: Rows added below [px] (>= 0).
+        left: Columns added on the left [px] (>= 0).
+        right: Columns added on the right [px] (>= 0).
+
+    Returns:
+        The padded sample.
+    """
+    if min(top, bottom, left, right) < 0:
+        raise ValueError(f'negative padding {top},{bottom},{left},{right}')
+    k = sample.intrinsics
+    if k is not None:
+        k = (k[0], k[1], k[2] + left, k[3] + top)
+    border = ((top, bottom), (left, right))
+    return replace(
+        sample,
+        image=np.pad(sample.image, (*border, (0, 0))),
+        depth_m=np.pad(sample.depth_m, border),
+        intrinsics=k,
+    )
 
 
 def fit_to_size(
@@ -193,29 +221,41 @@ def fit_to_size(
     rng: np.random.Generator | None = None,
     scale: float = 1.0,
 ) -> Sample:
-    """Resize so the image covers ``height`` x ``width`` (times ``scale``), then crop.
+    """Resize like inference (shorter side to the output's shorter side), then crop or pad.
+
+    The inference engine scales an image's shorter side to ``min(input_size)`` whatever its
+    aspect (``engine.network_input_size``), so the network sees focal lengths [px] in that
+    proportion. Training must match, or metric depth is biased by the ratio: an image narrower
+    than ``height`` x ``width`` (a square or portrait one for a landscape output) is therefore not
+    zoomed until it covers the output but padded (black, depth 0 = unsupervised) where it falls
+    short; what exceeds the output is cropped.
 
     Args:
         sample: Input sample.
         height: Output height [px].
         width: Output width [px].
-        rng: If given, the crop window is random; else centred.
-        scale: Extra zoom >= 1 before cropping.
+        rng: If given, the crop / pad placement is random; else centred.
+        scale: Extra zoom >= 1 before cropping (changes the apparent focal length: an
+            augmentation that a model without camera input cannot undo).
 
     Returns:
         A sample of exactly ``height`` x ``width`` with consistent intrinsics.
     """
-    cover = max(height / sample.height, width / sample.width) * max(scale, 1.0)
-    rh = max(height, math.ceil(sample.height * cover - 1e-6))
-    rw = max(width, math.ceil(sample.width * cover - 1e-6))
+    factor = min(height, width) / min(sample.height, sample.width) * max(scale, 1.0)
+    rh = max(1, round(sample.height * factor))
+    rw = max(1, round(sample.width * factor))
     if (rh, rw) != (sample.height, sample.width):
         sample = resize(sample, rh, rw)
-    if rng is None:
-        top, left = (rh - height) // 2, (rw - width) // 2
-    else:
-        top = int(rng.integers(0, rh - height + 1))
-        left = int(rng.integers(0, rw - width + 1))
-    return crop(sample, top, left, height, width)
+
+    def offset(slack: int) -> int:  # where a window with `slack` spare pixels starts
+        return int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+
+    pad_h, pad_w = max(height - rh, 0), max(width - rw, 0)
+    if pad_h or pad_w:
+        top, left = offset(pad_h), offset(pad_w)
+        sample = pad(sample, top, pad_h - top, left, pad_w - left)
+    return crop(sample, offset(sample.height - height), offset(sample.width - width), height,
+                width)
 
 
 def augment(

@@ -86,8 +86,12 @@ def read_depth(path: Path | str, depth_scale: float = DEFAULT_DEPTH_SCALE) -> np
 
 
 def read_rgb(path: Path | str) -> np.ndarray:
-    """Read an 8-bit colour image as HxWx3 uint8 RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """Read an 8-bit colour image as HxWx3 uint8 RGB, as stored.
+
+    An EXIF orientation tag (phone JPEGs) is ignored: the depth map and the intrinsics are
+    registered to the stored pixels, and rotating the image alone would misalign them.
+    """
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise ValueError(f'{path}: cannot read image')
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
