@@ -26,6 +26,10 @@ import numpy as np
 MODES = ('fixed', 'auto', 'roi')
 
 
+class RoiOutsideImage(ValueError):
+    """The region of interest has no pixel in the image: nothing to choose an anchor from."""
+
+
 @dataclass
 class AnchorSelectorSettings:
     """Tuning of :class:`AnchorSelector` (defaults documented in the module docstring)."""
@@ -68,11 +72,18 @@ class AnchorSelector:
 
         Returns:
             The depth, or +inf when there is no finite pixel.
+
+        Raises:
+            RoiOutsideImage: ``roi`` has no pixel in the image (e.g. set for a larger camera).
         """
         percentile = self.settings.auto_percentile
         if roi is not None:
             x, y, w, h = roi
+            height, width = depth_m.shape[:2]
             depth_m = depth_m[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)]
+            if depth_m.size == 0:
+                raise RoiOutsideImage(f'roi (x {x}, y {y}, {w}x{h}) has no pixel in the '
+                                      f'{width}x{height} image')
             percentile = self.settings.roi_percentile
         finite = depth_m[np.isfinite(depth_m)]
         if finite.size == 0:
@@ -88,6 +99,9 @@ class AnchorSelector:
 
         Returns:
             The anchor [m] to use from now on.
+
+        Raises:
+            RoiOutsideImage: ``roi`` has no pixel in the image; the anchor stays as it was.
         """
         scene_m = self.scene_depth(depth_m, roi)
         wanted = self.smallest_covering(scene_m)

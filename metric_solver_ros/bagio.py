@@ -23,7 +23,7 @@ import functools
 import heapq
 import pathlib
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -322,6 +322,36 @@ def list_topics(path: str | pathlib.Path) -> dict[str, str]:
     """Return ``{topic: message type}`` of a bag (directory, ``.mcap`` or ``.db3`` file)."""
     with _open_reader(path) as reader:
         return {c.topic: c.msgtype for c in reader.connections}
+
+
+def check_topics(path: str | pathlib.Path,
+                 wanted: Mapping[str, tuple[str | None, Collection[str]]]) -> dict[str, str]:
+    """Check the topics that command-line options name before reading a bag.
+
+    Args:
+        path: The bag.
+        wanted: Option (``'--image-topic'``) -> (its topic or None when not given, the message
+            types it may have).
+
+    Returns:
+        ``{topic: message type}`` of the bag (:func:`list_topics`).
+
+    Raises:
+        ValueError: A topic is absent or of another type; the message lists the bag's topics.
+    """
+    topics = list_topics(path)
+    have = ', '.join(f'{t} [{k}]' for t, k in topics.items()) or 'nothing'
+    for option, (topic, types) in wanted.items():
+        if topic is None or topics.get(topic) in types:
+            continue
+        kind = topics.get(topic)
+        what = ('is not in' if kind is None else
+                f'is {kind}, not {" or ".join(t.rsplit("/", 1)[-1] for t in types)}, in')
+        hint = (' (compressedDepth is not supported: record the raw depth topic)'
+                if kind == COMPRESSED_IMAGE and IMAGE in types and COMPRESSED_IMAGE not in types
+                else '')
+        raise ValueError(f'{option} {topic} {what} {path}{hint}; it holds: {have}')
+    return topics
 
 
 def _connections_for(reader: Any, topics: Sequence[str], path: Any) -> list[Any]:

@@ -119,8 +119,12 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise MessageError('compressed image has no data')
-    # as stored: CameraInfo describes the sensor's pixels, whatever an EXIF tag says
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:  # as stored: CameraInfo describes the sensor's pixels, whatever an EXIF tag says
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV will allocate
+        last = str(exc).strip().splitlines()[-1][:160]
+        raise MessageError(f'could not decode compressed image (format {str(msg.format)!r}, '
+                           f'{data.size} bytes): {last}') from None
     if image is None:
         raise MessageError(
             f'could not decode compressed image (format {str(msg.format)!r}, {data.size} bytes)')

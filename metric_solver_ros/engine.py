@@ -37,6 +37,10 @@ RESIZE_MODES = ('keep_aspect', 'square')
 _DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 #: Most anchors decoded for one frame (bounds the decoder batch).
 MAX_ANCHORS = 8
+#: Widest image aspect (long : short side) for ``keep_aspect``: the network's long side follows
+#: the aspect, so an 8x640 image would become 196x15680 px (~40 s on a CPU, attention growing
+#: with the square of the tokens). 8:1 covers panoramic and KITTI-like (3.3:1) cameras.
+MAX_ASPECT_RATIO = 8
 
 
 class EngineError(ValueError):
@@ -133,6 +137,10 @@ def resolve_device(device: str) -> torch.device:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """Pick the network dtype: ``auto`` is bf16 on CUDA when supported (else fp16), fp32 on CPU.
 
+    bf16 counts as supported from compute capability 8 (Ampere) on, where the hardware has it:
+    ``torch.cuda.is_bf16_supported()`` also says yes where it is only emulated (slowly: V100,
+    T4, Jetson Xavier), and asks about the current device instead of ``device``.
+
     Raises:
         EngineError: For an unknown name, or half precision on the CPU.
     """
@@ -142,7 +150,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
                           f'{", ".join(PRECISIONS)}')
     if name == 'auto':
         if device.type == 'cuda':
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            native_bf16 = torch.cuda.get_device_capability(device)[0] >= 8
+            return torch.bfloat16 if native_bf16 else torch.float16
         return torch.float32
     if device.type == 'cpu' and name == 'fp16':
         raise EngineError('precision fp16 is not supported on the CPU; use fp32 or bf16')
@@ -293,8 +302,8 @@ class DepthEngine:
         """
         anchors = self.validate_anchors(anchors_m)
         with self._oom_guard():
-            self._encode_frame(image, color_order)
-            return self._decode_cached(anchors, fuse=True, points=points)[0]
+            cache = self._encode_frame(image, color_order)
+            return self._decode_cached(cache, anchors, fuse=True, points=points)[0]
 
     def infer_each(self, image: np.ndarray | torch.Tensor, anchors_m: Sequence[float],
                    color_order: str = 'rgb') -> list[DepthResult]:
@@ -308,8 +317,8 @@ class DepthEngine:
         if len(set(order)) != len(order):
             raise EngineError(f'duplicate anchors in {order}')
         with self._oom_guard():
-            self._encode_frame(image, color_order)
-            results = self._decode_cached(anchors, fuse=False, points=None)
+            cache = self._encode_frame(image, color_order)
+            results = self._decode_cached(cache, anchors, fuse=False, points=None)
         by_anchor = {r.anchors_m[0]: r for r in results}
         return [by_anchor[a] for a in order]
 
@@ -321,10 +330,11 @@ class DepthEngine:
             EngineError: If no frame has been encoded yet, or the anchors are invalid.
         """
         anchors = self.validate_anchors(anchors_m)
-        if self._cache is None:
+        cache = self._cache
+        if cache is None:
             raise EngineError('no frame to re-decode yet')
         with self._oom_guard():
-            return self._decode_cached(anchors, fuse=True, points=points)[0]
+            return self._decode_cached(cache, anchors, fuse=True, points=points)[0]
 
     def degrade(self) -> str:
         """Use less memory after running out: a 25% smaller input, then the CPU.
@@ -420,7 +430,12 @@ class DepthEngine:
         raise EngineError(f'expected a numpy array or tensor image, got {type(image).__name__}')
 
     @torch.inference_mode()
-    def _encode_frame(self, image: np.ndarray | torch.Tensor, color_order: str) -> None:
+    def _encode_frame(self, image: np.ndarray | torch.Tensor, color_order: str) -> _FrameCache:
+        """Encode one frame; return its cache (also kept for :meth:`redecode`).
+
+        The cache holds the settings the frame was encoded with (``flipped``), so a setting
+        changed meanwhile by another thread cannot mix into this frame's decoding.
+        """
         if color_order not in ('rgb', 'bgr'):
             raise EngineError(f'color_order must be rgb or bgr, not {color_order!r}')
         start = time.perf_counter()
@@ -428,6 +443,11 @@ class DepthEngine:
         height, width = int(pixels.shape[0]), int(pixels.shape[1])
         if height < 2 or width < 2:
             raise EngineError(f'image of {width}x{height} px is too small')
+        if (self.resize_mode == 'keep_aspect'
+                and max(height, width) > MAX_ASPECT_RATIO * min(height, width)):
+            # the long side follows the aspect: attention cost grows with its square
+            raise EngineError(f'image of {width}x{height} px: aspect ratio above '
+                              f'{MAX_ASPECT_RATIO}:1 is not supported')
         chw = pixels.permute(2, 0, 1).unsqueeze(0)
         if color_order == 'bgr':
             chw = chw.flip(1)
@@ -437,7 +457,8 @@ class DepthEngine:
         x = F.interpolate(x, size=net_hw, mode='bilinear', align_corners=False,
                           antialias=net_hw[0] < height or net_hw[1] < width)
         x = ((x - self._mean) / self._std).to(self.dtype)
-        if self.flip_tta:
+        flipped = self.flip_tta
+        if flipped:
             x = torch.cat([x, x.flip(-1)], dim=0)
         self._sync()
         encoded = time.perf_counter()
@@ -449,21 +470,21 @@ class DepthEngine:
         self._sync()
         done = time.perf_counter()
         patch = self.config.patch_size
-        self._cache = _FrameCache(
+        self._cache = cache = _FrameCache(
             features=features, patch_hw=(net_hw[0] // patch, net_hw[1] // patch),
-            image_hw=(height, width), image=chw,
+            image_hw=(height, width), image=chw, flipped=flipped,
             preprocess_ms=(encoded - start) * 1e3, encoder_ms=(done - encoded) * 1e3)
+        return cache
 
     @torch.inference_mode()
-    def _decode_cached(self, anchors: tuple[float, ...], fuse: bool,
+    def _decode_cached(self, cache: _FrameCache, anchors: tuple[float, ...], fuse: bool,
                        points: PointsRequest | None) -> list[DepthResult]:
-        cache = self._cache
-        assert cache is not None
+        far_limit_m = self.far_limit_m  # once: another thread may change it
         start = time.perf_counter()
         count = len(anchors)
         anchors_t = torch.tensor(anchors, dtype=torch.float32, device=self.device)
         features = cache.features
-        if self.flip_tta:
+        if cache.flipped:
             # Batch: A anchors for the image, then A for its mirror (features batch 2 -> 2A).
             features = tuple((t.repeat_interleave(count, 0), c.repeat_interleave(count, 0))
                              for t, c in features)
@@ -487,7 +508,7 @@ class DepthEngine:
         logits = {}
         for key, value in outputs.items():
             value = value.float()
-            if self.flip_tta:
+            if cache.flipped:
                 value = 0.5 * (value[:count] + value[count:].flip(-1))
             if fused and key == 'd_tf_logit':
                 # Fusion reads the far map of the largest anchor only: upsample just that one
@@ -504,8 +525,8 @@ class DepthEngine:
             decoded = decode_outputs(logits, anchors_t, self.config)
             depths, nears, indices = decoded['depth_m'], decoded['near'], None
             groups = [anchors] if fuse else [(a,) for a in anchors]
-        if self.far_limit_m is not None:
-            depths = torch.where(depths > self.far_limit_m, torch.inf, depths)
+        if far_limit_m is not None:
+            depths = torch.where(depths > far_limit_m, torch.inf, depths)
         cloud = rgb = None
         if points is not None:
             cloud, rgb = self._back_project(depths[0, 0], cache, points)
@@ -631,5 +652,6 @@ class _FrameCache:
     patch_hw: tuple[int, int]
     image_hw: tuple[int, int]
     image: torch.Tensor  # uint8 [1, 3, H, W] RGB on the device (for point colours)
+    flipped: bool  # encoded with its mirror image (flip_tta): features of batch 2
     preprocess_ms: float
     encoder_ms: float

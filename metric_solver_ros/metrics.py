@@ -18,8 +18,10 @@ Protocol (``docs/METHOD.md``, "Evaluation protocol"):
   - ``log10``: ``mean(|log10 p - log10 g|)``;
   - ``silog``: ``100 * sqrt(mean(e ** 2) - SILOG_LAMBDA * mean(e) ** 2)`` with
     ``e = ln p - ln g`` and ``SILOG_LAMBDA = 1.0`` (the scale-invariant log error of the KITTI
-    benchmark and of the ZoeDepth / Depth Anything evaluation code; the 0.85 variant is a
-    training loss, not an evaluation metric). The radicand is clamped at 0 against round-off.
+    benchmark and of the ZoeDepth / Depth Anything (V1) evaluation code; Depth Anything V2's
+    metric code uses ``sqrt(mean(e ** 2) - 0.5 * mean(e) ** 2)`` without the factor 100, so its
+    numbers are not comparable; the 0.85 variant is a training loss, not an evaluation
+    metric). The radicand is clamped at 0 against round-off.
 
 * **Aggregation**: per frame, then (headline, like the papers) the **mean over frames** of the
   per-frame values, skipping frames without valid pixels; also the **pixel mean**, pooling every
@@ -28,8 +30,9 @@ Protocol (``docs/METHOD.md``, "Evaluation protocol"):
   pool pixels over frames (a band is often absent or tiny in a frame, which would make a mean
   over frames noisy); each band also reports its pixel and frame counts.
 * **Scale diagnostics** (per frame, over the valid pixels and the clipped prediction):
-  ``scale_ratio = median(g) / median(p)`` and ``delta1_aligned``, the delta1 of
-  ``scale_ratio * p`` (median scaling, the relative-depth protocol). A metric model whose
+  ``scale_ratio = median(g) / median(p)`` over the pixels with a prediction (not NaN) and
+  ``delta1_aligned``, the delta1 of ``scale_ratio * p`` (median scaling, the relative-depth
+  protocol; NaN predictions still count as wrong). A metric model whose
   ``delta1_aligned`` is far above its ``delta1`` has the structure right and the scale wrong.
   Headline: the mean of ``delta1_aligned`` over frames and ``scale_error =
   exp(mean |ln scale_ratio|)`` (1: right scale; 1.5: a typical frame is 1.5x off either way).
@@ -75,10 +78,14 @@ def _check_shapes(pred_m: np.ndarray, gt_m: np.ndarray) -> None:
 
 
 def _check_limits(min_depth_m: float, cap_m: float) -> None:
-    """Raise ValueError unless ``0 <= min_depth_m < cap_m`` and ``cap_m`` is finite."""
-    if not (0.0 <= min_depth_m < cap_m < math.inf):
+    """Raise ValueError unless ``0 < min_depth_m < cap_m`` and ``cap_m`` is finite.
+
+    ``min_depth_m`` must be positive: predictions are clipped to it (NaN becomes it), and the
+    log metrics (log10, SILog) and the median scaling are undefined at 0.
+    """
+    if not (0.0 < min_depth_m < cap_m < math.inf):
         raise ValueError(
-            f'need 0 <= min_depth < cap < inf, got min_depth={min_depth_m} m, cap={cap_m} m')
+            f'need 0 < min_depth < cap < inf, got min_depth={min_depth_m} m, cap={cap_m} m')
 
 
 def valid_gt_mask(gt_m: np.ndarray, min_depth_m: float = DEFAULT_MIN_DEPTH_M,
@@ -363,13 +370,15 @@ class MetricAggregator:
         self.total = self.total + frame
         result = frame.finalize()
         result['scale_ratio'] = result['delta1_aligned'] = result['gt_median_m'] = None
-        if gt_valid.size:
-            gt_median_m = float(np.median(gt_valid))
-            scale = gt_median_m / float(np.median(pred_valid))
+        measured = ~nan_valid  # the scale is that of the predicted pixels; NaN stays wrong
+        if measured.any():
+            gt_median_m = float(np.median(gt_valid[measured]))
+            scale = gt_median_m / float(np.median(pred_valid[measured]))
             result['scale_ratio'] = scale
             result['gt_median_m'] = gt_median_m
-            result['delta1_aligned'] = MetricSums.from_pixels(
-                scale * pred_valid, gt_valid).finalize()['delta1']
+            aligned = np.where(measured, scale * pred_valid, self.min_depth_m)
+            result['delta1_aligned'] = MetricSums.from_pixels(aligned, gt_valid).finalize()[
+                'delta1']
         for name, lo, hi in DEPTH_BANDS_M:
             in_band = (gt_valid > lo) & (gt_valid <= hi)
             if np.any(in_band):
@@ -405,13 +414,16 @@ class MetricAggregator:
             (all valid pixels).
         """
         scored = [f for f in self.per_frame if f['n_pixels']]
-        keys = [*METRIC_NAMES, 'pred_nan_fraction', 'delta1_aligned']
+        keys = [*METRIC_NAMES, 'pred_nan_fraction']
         out: dict[str, float | None] = {
             key: (float(np.mean([f[key] for f in scored])) if scored else None) for key in keys}
+        scaled = [f for f in scored if f['scale_ratio'] is not None]  # not all NaN
+        out['delta1_aligned'] = (float(np.mean([f['delta1_aligned'] for f in scaled]))
+                                 if scaled else None)
         out['scale_error'] = (float(np.exp(np.mean([abs(math.log(f['scale_ratio']))
-                                                    for f in scored]))) if scored else None)
-        out['scale_slope'] = scale_slope([f['gt_median_m'] for f in scored],
-                                         [f['scale_ratio'] for f in scored])
+                                                    for f in scaled]))) if scaled else None)
+        out['scale_slope'] = scale_slope([f['gt_median_m'] for f in scaled],
+                                         [f['scale_ratio'] for f in scaled])
         masks = [f['mask_accuracy'] for f in self.per_frame if f.get('mask_accuracy') is not None]
         if masks:
             out['mask_accuracy'] = float(np.mean(masks))

@@ -45,7 +45,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Float32
 
-from metric_solver_ros.anchor_modes import AnchorSelector
+from metric_solver_ros.anchor_modes import AnchorSelector, RoiOutsideImage
 from metric_solver_ros.conversions import (
     POINTFIELD_FLOAT32,
     MessageError,
@@ -97,7 +97,7 @@ class ThrottledLog:
         self._lock = threading.Lock()
 
     def warn(self, key: str, text: str, level: str = 'warning') -> None:
-        """Log ``text`` unless the same kind of message was logged within the period.
+        """Log ``text`` at ``level`` (warning or error) unless its kind was logged lately.
 
         The kind is ``key`` plus the text with its numbers blanked, so different problems
         (a short buffer, an unknown encoding) each get through, and a flood of one does not.
@@ -113,7 +113,12 @@ class ThrottledLog:
             self._state[key] = [now, 0]
         if suppressed:
             text += f' ({suppressed} more like this in the last {self._period_s:g} s)'
-        getattr(self._logger, level)(text)
+        # One call site per severity: rclpy refuses a call site whose severity changes
+        # ("Logger severity cannot be changed between calls").
+        if level == 'error':
+            self._logger.error(text)
+        else:
+            self._logger.warning(text)
 
 
 class _Mailbox:
@@ -227,6 +232,7 @@ class MetricSolverNode(Node):
         self._last_rgb: np.ndarray | None = None
         self._frames = 0
         self._oom_streak = 0
+        self._told_distortion = False  # the lens-distortion note is logged once
         self._mailbox = _Mailbox()
         self._stop = threading.Event()
 
@@ -411,14 +417,24 @@ class MetricSolverNode(Node):
             except Exception as exc:  # the node must keep serving whatever happens
                 if self._stop.is_set() or not rclpy.ok():
                     return  # shutting down: publishers are gone
-                self._log.warn(f'worker:{type(exc).__name__}',
-                               f'frame dropped: {type(exc).__name__}: {exc}', level='error')
+                try:
+                    self._log.warn(f'worker:{type(exc).__name__}',
+                                   f'frame dropped: {type(exc).__name__}: {exc}', level='error')
+                except Exception as log_exc:  # not even logging may end the worker
+                    print(f'metric_solver_ros: frame dropped: {type(exc).__name__}: {exc} '
+                          f'(logging failed: {log_exc})', file=sys.stderr, flush=True)
 
     def _points_request(self, settings: RuntimeSettings,
                         info: CameraInfo | None) -> PointsRequest | None:
         if (info is None or not settings.publish_points
                 or self._pub_points.get_subscription_count() == 0):
             return None
+        if not self._told_distortion and any(float(v) != 0.0 for v in info.d):
+            self._told_distortion = True
+            self.get_logger().warning(
+                f'camera_info has lens distortion ({info.distortion_model}, d != 0): `points` '
+                f'back-projects with the pinhole k and does not undistort, so points towards '
+                f'the image edges are off unless the image is rectified (image_rect)')
         return PointsRequest(intrinsics=camera_info_to_intrinsics(info),
                              stride=settings.points_stride,
                              max_range_m=settings.points_max_range or math.inf, with_rgb=True)
@@ -448,9 +464,14 @@ class MetricSolverNode(Node):
         if settings.anchor_mode != 'fixed':
             with self._lock:
                 before = self._selector.current_m
-                after = self._selector.update(
-                    result.depth_m, settings.roi_or_none if settings.anchor_mode == 'roi'
-                    else None)
+                try:
+                    after = self._selector.update(
+                        result.depth_m, settings.roi_or_none if settings.anchor_mode == 'roi'
+                        else None)
+                except RoiOutsideImage as exc:
+                    after = before
+                    self._log.warn('roi_outside', f'anchor_mode roi: {exc}: anchor kept at '
+                                   f'{before:g} m; set `roi` within the image')
             if after != before:
                 self.get_logger().info(f'{settings.anchor_mode} anchor: {before:g} m -> '
                                        f'{after:g} m')
@@ -475,8 +496,18 @@ class MetricSolverNode(Node):
         with self._lock:
             settings = self._settings
             anchors = self._current_anchors()
-        result = self.engine.redecode(anchors,
-                                      points=self._points_request(settings, self._last_info))
+        points = self._points_request(settings, self._last_info)
+        try:
+            if self.engine.has_frame:
+                result = self.engine.redecode(anchors, points=points)
+            else:  # a setting change (flip_tta) dropped the cached features: encode again
+                result = self.engine.infer(self._last_rgb, anchors, points=points)
+        except EngineOutOfMemory as exc:
+            self._on_out_of_memory(exc)
+            return
+        except EngineError as exc:
+            self._log.warn('engine', f're-decode dropped: {exc}')
+            return
         self._publish(result, self._last_header, self._last_info, settings)
 
     # ------------------------------------------------------------------------ publishing

@@ -8,6 +8,7 @@ defaults (a test keeps the two in step), and the README's parameter table is gen
 
 from __future__ import annotations
 
+import array
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -160,7 +161,8 @@ def validate_changes(current: RuntimeSettings, changes: Mapping[str, Any],
                                  f'got {value!r}')
             updates[name] = value
         elif name == 'roi':
-            values = list(value) if isinstance(value, (list, tuple)) else None
+            # rclpy hands integer arrays over as list or array.array('q'), depending on the path
+            values = list(value) if isinstance(value, (list, tuple, array.array)) else None
             if (values is None or len(values) != 4 or any(isinstance(v, bool) or
                                                           not isinstance(v, int) for v in values)
                     or any(v < 0 for v in values)):

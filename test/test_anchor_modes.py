@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from metric_solver_ros.anchor_modes import AnchorSelector, AnchorSelectorSettings
+from metric_solver_ros.anchor_modes import AnchorSelector, AnchorSelectorSettings, RoiOutsideImage
 
 POOL = (0.5, 1.0, 2.0, 4.0, 6.0, 10.0, 20.0, 40.0, 80.0, 120.0)
 
@@ -62,6 +62,14 @@ def test_roi_uses_only_the_region():
 def test_roi_clipped_to_the_image(roi):
     selector = AnchorSelector(POOL, 10.0, AnchorSelectorSettings(patience=1))
     assert selector.update(scene(1.5), roi=roi) == 2.0
+
+
+def test_roi_outside_the_image_keeps_the_anchor_and_says_so():
+    # e.g. a roi set for 640x480 on a 320x240 stream: no pixel to choose from
+    selector = AnchorSelector(POOL, 1.0, AnchorSelectorSettings(patience=1))
+    with pytest.raises(RoiOutsideImage, match='no pixel in the 50x40 image'):
+        selector.update(scene(0.7), roi=(400, 300, 100, 100))
+    assert selector.current_m == 1.0
 
 
 def test_reset_forgets_pending_change():

@@ -3,6 +3,7 @@
 import array
 import subprocess
 import sys
+import zlib
 
 import cv2
 import numpy as np
@@ -75,6 +76,14 @@ def test_compressed_round_trip_and_corruption():
         compressed_to_rgb(broken)
     with pytest.raises(MessageError, match='no data'):
         compressed_to_rgb(CompressedImage(format='jpeg'))
+    # A PNG whose header claims 60000x60000 px (a decompression bomb): OpenCV raises instead
+    # of returning None; still a refused message, not an exception of another kind.
+    header = bytearray(png.tobytes())
+    header[16:24] = (60000).to_bytes(4, 'big') * 2  # IHDR width, height
+    header[29:33] = zlib.crc32(bytes(header[12:29])).to_bytes(4, 'big')
+    bomb = CompressedImage(format='png', data=array.array('B', bytes(header)))
+    with pytest.raises(MessageError, match='could not decode'):
+        compressed_to_rgb(bomb)
 
 
 def test_depth_encodings():

@@ -173,6 +173,23 @@ def test_flip_tta_is_mirror_symmetric():
     assert not engine.has_frame  # switching TTA drops the cached features
 
 
+def test_flip_tta_changed_during_a_frame_does_not_mix_into_it():
+    torch.manual_seed(1)
+    model = create_model(CONFIG)
+    image = camera_image(84, 56)
+    plain = DepthEngine(model, device='cpu').infer(image, [2.0, 4.0]).depth_m
+    raced = DepthEngine(model, device='cpu')
+
+    def encode_and_switch(x):  # flip_tta turned on mid-frame (the executor thread can)
+        raced.flip_tta = True
+        return model.encode(x)
+
+    raced._encode = encode_and_switch
+    result = raced.infer(image, [2.0, 4.0])  # was: mirror-averaged with itself, or an error
+    np.testing.assert_allclose(result.depth_m, plain, rtol=1e-5, atol=1e-5)
+    assert raced.flip_tta and not np.allclose(plain, plain[:, ::-1], atol=1e-3)
+
+
 @pytest.mark.parametrize('anchors, message', [
     ([], 'no anchor'), (0.0, '> 0'), (-1.0, '> 0'), (math.nan, 'finite'), (math.inf, 'finite'),
     (0.1, 'outside'), (500.0, 'outside'), (['far'], 'not a number'), ([True], 'not a number'),
@@ -187,6 +204,7 @@ def test_bad_anchors_are_rejected_with_a_reason(engine, image, anchors, message)
     (np.zeros((10, 10), np.uint8), 'HxWx3 uint8'),
     (np.zeros((10, 10, 3), np.float32), 'HxWx3 uint8'),
     (np.zeros((1, 10, 3), np.uint8), 'too small'),
+    (np.zeros((8, 640, 3), np.uint8), 'aspect ratio above 8:1'),
     ('image.png', 'numpy array or tensor'),
 ])
 def test_bad_images_are_rejected_with_a_reason(engine, bad, message):

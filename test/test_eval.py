@@ -166,6 +166,15 @@ def test_cli_errors_are_value_errors(tmp_path):
         eval_command.run(_parse([*common, '--depth-topic', '/nope']))
     with pytest.raises(ValueError, match='--min-depth'):
         eval_command.run(_parse([*common, '--cap', '0.0001']))
+    with pytest.raises(ValueError, match='need 0 < --min-depth'):
+        eval_command.run(_parse([*common, '--min-depth', '0']))  # log metrics undefined at 0
+    with pytest.raises(ValueError, match='--pred-topic and --depth-topic are both'):
+        eval_command.run(_parse([*common, '--depth-topic', PRED]))  # was: 0 frames, exit 0
+    with pytest.raises(ValueError, match=f'--depth-topic {INFO} is sensor_msgs/msg/CameraInfo, '
+                                         f'not Image'):
+        eval_command.run(_parse([*common, '--depth-topic', INFO]))
+    with pytest.raises(ValueError, match=f'--camera-info-topic {DEPTH} is sensor_msgs/msg/Image'):
+        eval_command.run(_parse([*common, '--camera-info-topic', DEPTH]))
     with pytest.raises(ValueError, match='--pred-topic needs --bag'):
         eval_command.run(_parse(['--synthetic', 'indoor', '--pred-topic', PRED]))
     with pytest.raises(FileNotFoundError):

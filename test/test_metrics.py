@@ -170,6 +170,29 @@ def test_scale_slope_measures_whether_predictions_follow_the_scene_depth():
     assert same.frame_mean()['scale_slope'] is None
 
 
+def test_scale_diagnostics_use_the_predicted_pixels_only():
+    # A sensor-like prediction: exact where measured, NaN (a hole) on 60 % of the pixels. The
+    # scale is right (1); NaN pixels still count as wrong in delta1 and delta1_aligned.
+    agg = MetricAggregator(cap_m=100.0)
+    for k in (1.0, 2.0, 4.0):
+        gt = k * np.arange(1.0, 11.0).reshape(2, 5)
+        pred = gt.copy()
+        pred.flat[:6] = np.nan
+        frame = agg.add(pred, gt)
+        assert frame['scale_ratio'] == pytest.approx(1.0)
+        assert frame['delta1'] == frame['delta1_aligned'] == pytest.approx(0.4)
+    mean = agg.frame_mean()
+    assert mean['scale_error'] == pytest.approx(1.0) and mean['scale_slope'] == pytest.approx(1.0)
+    only_holes = agg.add(np.full((2, 5), np.nan), np.ones((2, 5)))
+    assert only_holes['scale_ratio'] is None and only_holes['delta1'] == 0.0
+    assert agg.frame_mean()['scale_error'] == pytest.approx(1.0)
+
+
+def test_min_depth_must_be_positive():
+    with pytest.raises(ValueError, match='need 0 < min_depth'):
+        MetricAggregator(min_depth_m=0.0, cap_m=10.0)
+
+
 def test_scale_diagnostics_are_none_without_valid_pixels():
     agg = MetricAggregator(cap_m=10.0)
     frame = agg.add(np.ones((2, 2)), np.full((2, 2), np.inf))

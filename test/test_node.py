@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from node_harness import camera_image, small_checkpoint
 
-from metric_solver_ros.node import ERROR_LOG_PERIOD_S
+from metric_solver_ros.node import ERROR_LOG_PERIOD_S, ThrottledLog
 from metric_solver_ros.node_client import DepthNodeClient as Probe
 from metric_solver_ros.node_client import (
     NodeProcess,
@@ -220,6 +220,15 @@ def test_auto_and_roi_modes_follow_the_documented_rule(node):
             seen.add(info.anchor)
             selector.update(image_array(depth), tuple(roi) if mode == 'roi' else None)
         assert seen == {6.0, 4.0}, f'{mode}: {seen}'
+    # A roi with no pixel in the image (set for a larger camera): the anchor stays, with a
+    # warning, instead of jumping to the largest anchor of the pool.
+    assert probe.set_parameters(anchor_mode='fixed', anchor=2.0)[0].successful
+    assert probe.set_parameters(roi=[1000, 1000, 50, 50], anchor_mode='roi')[0].successful
+    for i in range(3):
+        request(probe, (40 + i) * 1_000_000_000, keys=('depth_info',))
+    assert wait_for(lambda: 'has no pixel in the' in process.output(), 10.0)
+    assert {m.anchor for m in probe.messages('depth_info')
+            if stamp_ns(m) >= 40_000_000_000} == {2.0}
     assert probe.set_parameters(anchor_mode='fixed', anchor=10.0)[0].successful
 
 
@@ -245,9 +254,11 @@ def test_broken_images_do_not_kill_the_node(node):
     cases = [('rgb8', WIDTH * 3, b'\x00' * 10, 'data holds 10 bytes'),
              ('rgb8', 7, rgb.tobytes(), 'shorter than one row'),
              ('16UC1', WIDTH * 2, b'\x00' * WIDTH * 2 * HEIGHT, "encoding '16UC1'"),
-             ('weird', WIDTH * 3, rgb.tobytes(), "encoding 'weird'")]
+             ('weird', WIDTH * 3, rgb.tobytes(), "encoding 'weird'"),
+             ('rgb8', WIDTH * 3, rgb[:4].tobytes(), 'aspect ratio above')]  # 4 rows
     for encoding, step, data, reason in cases:
-        msg = Image(height=HEIGHT, width=WIDTH, encoding=encoding, step=step)
+        rows = len(data) // step if reason == 'aspect ratio above' else HEIGHT
+        msg = Image(height=rows, width=WIDTH, encoding=encoding, step=step)
         msg.header.stamp.sec = 9
         msg.data = data
         # Sent again every second until the node has said why it dropped it (best effort).
@@ -294,6 +305,18 @@ def test_bad_checkpoint_refuses_to_start(tmp_path, rclpy_context):
     output = process.output()
     process.stop()
     assert 'cannot start' in output and str(bad) in output
+
+
+def test_throttled_log_mixes_warnings_and_errors():
+    # rclpy refuses a call site whose severity changes: with one call site for both levels,
+    # an error after a warning (no camera_info, then any failed frame) raised in the worker
+    # and killed it; a refused parameter after an error killed the executor.
+    from rclpy.logging import get_logger
+
+    log = ThrottledLog(get_logger('throttled_log_test'))
+    log.warn('a', 'first a warning')
+    log.warn('b', 'then an error', level='error')
+    log.warn('c', 'and a warning again')
 
 
 def test_depth_statistics_hand_computed():

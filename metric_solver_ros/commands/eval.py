@@ -69,8 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     """Reject inconsistent options with a ValueError that names them."""
-    if not 0.0 <= args.min_depth < args.cap:
-        raise ValueError(f'need 0 <= --min-depth < --cap, got {args.min_depth} and {args.cap}')
+    if not 0.0 < args.min_depth < args.cap:  # > 0: predictions are clipped to it (log metrics)
+        raise ValueError(f'need 0 < --min-depth < --cap, got {args.min_depth} and {args.cap}')
+    if args.pred_topic is not None and args.pred_topic == args.depth_topic:
+        raise ValueError(f'--pred-topic and --depth-topic are both {args.depth_topic}: a '
+                         'prediction is scored against a different ground-truth topic')
     if args.tolerance_ms < 0:
         raise ValueError(f'--tolerance-ms must be >= 0, got {args.tolerance_ms}')
     if args.max_frames is not None and args.max_frames < 1:
@@ -99,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
     anchors = tuple(dict.fromkeys(args.anchors or evaluation.DEFAULT_EVAL_ANCHORS_M))
 
     if args.bag is not None:
+        from metric_solver_ros.bagio import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, check_topics
+
+        check_topics(args.bag, {
+            '--image-topic': (args.image_topic, (IMAGE, COMPRESSED_IMAGE)),
+            '--depth-topic': (args.depth_topic, (IMAGE,)),
+            '--pred-topic': (args.pred_topic, (IMAGE,)),
+            '--camera-info-topic': (args.camera_info_topic, (CAMERA_INFO,))})
         frames: Any = evaluation.BagFrames(
             args.bag, args.image_topic, args.depth_topic, pred_topic=args.pred_topic,
             tolerance_ns=round(args.tolerance_ms * 1e6), max_frames=args.max_frames)

@@ -45,11 +45,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from metric_solver_ros.bagio import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE
 from metric_solver_ros.node_client import close_spun_node, matched_publishers, wait_for
 
-IMAGE = 'sensor_msgs/msg/Image'
-COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
-CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 DEPTH_INFO = 'metric_solver_ros/msg/DepthInfo'
 #: Node outputs recorded: key -> (topic below the namespace, message type).
 OUTPUTS = {'depth': ('depth', IMAGE), 'anchor_mask': ('anchor_mask', IMAGE),
@@ -489,20 +487,15 @@ def run(args: argparse.Namespace) -> int:
         ValueError: For bad options or topics (the message lists the bag's topics).
         FileNotFoundError: If the bag is missing.
     """
-    from metric_solver_ros.bagio import list_topics
+    from metric_solver_ros.bagio import check_topics
 
     _check(args)
-    bag_topics = list_topics(args.bag)
-    have = ', '.join(f'{t} [{k}]' for t, k in bag_topics.items()) or 'nothing'
-    image_type = bag_topics.get(args.image_topic)
-    if image_type not in (IMAGE, COMPRESSED_IMAGE):
-        what = 'is not in' if image_type is None else f'is {image_type}, not an image, in'
-        raise ValueError(f'--image-topic {args.image_topic} {what} {args.bag}; it holds: {have}')
+    bag_topics = check_topics(args.bag, {
+        '--image-topic': (args.image_topic, (IMAGE, COMPRESSED_IMAGE)),
+        '--camera-info-topic': (args.camera_info_topic, (CAMERA_INFO,))})
+    image_type = bag_topics[args.image_topic]
     publish = {args.image_topic}
     if args.camera_info_topic is not None:
-        if bag_topics.get(args.camera_info_topic) != CAMERA_INFO:
-            raise ValueError(f'--camera-info-topic {args.camera_info_topic} is not a CameraInfo '
-                             f'topic of {args.bag}; it holds: {have}')
         publish.add(args.camera_info_topic)
     copied = sorted(publish | ({args.depth_topic} if args.depth_topic in bag_topics else set()))
     outputs = ['depth', 'anchor_mask', 'depth_info'] + (['points'] if args.points else [])
