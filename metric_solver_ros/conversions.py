@@ -162,14 +162,36 @@ def depth_image_to_m(msg: Any) -> np.ndarray:
     return values.astype(np.float32, copy=True)
 
 
+def _binning_and_roi(msg: Any) -> tuple[int, int, int, int, int, int]:
+    """``(bx, by, x_offset, y_offset, roi_width, roi_height)`` of a CameraInfo (REP 104)."""
+    bx = int(getattr(msg, 'binning_x', 0) or 0) or 1  # 0 and 1 both mean no binning
+    by = int(getattr(msg, 'binning_y', 0) or 0) or 1
+    roi = getattr(msg, 'roi', None)
+    if roi is None or not (roi.width or roi.height):
+        return bx, by, 0, 0, 0, 0  # the full resolution
+    return bx, by, int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+
+
+def camera_info_image_size(msg: Any) -> tuple[int, int]:
+    """``(width, height)`` [px] of the images a CameraInfo describes (REP 104).
+
+    ``width`` / ``height`` are the sensor's full resolution; a region of interest and binning
+    make the images smaller. (0, 0) when the message leaves the size unset.
+    """
+    bx, by, _, _, roi_w, roi_h = _binning_and_roi(msg)
+    return (roi_w or int(msg.width)) // bx, (roi_h or int(msg.height)) // by
+
+
 def camera_info_to_intrinsics(msg: Any) -> tuple[float, float, float, float]:
-    """Read the pinhole intrinsics of a ``sensor_msgs/CameraInfo``.
+    """Read the pinhole intrinsics of a ``sensor_msgs/CameraInfo``, for the images it describes.
 
     Args:
-        msg: CameraInfo; the intrinsic matrix ``k`` (row-major 3x3) is used.
+        msg: CameraInfo; the intrinsic matrix ``k`` (row-major 3x3, at the sensor's full
+            resolution) is used, reduced by the region of interest and binning when the message
+            has them (REP 104, as image_geometry does).
 
     Returns:
-        ``(fx, fy, cx, cy)`` in pixels.
+        ``(fx, fy, cx, cy)`` in pixels of the (binned, cropped) image.
 
     Raises:
         MessageError: If ``k`` is missing, non-finite, or has a non-positive focal length.
@@ -183,7 +205,8 @@ def camera_info_to_intrinsics(msg: Any) -> tuple[float, float, float, float]:
                            f'cx={cx}, cy={cy})')
     if fx <= 0.0 or fy <= 0.0:
         raise MessageError(f'camera_info focal lengths must be > 0 (fx={fx}, fy={fy})')
-    return fx, fy, cx, cy
+    bx, by, x0, y0, _, _ = _binning_and_roi(msg)
+    return fx / bx, fy / by, (cx - x0) / bx, (cy - y0) / by
 
 
 def scale_intrinsics(intrinsics: Sequence[float], from_size: tuple[int, int],

@@ -14,7 +14,10 @@ Protocol (``docs/METHOD.md``, "Evaluation protocol"):
 
   - ``delta1/2/3``: fraction with ``max(p / g, g / p) < 1.25 ** k`` for k = 1, 2, 3;
   - ``abs_rel``: ``mean(|p - g| / g)``;
+  - ``sq_rel`` [m]: ``mean((p - g) ** 2 / g)``;
   - ``rmse`` [m]: ``sqrt(mean((p - g) ** 2))``;
+  - ``rmse_log``: ``sqrt(mean((ln p - ln g) ** 2))`` (``sq_rel`` and ``rmse_log`` are not in the
+    paper; the Eigen et al. set that KITTI tables and Depth Anything V2's metric code report);
   - ``log10``: ``mean(|log10 p - log10 g|)``;
   - ``silog``: ``100 * sqrt(mean(e ** 2) - SILOG_LAMBDA * mean(e) ** 2)`` with
     ``e = ln p - ln g`` and ``SILOG_LAMBDA = 1.0`` (the scale-invariant log error of the KITTI
@@ -54,7 +57,7 @@ import numpy as np
 
 #: Metric names, in report order (the headline metrics of the paper plus SILog).
 METRIC_NAMES: tuple[str, ...] = (
-    'delta1', 'delta2', 'delta3', 'abs_rel', 'rmse', 'log10', 'silog')
+    'delta1', 'delta2', 'delta3', 'abs_rel', 'sq_rel', 'rmse', 'rmse_log', 'log10', 'silog')
 #: Default lower GT / prediction limit [m].
 DEFAULT_MIN_DEPTH_M = 1e-3
 #: Default evaluation cap [m] (the paper's outdoor cap; use 10 indoors).
@@ -132,6 +135,7 @@ class MetricSums:
         n_delta2: Pixels with ratio < 1.25 ** 2.
         n_delta3: Pixels with ratio < 1.25 ** 3.
         abs_rel: Sum of ``|p - g| / g``.
+        sq_rel_m: Sum of ``(p - g) ** 2 / g`` [m].
         sq_err_m2: Sum of ``(p - g) ** 2`` [m^2].
         log10: Sum of ``|log10 p - log10 g|``.
         log_err: Sum of ``ln p - ln g``.
@@ -144,6 +148,7 @@ class MetricSums:
     n_delta2: int = 0
     n_delta3: int = 0
     abs_rel: float = 0.0
+    sq_rel_m: float = 0.0
     sq_err_m2: float = 0.0
     log10: float = 0.0
     log_err: float = 0.0
@@ -175,6 +180,7 @@ class MetricSums:
             n_delta2=int(np.count_nonzero(ratio < 1.25 ** 2)),
             n_delta3=int(np.count_nonzero(ratio < 1.25 ** 3)),
             abs_rel=float(np.sum(np.abs(p - g) / g)),
+            sq_rel_m=float(np.sum((p - g) ** 2 / g)),
             sq_err_m2=float(np.sum((p - g) ** 2)),
             log10=float(np.sum(np.abs(np.log10(p) - np.log10(g)))),
             log_err=float(np.sum(log_err)),
@@ -190,8 +196,8 @@ class MetricSums:
         """Return the metrics of these pixels (values None when ``n == 0``), plus ``n_pixels``.
 
         Returns:
-            ``{'delta1', 'delta2', 'delta3', 'abs_rel', 'rmse' [m], 'log10', 'silog',
-            'pred_nan_fraction', 'n_pixels'}``.
+            ``{'delta1', 'delta2', 'delta3', 'abs_rel', 'sq_rel' [m], 'rmse' [m], 'rmse_log',
+            'log10', 'silog', 'pred_nan_fraction', 'n_pixels'}``.
         """
         n = self.n
         if n == 0:
@@ -205,7 +211,9 @@ class MetricSums:
             'delta2': self.n_delta2 / n,
             'delta3': self.n_delta3 / n,
             'abs_rel': self.abs_rel / n,
+            'sq_rel': self.sq_rel_m / n,
             'rmse': math.sqrt(self.sq_err_m2 / n),
+            'rmse_log': math.sqrt(self.log_err_sq / n),
             'log10': self.log10 / n,
             'silog': 100.0 * math.sqrt(max(0.0, self.log_err_sq / n - SILOG_LAMBDA * mean_e ** 2)),
             'pred_nan_fraction': self.n_pred_nan / n,

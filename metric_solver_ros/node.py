@@ -49,6 +49,7 @@ from metric_solver_ros.anchor_modes import AnchorSelector, RoiOutsideImage
 from metric_solver_ros.conversions import (
     POINTFIELD_FLOAT32,
     MessageError,
+    camera_info_image_size,
     camera_info_to_intrinsics,
     compressed_to_rgb,
     image_to_rgb,
@@ -396,9 +397,10 @@ class MetricSolverNode(Node):
         except MessageError as exc:
             self._log.warn('bad_camera_info', f'ignoring camera_info: {exc}')
             return None
-        if (info.width, info.height) != (width, height) and (info.width or info.height):
-            self._log.warn('camera_info_size', f'ignoring camera_info for a {info.width}x'
-                           f'{info.height} image: the image is {width}x{height}')
+        described = camera_info_image_size(info)  # binning / roi reduce the sensor's size
+        if described != (width, height) and any(described):
+            self._log.warn('camera_info_size', f'ignoring camera_info for a {described[0]}x'
+                           f'{described[1]} image: the image is {width}x{height}')
             return None
         return info
 
@@ -524,7 +526,8 @@ class MetricSolverNode(Node):
             for field in ('height', 'width', 'distortion_model', 'd', 'k', 'r', 'p',
                           'binning_x', 'binning_y', 'roi'):
                 setattr(out, field, getattr(info, field))
-            out.height, out.width = depth.shape
+            if not (out.width or out.height):  # else the sensor's size, as the camera said
+                out.height, out.width = depth.shape
             out.header = header
             self._pub_depth_info_cam.publish(out)
         if self._pub_mask.get_subscription_count():

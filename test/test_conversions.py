@@ -12,6 +12,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from metric_solver_ros.conversions import (
     MessageError,
+    camera_info_image_size,
     camera_info_to_intrinsics,
     compressed_to_rgb,
     depth_image_to_m,
@@ -126,6 +127,20 @@ def test_camera_info_intrinsics_and_refusals():
     info.k = [float('nan'), 0.0, 320.0, 0.0, 510.0, 240.0, 0.0, 0.0, 1.0]
     with pytest.raises(MessageError, match='not finite'):
         camera_info_to_intrinsics(info)
+
+
+def test_camera_info_with_binning_and_roi_describes_the_smaller_image():
+    # REP 104: width/height and k are the full sensor's; the image is the roi, binned.
+    info = CameraInfo(width=1280, height=960, binning_x=2, binning_y=2)
+    info.k = [1000.0, 0.0, 640.0, 0.0, 1020.0, 480.0, 0.0, 0.0, 1.0]
+    assert camera_info_image_size(info) == (640, 480)
+    assert camera_info_to_intrinsics(info) == (500.0, 510.0, 320.0, 240.0)
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 40, 800, 600
+    assert camera_info_image_size(info) == (400, 300)
+    assert camera_info_to_intrinsics(info) == (500.0, 510.0, 270.0, 220.0)
+    plain = CameraInfo(width=640, height=480)  # binning 0 = none, no roi
+    assert camera_info_image_size(plain) == (640, 480)
+    assert camera_info_image_size(CameraInfo()) == (0, 0)
 
 
 def test_scale_intrinsics_keeps_pixel_centres():

@@ -56,7 +56,9 @@ def test_hand_computed_values():
     # ratios 2, 1, 2, 1: 2 > 1.25**3 = 1.953125 fails every threshold.
     assert m['delta1'] == m['delta2'] == m['delta3'] == 0.5
     assert m['abs_rel'] == pytest.approx((1 / 1 + 0 + 2 / 4 + 0) / 4)            # 0.375
+    assert m['sq_rel'] == pytest.approx((1 / 1 + 0 + 4 / 4 + 0) / 4)             # 0.5
     assert m['rmse'] == pytest.approx(math.sqrt((1 + 0 + 4 + 0) / 4))             # 1.1180
+    assert m['rmse_log'] == pytest.approx(math.log(2) / math.sqrt(2))             # 0.4901
     assert m['log10'] == pytest.approx(2 * math.log10(2) / 4)                     # 0.1505
     # e = (ln2, 0, -ln2, 0): mean 0, mean square ln2^2 / 2.
     assert m['silog'] == pytest.approx(100 * math.log(2) / math.sqrt(2))          # 49.013

@@ -459,7 +459,8 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     profile = json.loads((out / 'train_step.jsonl').read_text())
     assert profile['batch_size'] == 2 and profile['workers'] == 12 and profile['ms']['step'] > 0
     model = load_checkpoint(out / 'ckpt_fp16.safetensors')
-    assert model.config.preset == 'tiny' and model.config.input_size == (266, 350)
+    # a new model infers at its training resolution (not the preset's 266x350)
+    assert model.config.preset == 'tiny' and model.config.input_size == (56, 70)
     assert int(read_checkpoint_metadata(out / 'ckpt_fp16.safetensors')['train_step']) >= 1
     assert any(r['kind'] == 'train' for r in map(json.loads, (out / 'log.jsonl').open()))
 
