@@ -3,19 +3,63 @@
     ros2 launch metric_solver_ros depth.launch.py camera:=/camera/color device:=cuda
 
 Arguments: ``camera`` (namespace of the camera topics), ``image`` / ``camera_info`` (topic names
-under it), ``params_file`` (defaults to the installed config/depth.yaml), ``device``,
-``checkpoint``, ``image_transport``, ``large_data`` (Fast DDS LARGE_DATA transport for this node;
-best-effort images larger than a UDP datagram are otherwise lost, see the README).
+under it), ``namespace`` (of the node and its outputs), ``params_file`` (defaults to the installed
+config/depth.yaml), ``device``, ``checkpoint``, ``image_transport`` (each, when given, overrides
+the params file; empty, the default: the params file decides), ``large_data`` (Fast DDS
+LARGE_DATA transport for this node; best-effort images larger than a UDP datagram are otherwise
+lost, see the README).
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+#: Node parameters that launch arguments of the same name can set (all strings).
+LAUNCH_PARAMETERS = ('device', 'checkpoint', 'image_transport')
+
+
+def node_parameters(params_file, arguments, as_string):
+    """The node's parameter sources: the params file, then the launch arguments given.
+
+    Later entries win, so a given argument overrides the file; an empty one is left out (the
+    file, else the node's default, decides; an empty string would also not be a valid launch
+    parameter: launch_ros reads '' as YAML null).
+
+    Args:
+        params_file: The parameter file (path or substitution).
+        arguments: Launch argument values by parameter name ('' = not given).
+        as_string: Wraps a value so that it stays a string (no YAML typing of e.g. a path).
+
+    Returns:
+        The ``parameters`` list of the Node action.
+    """
+    given = {name: as_string(value) for name, value in arguments.items() if value != ''}
+    return [params_file, given] if given else [params_file]
+
+
+def _launch_node(context):
+    camera, image = LaunchConfiguration('camera'), LaunchConfiguration('image')
+    arguments = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_PARAMETERS}
+    return [Node(
+        package='metric_solver_ros',
+        executable='depth_node',
+        name='metric_solver',
+        namespace=LaunchConfiguration('namespace'),
+        output='screen',
+        parameters=node_parameters(LaunchConfiguration('params_file'), arguments,
+                                   lambda value: ParameterValue(value, value_type=str)),
+        remappings=[
+            ('image', [camera, '/', image]),
+            ('image/compressed', [camera, '/', image, '/compressed']),
+            ('camera_info', [camera, '/', LaunchConfiguration('camera_info')]),
+        ],
+    )]
 
 
 def generate_launch_description():
@@ -33,35 +77,16 @@ def generate_launch_description():
         DeclareLaunchArgument('params_file',
                               default_value=os.path.join(share, 'config', 'depth.yaml'),
                               description='Parameter file'),
-        DeclareLaunchArgument('device', default_value='auto', description='auto | cuda | cpu'),
+        DeclareLaunchArgument('device', default_value='',
+                              description='auto | cuda | cpu; empty = from params_file'),
         DeclareLaunchArgument('checkpoint', default_value='',
-                              description='Model file; empty = the bundled default model'),
-        DeclareLaunchArgument('image_transport', default_value='raw',
-                              description='raw | compressed'),
+                              description='Model file; empty = from params_file (there empty = '
+                                          'the bundled default model)'),
+        DeclareLaunchArgument('image_transport', default_value='',
+                              description='raw | compressed; empty = from params_file'),
         DeclareLaunchArgument('large_data', default_value='true',
                               description='Use Fast DDS LARGE_DATA transport for this node'),
     ]
-    camera, image = LaunchConfiguration('camera'), LaunchConfiguration('image')
-    node = Node(
-        package='metric_solver_ros',
-        executable='depth_node',
-        name='metric_solver',
-        namespace=LaunchConfiguration('namespace'),
-        output='screen',
-        parameters=[
-            LaunchConfiguration('params_file'),
-            {
-                'device': LaunchConfiguration('device'),
-                'checkpoint': LaunchConfiguration('checkpoint'),
-                'image_transport': LaunchConfiguration('image_transport'),
-            },
-        ],
-        remappings=[
-            ('image', [camera, '/', image]),
-            ('image/compressed', [camera, '/', image, '/compressed']),
-            ('camera_info', [camera, '/', LaunchConfiguration('camera_info')]),
-        ],
-    )
     large_data = SetEnvironmentVariable('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA',
                                         condition=IfCondition(LaunchConfiguration('large_data')))
-    return LaunchDescription([*args, large_data, node])
+    return LaunchDescription([*args, large_data, OpaqueFunction(function=_launch_node)])

@@ -167,8 +167,8 @@ def _binning_and_roi(msg: Any) -> tuple[int, int, int, int, int, int]:
     bx = int(getattr(msg, 'binning_x', 0) or 0) or 1  # 0 and 1 both mean no binning
     by = int(getattr(msg, 'binning_y', 0) or 0) or 1
     roi = getattr(msg, 'roi', None)
-    if roi is None or not (roi.width or roi.height):
-        return bx, by, 0, 0, 0, 0  # the full resolution
+    if roi is None or not (roi.width and roi.height):
+        return bx, by, 0, 0, 0, 0  # the full resolution (REP 104: an unset roi is all 0)
     return bx, by, int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
 
 

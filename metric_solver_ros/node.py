@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import collections
+import copy
 import logging
 import math
 import os
@@ -237,25 +238,33 @@ class MetricSolverNode(Node):
         self._mailbox = _Mailbox()
         self._stop = threading.Event()
 
-        sensor_qos = qos_profile_sensor_data
-        out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        # A fresh profile per endpoint: rclpy writes `qos_overrides.<topic>...` values into the
+        # profile object it is given, so a shared one (let alone rclpy's global
+        # qos_profile_sensor_data) would carry one topic's override to the others.
+        def sensor_qos() -> QoSProfile:
+            return copy.copy(qos_profile_sensor_data)
+
+        def out_qos() -> QoSProfile:
+            return QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
         overrides = QoSOverridingOptions.with_default_policies()
         if fixed['image_transport'] == 'compressed':
             self.create_subscription(CompressedImage, 'image/compressed', self._on_image,
-                                     sensor_qos, qos_overriding_options=overrides)
+                                     sensor_qos(), qos_overriding_options=overrides)
         else:
-            self.create_subscription(Image, 'image', self._on_image, sensor_qos,
+            self.create_subscription(Image, 'image', self._on_image, sensor_qos(),
                                      qos_overriding_options=overrides)
-        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, sensor_qos,
+        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info, sensor_qos(),
                                  qos_overriding_options=overrides)
         self.create_subscription(Float32, 'anchor', self._on_anchor_topic, 10)
-        self._pub_depth = self.create_publisher(Image, 'depth', out_qos,
+        self._pub_depth = self.create_publisher(Image, 'depth', out_qos(),
                                                 qos_overriding_options=overrides)
         self._pub_depth_info_cam = self.create_publisher(CameraInfo, 'depth/camera_info',
-                                                         out_qos, qos_overriding_options=overrides)
-        self._pub_mask = self.create_publisher(Image, 'anchor_mask', out_qos,
+                                                         out_qos(),
+                                                         qos_overriding_options=overrides)
+        self._pub_mask = self.create_publisher(Image, 'anchor_mask', out_qos(),
                                                qos_overriding_options=overrides)
-        self._pub_points = self.create_publisher(PointCloud2, 'points', out_qos,
+        self._pub_points = self.create_publisher(PointCloud2, 'points', out_qos(),
                                                  qos_overriding_options=overrides)
         self._pub_info = self.create_publisher(DepthInfo, 'depth_info', 10)
         self.create_service(SetAnchor, 'set_anchor', self._on_set_anchor)
@@ -526,8 +535,8 @@ class MetricSolverNode(Node):
             for field in ('height', 'width', 'distortion_model', 'd', 'k', 'r', 'p',
                           'binning_x', 'binning_y', 'roi'):
                 setattr(out, field, getattr(info, field))
-            if not (out.width or out.height):  # else the sensor's size, as the camera said
-                out.height, out.width = depth.shape
+            if not (out.width or out.height or out.binning_x > 1 or out.binning_y > 1):
+                out.height, out.width = depth.shape  # else the sensor's size, as it was said
             out.header = header
             self._pub_depth_info_cam.publish(out)
         if self._pub_mask.get_subscription_count():

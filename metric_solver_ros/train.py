@@ -59,6 +59,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: N817
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from metric_solver_ros.data.augment import PATCH_PX
 from metric_solver_ros.losses import LossWeights, metric_solver_loss
 from metric_solver_ros.model import (
     MetricSolver,
@@ -213,6 +214,9 @@ class TrainConfig:
                                  f'{value!r}') from None
         checks = [
             (len(self.image_size) == 2 and min(self.image_size) > 0, 'image_size must be (H, W)'),
+            (all(v % PATCH_PX == 0 for v in self.image_size),
+             f'image_size {tuple(self.image_size)} must be multiples of the patch size '
+             f'{PATCH_PX} px'),
             (len(self.loss_weights) in (3, 4), 'loss_weights must be 3 or 4 numbers'),
             (len(self.augment_scale_range) == 2, 'augment_scale_range must be (lo, hi)'),
             (self.batch_size >= 1 and self.grad_accum_steps >= 1, 'batch sizes must be >= 1'),
@@ -719,13 +723,16 @@ def check_resumable(saved: dict[str, Any], cfg: TrainConfig, out_dir: pathlib.Pa
             ``init_from`` / ``preset`` / ``model``, would be trained, on the saved ``data``
             stream's position).
     """
-    def canonical(value: Any) -> str:
-        return json.dumps(value, sort_keys=True, default=str)
+    def canonical(name: str, value: Any) -> str:  # 1 and 1.0, a/b and ./a/b: the same
+        plain = json.loads(json.dumps(value, default=str), parse_int=float)
+        if name == 'init_from' and plain != 'scratch':
+            plain = os.path.abspath(plain)
+        return json.dumps(plain, sort_keys=True)
 
     now = asdict(cfg)
-    changed = [f'{name}: {canonical(saved[name])} in the run, {canonical(now[name])} now'
-               for name in RUN_DEFINING_FIELDS
-               if name in saved and canonical(saved[name]) != canonical(now[name])]
+    changed = [f'{name}: {json.dumps(saved[name], default=str)} in the run, '
+               f'{json.dumps(now[name], default=str)} now' for name in RUN_DEFINING_FIELDS
+               if name in saved and canonical(name, saved[name]) != canonical(name, now[name])]
     if changed:
         lines = '\n  '.join(changed)
         raise ValueError(f'{out_dir} holds a run with other settings, which resuming would '
@@ -742,6 +749,7 @@ def init_model(cfg: TrainConfig) -> tuple[MetricSolver, str]:
         load_checkpoint,
         load_official_state_dict,
         read_checkpoint_config,
+        read_checkpoint_metadata,
     )
 
     # A new model infers at the training resolution unless `model` says otherwise.
@@ -757,6 +765,9 @@ def init_model(cfg: TrainConfig) -> tuple[MetricSolver, str]:
         config = None
     if config is not None:  # a Metric-Solver checkpoint: fine-tuning
         source = load_checkpoint(path)
+        if 'train_step' not in read_checkpoint_metadata(path):
+            # never trained (`metric-solver convert` output): a new model, like official weights
+            config = config.replace(input_size=tuple(cfg.image_size))
         model = create_model(config.replace(**cfg.model) if cfg.model else config)
         model.load_state_dict(source.state_dict(), strict=True)
         return model, f'Metric-Solver checkpoint {path}'

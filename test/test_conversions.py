@@ -138,6 +138,9 @@ def test_camera_info_with_binning_and_roi_describes_the_smaller_image():
     info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 40, 800, 600
     assert camera_info_image_size(info) == (400, 300)
     assert camera_info_to_intrinsics(info) == (500.0, 510.0, 270.0, 220.0)
+    info.roi.width = 0  # half set: not a roi (REP 104: unset is all 0), offsets ignored
+    assert camera_info_image_size(info) == (640, 480)
+    assert camera_info_to_intrinsics(info) == (500.0, 510.0, 320.0, 240.0)
     plain = CameraInfo(width=640, height=480)  # binning 0 = none, no roi
     assert camera_info_image_size(plain) == (640, 480)
     assert camera_info_image_size(CameraInfo()) == (0, 0)

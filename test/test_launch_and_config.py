@@ -45,11 +45,37 @@ def test_launch_loads_the_installed_params_file():
                      (REPO / 'CMakeLists.txt').read_text())
 
 
-def test_launch_parameter_overrides_are_declared_parameters():
-    parameters = _kwargs(_node_call())['parameters']
-    overrides = [e for e in parameters.elts if isinstance(e, ast.Dict)]
-    keys = {ast.literal_eval(k) for d in overrides for k in d.keys}
-    assert keys and keys <= set(SPECS), keys - set(SPECS)
+def _launch_definitions() -> dict:
+    """LAUNCH_PARAMETERS and node_parameters of the launch file, without launch installed."""
+    tree = ast.parse(LAUNCH.read_text())
+    wanted = [n for n in tree.body
+              if (isinstance(n, ast.FunctionDef) and n.name == 'node_parameters')
+              or (isinstance(n, ast.Assign) and n.targets[0].id == 'LAUNCH_PARAMETERS')]
+    namespace: dict = {}
+    exec(compile(ast.Module(body=wanted, type_ignores=[]), str(LAUNCH), 'exec'), namespace)
+    return namespace
+
+
+def test_launch_arguments_override_the_params_file_only_when_given():
+    # An empty launch argument (the default) must leave the parameter to the params file: an
+    # always-passed default overrode what users wrote there, and launch_ros reads '' as null
+    # (a TypeError before the node starts).
+    launch = _launch_definitions()
+    names = launch['LAUNCH_PARAMETERS']
+    assert names and set(names) <= set(SPECS)
+    assert all(SPECS[name].read_only and isinstance(SPECS[name].default, str)
+               for name in names)
+    build = launch['node_parameters']
+    assert build('depth.yaml', dict.fromkeys(names, ''), str) == ['depth.yaml']
+    given = build('depth.yaml', {'device': 'cuda', 'checkpoint': '', 'image_transport': ''},
+                  lambda v: ('str', v))
+    assert given == ['depth.yaml', {'device': ('str', 'cuda')}]  # after the file: it wins
+    tree = ast.parse(LAUNCH.read_text())
+    defaults = {ast.literal_eval(c.args[0]): ast.literal_eval(_kwargs(c)['default_value'])
+                for c in ast.walk(tree) if isinstance(c, ast.Call)
+                and getattr(c.func, 'id', None) == 'DeclareLaunchArgument'
+                and isinstance(_kwargs(c)['default_value'], ast.Constant)}
+    assert all(defaults[name] == '' for name in names), defaults
 
 
 def test_params_file_lists_every_parameter_with_its_default():

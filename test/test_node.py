@@ -296,6 +296,43 @@ def test_no_camera_info_means_depth_but_no_points(checkpoint, tmp_path, rclpy_co
     assert code == 0 and elapsed < 2.0, (code, elapsed, process.output())
 
 
+def test_qos_override_of_one_link_leaves_the_others(checkpoint, tmp_path, rclpy_context):
+    # rclpy writes an override into the profile object it is given: with one shared profile,
+    # making the image link reliable made camera_info reliable too (a best-effort camera_info
+    # publisher then never reached the node), and the same for the outputs.
+    from rclpy.qos import ReliabilityPolicy
+
+    ns = '/cam_qos'
+    override = 'qos_overrides.{}.{}.reliability:={}'
+    process = NodeProcess(['-r', f'__ns:={ns}', '-p', f'checkpoint:={checkpoint}',
+                           '-p', 'device:=cpu',
+                           '-p', override.format(f'{ns}/image', 'subscription', 'reliable'),
+                           '-p', override.format(f'{ns}/depth/camera_info', 'publisher',
+                                                 'best_effort')], tmp_path / 'node.log')
+    probe = Probe(ns)
+    graph = probe.node
+
+    def reliability(kind: str, topic: str) -> ReliabilityPolicy | None:
+        get = (graph.get_subscriptions_info_by_topic if kind == 'sub'
+               else graph.get_publishers_info_by_topic)
+        infos = [i for i in get(f'{ns}/{topic}') if i.node_name == 'metric_solver']
+        return infos[0].qos_profile.reliability if infos else None
+
+    links = {('sub', 'image'): ReliabilityPolicy.RELIABLE,
+             ('sub', 'camera_info'): ReliabilityPolicy.BEST_EFFORT,
+             ('pub', 'depth'): ReliabilityPolicy.RELIABLE,
+             ('pub', 'depth/camera_info'): ReliabilityPolicy.BEST_EFFORT,
+             ('pub', 'anchor_mask'): ReliabilityPolicy.RELIABLE,
+             ('pub', 'points'): ReliabilityPolicy.RELIABLE}
+    try:
+        assert probe.set_anchor.wait_for_service(timeout_sec=60.0), process.output()
+        assert wait_for(lambda: all(reliability(*link) is not None for link in links), 30.0)
+        assert {link: reliability(*link) for link in links} == links
+    finally:
+        probe.close()
+        process.stop(signal.SIGTERM)
+
+
 def test_bad_checkpoint_refuses_to_start(tmp_path, rclpy_context):
     bad = tmp_path / 'broken.safetensors'
     bad.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"not": "json')

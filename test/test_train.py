@@ -10,7 +10,7 @@ import pathlib
 import re
 import subprocess
 import sys
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 
 import pytest
 import torch
@@ -22,6 +22,7 @@ from metric_solver_ros.train import (
     EMA,
     StepBatchSampler,
     TrainConfig,
+    check_resumable,
     configure_optimizer,
     get_lr,
     init_model,
@@ -377,7 +378,7 @@ def test_init_from_checkpoint_and_official_dinov2(tmp_path):
         init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'missing.pth')}))
 
 
-def test_a_new_model_infers_at_the_training_resolution():
+def test_a_new_model_infers_at_the_training_resolution(tmp_path):
     # Without model.input_size, a new model (scratch or official weights) takes image_size:
     # inference then shows the network the focal lengths [px] it was trained on.
     model_overrides = {k: v for k, v in load_config(SMOKE).model.items() if k != 'input_size'}
@@ -385,6 +386,32 @@ def test_a_new_model_infers_at_the_training_resolution():
     model, _ = init_model(cfg)
     assert model.config.input_size == (56, 84)
     assert get_config('tiny', **model_overrides).input_size != (56, 84)
+    # A converted file (never trained) is a new model too; a trained one keeps its own.
+    from metric_solver_ros.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / 'converted.safetensors', model, {'source_kind': 'dinov2'})
+    save_checkpoint(tmp_path / 'trained.safetensors', model, {'train_step': '5'})
+    for name, want in (('converted', (56, 112)), ('trained', (56, 84))):
+        cfg = replace(load_config(SMOKE, {'image_size': [56, 112]}), model={},
+                      init_from=str(tmp_path / f'{name}.safetensors'))
+        assert init_model(cfg)[0].config.input_size == want, name
+
+
+def test_image_size_must_be_patch_multiples():
+    with pytest.raises(ValueError, match=r'image_size \(200, 250\) must be multiples of the patch'):
+        load_config(SMOKE, {'image_size': [200, 250]})
+
+
+def test_resume_check_compares_meanings_not_spellings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(SMOKE, {'init_from': 'model.safetensors',
+                              'data': [{'source': 'synthetic', 'kind': 'mixed', 'weight': 1}]})
+    saved = asdict(replace(cfg, init_from=str(tmp_path / 'model.safetensors'),
+                           data=[{'source': 'synthetic', 'kind': 'mixed', 'weight': 1.0}]))
+    check_resumable(saved, cfg, tmp_path)  # the same run: no error
+    with pytest.raises(ValueError, match='data:'):
+        check_resumable({**saved, 'data': [{'source': 'synthetic', 'kind': 'indoor'}]}, cfg,
+                        tmp_path)
 
 
 def test_ddp_two_processes_stay_identical(tmp_path):

@@ -154,15 +154,22 @@ def _check_images(paths: list[pathlib.Path]) -> None:
         stems[path.stem] = path
 
 
-def read_rgb(path: pathlib.Path) -> Any:
+def read_rgb(path: pathlib.Path, as_stored: bool = False) -> Any:
     """Read an image file as uint8 RGB [H, W, 3] (grey and alpha images are converted).
+
+    Args:
+        path: The image file.
+        as_stored: Ignore an EXIF orientation tag (phone JPEGs): the pixels as stored, which
+            given intrinsics refer to. Otherwise the image is turned upright, as a viewer shows
+            it (what the network expects when no intrinsics tie it to the sensor).
 
     Raises:
         ValueError: If OpenCV cannot decode it.
     """
     import cv2
 
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    flags = cv2.IMREAD_COLOR | (cv2.IMREAD_IGNORE_ORIENTATION if as_stored else 0)
+    bgr = cv2.imread(str(path), flags)
     if bgr is None:
         raise ValueError(f'cannot read {path}: the file is not a decodable image')
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -198,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     scaled_notes: set[tuple[int, int]] = set()
     progress = tqdm(args.images, unit='image', disable=len(args.images) < 2)
     for path in progress:
-        rgb = read_rgb(path)
+        rgb = read_rgb(path, as_stored=args.fx is not None or calibration is not None)
         height, width = rgb.shape[:2]
         intrinsics = None
         if args.fx is not None:
