@@ -75,8 +75,9 @@ def evaluate_checkpoint(path: pathlib.Path, sets, frames_per_kind: int, size) ->
 
 def _row(name: str, metrics: dict) -> str:
     sky = metrics.get('sky_far_fraction')
+    mask = metrics['mask_accuracy']  # None without a mask head (0.0 is a real value)
     values = ' | '.join(f'{metrics[m]:.3f}' for m in METRICS)
-    return f'| {name} | {values} | {metrics["mask_accuracy"] or float("nan"):.3f} | ' \
+    return f'| {name} | {values} | {float("nan") if mask is None else mask:.3f} | ' \
            f'{"-" if sky is None else f"{sky:.3f}"} |'
 
 

@@ -47,6 +47,7 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -220,7 +221,12 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
     if weights.silog > 0:
         if not (config.mask_head and config.far_head):
             raise ValueError('the SILog term needs the mask and far heads (the fused depth)')
-        finite = valid & torch.isfinite(depth)  # valid: d > 0; sky (+inf) has no log error
+        # valid: d > 0. Neither sky (+inf) nor depths beyond the representation's reach
+        # (a + ln(1 / d_tf_eps) / k, ~550 m past the anchor; e.g. the horizon of a ground plane)
+        # have a log error the fused depth could reduce: both are "infinitely far" to it.
+        reach_m = anchors_m.float().reshape(-1, 1, 1, 1).to(depth.device) - math.log(
+            config.d_tf_eps) / config.k
+        finite = valid & torch.isfinite(depth) & (depth <= reach_m)
         loss_silog = silog_loss(soft_fused_depth(outputs, anchors_m, config), depth, finite)
 
     loss = (weights.sn * loss_sn + weights.tf * loss_tf + weights.mask * loss_mask

@@ -59,6 +59,18 @@ def test_wall_at_distance_d_has_depth_d_everywhere():
     np.testing.assert_allclose(depth, dist, rtol=1e-6)
 
 
+def test_rays_parallel_to_room_faces_hit_the_far_wall():
+    # Odd sizes put a pixel centre on the optical axis of an unrotated camera: its ray is
+    # parallel to four faces (d = +-0) and must exit through the far wall, not become sky.
+    h, w = 49, 65
+    camera = Camera.from_pixels(50.0, 50.0, (w - 1) / 2, (h - 1) / 2, w, h,
+                                position_m=(3.0, 1.4, 4.0))
+    spec = SceneSpec(camera, room=Room((0.0, 6.0, 0.0, 2.8, 0.0, 9.0)), lighting=FLAT)
+    depth = render_specs([spec], h, w)['depth_m'][0, 0].numpy()
+    assert np.isfinite(depth).all()
+    assert depth[h // 2, w // 2] == pytest.approx(5.0, rel=1e-6)  # far wall z = 9, camera z = 4
+
+
 def test_box_wall_gives_planar_depth_not_distance():
     # a big box face at z = 5 filling a wide (100 deg) view: planar depth is 5 at every pixel
     spec = SceneSpec(

@@ -1612,9 +1612,11 @@ def render_specs(  # noqa: C901
     t_room = inf
     face = torch.zeros_like(dx, dtype=torch.long)
     if bool(pk.has_room.any()):
-        tx_ = (torch.where(dx > 0, rm[:, 1:2], rm[:, 0:1]) - ox) / dx
-        ty_ = (torch.where(dy > 0, rm[:, 3:4], rm[:, 2:3]) - oy) / dy
-        tz_ = (torch.where(dz > 0, rm[:, 5:6], rm[:, 4:5]) - oz) / dz
+        # A ray parallel to a pair of faces (d = +-0, e.g. the centre pixel of an unrotated
+        # camera) never exits through them: +inf, not the -inf of (lo - o) / +0.
+        tx_ = torch.where(dx != 0, (torch.where(dx > 0, rm[:, 1:2], rm[:, 0:1]) - ox) / dx, inf)
+        ty_ = torch.where(dy != 0, (torch.where(dy > 0, rm[:, 3:4], rm[:, 2:3]) - oy) / dy, inf)
+        tz_ = torch.where(dz != 0, (torch.where(dz > 0, rm[:, 5:6], rm[:, 4:5]) - oz) / dz, inf)
         fx_ = torch.where(dx > 0, 3, 2)
         fy_ = torch.where(dy > 0, 1, 0)
         fz_ = torch.where(dz > 0, 5, 4)
