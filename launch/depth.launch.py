@@ -4,8 +4,9 @@
 
 Arguments: ``camera`` (namespace of the camera topics), ``image`` / ``camera_info`` (topic names
 under it), ``namespace`` (of the node and its outputs), ``params_file`` (defaults to the installed
-config/depth.yaml), ``device``, ``checkpoint``, ``image_transport`` (each, when given, overrides
-the params file; empty, the default: the params file decides), ``large_data`` (Fast DDS
+config/depth.yaml), ``device``, ``checkpoint``, ``image_transport``, ``use_sim_time`` (each, when
+given, overrides the params file; empty, the default: the params file decides; ``use_sim_time:=
+true`` when replaying a bag with ``--clock``), ``large_data`` (Fast DDS
 LARGE_DATA transport for this node; best-effort images larger than a UDP datagram are otherwise
 lost, see the README).
 """
@@ -20,11 +21,12 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-#: Node parameters that launch arguments of the same name can set (all strings).
-LAUNCH_PARAMETERS = ('device', 'checkpoint', 'image_transport')
+#: Node parameters that launch arguments of the same name can set, with their types.
+LAUNCH_PARAMETERS = {'device': str, 'checkpoint': str, 'image_transport': str,
+                     'use_sim_time': bool}
 
 
-def node_parameters(params_file, arguments, as_string):
+def node_parameters(params_file, arguments, typed):
     """The node's parameter sources: the params file, then the launch arguments given.
 
     Later entries win, so a given argument overrides the file; an empty one is left out (the
@@ -34,12 +36,14 @@ def node_parameters(params_file, arguments, as_string):
     Args:
         params_file: The parameter file (path or substitution).
         arguments: Launch argument values by parameter name ('' = not given).
-        as_string: Wraps a value so that it stays a string (no YAML typing of e.g. a path).
+        typed: ``typed(value, type)`` gives the value as that parameter type (no YAML typing
+            of e.g. a path).
 
     Returns:
         The ``parameters`` list of the Node action.
     """
-    given = {name: as_string(value) for name, value in arguments.items() if value != ''}
+    given = {name: typed(value, LAUNCH_PARAMETERS[name]) for name, value in arguments.items()
+             if value != ''}
     return [params_file, given] if given else [params_file]
 
 
@@ -53,7 +57,7 @@ def _launch_node(context):
         namespace=LaunchConfiguration('namespace'),
         output='screen',
         parameters=node_parameters(LaunchConfiguration('params_file'), arguments,
-                                   lambda value: ParameterValue(value, value_type=str)),
+                                   lambda value, kind: ParameterValue(value, value_type=kind)),
         remappings=[
             ('image', [camera, '/', image]),
             ('image/compressed', [camera, '/', image, '/compressed']),
@@ -84,6 +88,9 @@ def generate_launch_description():
                                           'the bundled default model)'),
         DeclareLaunchArgument('image_transport', default_value='',
                               description='raw | compressed; empty = from params_file'),
+        DeclareLaunchArgument('use_sim_time', default_value='',
+                              description='true: use /clock (bag replay); empty = from '
+                                          'params_file (else false)'),
         DeclareLaunchArgument('large_data', default_value='true',
                               description='Use Fast DDS LARGE_DATA transport for this node'),
     ]

@@ -76,6 +76,8 @@ from metric_solver_ros.srv import SetAnchor
 NODE_NAME = 'metric_solver'
 #: Camera infos kept for pairing with images by stamp.
 CAMERA_INFO_HISTORY = 30
+#: Longest wait of an image for the camera_info with its stamp (when the camera pairs them) [s].
+CAMERA_INFO_WAIT_S = 0.05
 #: Out-of-memory frames in a row before the engine gives up resolution (then the GPU).
 OOM_STREAK = 2
 #: Seconds between two log lines of the same kind of error.
@@ -229,6 +231,8 @@ class MetricSolverNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._camera_infos: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
+        self._info_arrived = threading.Condition()
+        self._stamps_pair = False  # has a camera_info matched an image's stamp exactly?
         self._last_header = None
         self._last_info: CameraInfo | None = None
         self._last_rgb: np.ndarray | None = None
@@ -343,8 +347,9 @@ class MetricSolverNode(Node):
             if anchors_changed:
                 self._selector.reset(new.anchor)
         self._apply_engine_settings(new)
-        if anchors_changed:
-            self.get_logger().info(f'anchors now {self._describe_anchors()}')
+        if anchors_changed:  # at most once a second: a planner may set it at control rate
+            self.get_logger().info(f'anchors now {self._describe_anchors()}',
+                                   throttle_duration_sec=1.0)
             if new.redecode_on_anchor_change and self.engine.has_frame:
                 self._mailbox.request_redecode()
         return SetParametersResult(successful=True)
@@ -389,18 +394,39 @@ class MetricSolverNode(Node):
         self._mailbox.put_image(msg)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_infos.append(msg)
+        with self._info_arrived:
+            self._camera_infos.append(msg)
+            self._info_arrived.notify_all()
 
     def _camera_info_for(self, header: Any, width: int, height: int) -> CameraInfo | None:
-        """The camera info with the image's stamp, else the latest; None if none is usable."""
-        infos = list(self._camera_infos)
+        """The camera info with the image's stamp, else the latest; None if none is usable.
+
+        image_transport's CameraPublisher sends the image first, then its info: once the camera
+        is known to pair them by stamp, an image newer than every info waits up to
+        ``CAMERA_INFO_WAIT_S`` for its own (else a zoom or resolution change would be applied
+        one frame late, with the wrong intrinsics under this image's stamp).
+        """
+        def stamp_of(msg: Any) -> tuple[int, int]:
+            return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+        stamp = (header.stamp.sec, header.stamp.nanosec)
+
+        def own() -> CameraInfo | None:
+            return next((i for i in reversed(self._camera_infos) if stamp_of(i) == stamp), None)
+
+        with self._info_arrived:
+            info = own()
+            if (info is None and self._stamps_pair and self._camera_infos
+                    and stamp_of(self._camera_infos[-1]) < stamp):
+                self._info_arrived.wait_for(lambda: own() is not None, CAMERA_INFO_WAIT_S)
+                info = own()
+            self._stamps_pair = self._stamps_pair or info is not None
+            infos = list(self._camera_infos)
         if not infos:
             self._log.warn('no_camera_info', 'no camera_info received yet: publishing depth, '
                            'not depth/camera_info or points', level='warning')
             return None
-        stamp = (header.stamp.sec, header.stamp.nanosec)
-        info = next((i for i in reversed(infos)
-                     if (i.header.stamp.sec, i.header.stamp.nanosec) == stamp), infos[-1])
+        info = info or infos[-1]
         try:
             camera_info_to_intrinsics(info)
         except MessageError as exc:
@@ -559,7 +585,8 @@ class MetricSolverNode(Node):
         msg.inference_ms = float(timings.get('total', 0.0))
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         now_ns = self.get_clock().now().nanoseconds
-        msg.latency_ms = float((now_ns - stamp_ns) / 1e6) if stamp_ns else math.nan
+        # NaN without a stamp, or under use_sim_time before the first /clock (now = 0)
+        msg.latency_ms = float((now_ns - stamp_ns) / 1e6) if stamp_ns and now_ns else math.nan
         msg.anchor_mode = settings.anchor_mode
         msg.height, msg.width = depth.shape
         msg.frames_skipped = self._mailbox.dropped
@@ -742,6 +769,12 @@ def main(args: list[str] | None = None) -> NoReturn:
         if type(exc).__name__ != 'ExternalShutdownException':
             raise
     finally:
+        # Teardown is not interruptible: a second Ctrl-C (or launch's SIGINT after systemd's
+        # SIGTERM) raised KeyboardInterrupt in the worker join, skipped the rest, and the
+        # interpreter's own teardown then aborted inside torch (exit -6). ExitWatchdog still
+        # bounds the time.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

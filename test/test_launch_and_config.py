@@ -61,21 +61,23 @@ def test_launch_arguments_override_the_params_file_only_when_given():
     # always-passed default overrode what users wrote there, and launch_ros reads '' as null
     # (a TypeError before the node starts).
     launch = _launch_definitions()
-    names = launch['LAUNCH_PARAMETERS']
-    assert names and set(names) <= set(SPECS)
-    assert all(SPECS[name].read_only and isinstance(SPECS[name].default, str)
-               for name in names)
+    types = launch['LAUNCH_PARAMETERS']
+    ours = set(types) - {'use_sim_time'}  # rclpy's own, a bool
+    assert ours and ours <= set(SPECS) and types['use_sim_time'] is bool
+    assert all(SPECS[name].read_only and type(SPECS[name].default) is types[name]
+               for name in ours)
     build = launch['node_parameters']
-    assert build('depth.yaml', dict.fromkeys(names, ''), str) == ['depth.yaml']
-    given = build('depth.yaml', {'device': 'cuda', 'checkpoint': '', 'image_transport': ''},
-                  lambda v: ('str', v))
-    assert given == ['depth.yaml', {'device': ('str', 'cuda')}]  # after the file: it wins
+    assert build('depth.yaml', dict.fromkeys(types, ''), lambda v, t: t(v)) == ['depth.yaml']
+    given = build('depth.yaml', {**dict.fromkeys(types, ''), 'device': 'cuda',
+                                 'use_sim_time': 'true'}, lambda v, t: (t.__name__, v))
+    # after the file: they win
+    assert given == ['depth.yaml', {'device': ('str', 'cuda'), 'use_sim_time': ('bool', 'true')}]
     tree = ast.parse(LAUNCH.read_text())
     defaults = {ast.literal_eval(c.args[0]): ast.literal_eval(_kwargs(c)['default_value'])
                 for c in ast.walk(tree) if isinstance(c, ast.Call)
                 and getattr(c.func, 'id', None) == 'DeclareLaunchArgument'
                 and isinstance(_kwargs(c)['default_value'], ast.Constant)}
-    assert all(defaults[name] == '' for name in names), defaults
+    assert all(defaults[name] == '' for name in types), defaults
 
 
 def test_params_file_lists_every_parameter_with_its_default():

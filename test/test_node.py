@@ -232,6 +232,25 @@ def test_auto_and_roi_modes_follow_the_documented_rule(node):
     assert probe.set_parameters(anchor_mode='fixed', anchor=10.0)[0].successful
 
 
+def test_an_image_sent_before_its_camera_info_gets_its_own(node):
+    # image_transport publishes the image, then its info: with a new focal length (a zoom) the
+    # frame must not go out with the previous frame's intrinsics under its stamp.
+    process, probe = node
+    request(probe, 50_000_000_000, keys=('depth_camera_info',))  # the camera pairs by stamp
+    zoomed = (300.0, 304.0, 79.5, 59.5)
+    stamp = 51_000_000_000
+
+    def send_image_then_info() -> None:
+        probe.publish_image(camera_image(WIDTH, HEIGHT), stamp)
+        time.sleep(0.01)
+        probe.publish_camera_info(WIDTH, HEIGHT, zoomed, stamp)
+
+    assert publish_until(send_image_then_info, lambda: any(
+        stamp_ns(m) == stamp for m in probe.messages('depth_camera_info')), 20.0)
+    infos = [m for m in probe.messages('depth_camera_info') if stamp_ns(m) == stamp]
+    assert all(m.k[0] == zoomed[0] for m in infos), [m.k[0] for m in infos]
+
+
 def test_anchor_change_redecodes_the_last_frame(node):
     from metric_solver_ros.srv import SetAnchor
 
@@ -331,6 +350,31 @@ def test_qos_override_of_one_link_leaves_the_others(checkpoint, tmp_path, rclpy_
     finally:
         probe.close()
         process.stop(signal.SIGTERM)
+
+
+def test_a_second_signal_during_shutdown_does_not_abort(tmp_path, rclpy_context):
+    # systemd's SIGTERM then launch's SIGINT, or Ctrl-C twice: the second signal used to raise
+    # KeyboardInterrupt inside the teardown, and the interpreter's exit then aborted (-6).
+    # The bundled model with flip_tta on a 640x480 image: ~0.1 s a frame on this CPU, so the
+    # signals come while the worker is inside torch (the teardown waits for it).
+    ns = '/cam_signals'
+    process = NodeProcess(['-r', f'__ns:={ns}', '-p', 'device:=cpu', '-p', 'flip_tta:=true'],
+                          tmp_path / 'node.log')
+    probe = Probe(ns)
+    try:
+        assert probe.set_anchor.wait_for_service(timeout_sec=60.0), process.output()
+        big = camera_image(640, 480)
+        assert request(probe, 1_000_000_000, keys=('depth',), rgb=big, with_info=False)
+        probe.publish_image(big, 2_000_000_000)  # a frame in flight
+        time.sleep(0.02)
+        process.process.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        process.process.send_signal(signal.SIGINT)
+        process.process.wait(10.0)
+    finally:
+        probe.close()
+        code, _ = process.stop(signal.SIGINT)
+    assert code == 0, process.output()[-3000:]
 
 
 def test_bad_checkpoint_refuses_to_start(tmp_path, rclpy_context):
