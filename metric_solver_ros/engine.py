@@ -134,12 +134,17 @@ def resolve_device(device: str) -> torch.device:
     raise EngineError(f'unknown device {device!r}; expected one of {", ".join(DEVICES)}')
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Pick the network dtype: ``auto`` is bf16 on CUDA when supported (else fp16), fp32 on CPU.
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: CUDA compute capability 8 (Ampere) on.
 
-    bf16 counts as supported from compute capability 8 (Ampere) on, where the hardware has it:
-    ``torch.cuda.is_bf16_supported()`` also says yes where it is only emulated (slowly: V100,
+    ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated (slowly: V100,
     T4, Jetson Xavier), and asks about the current device instead of ``device``.
+    """
+    return device.type == 'cuda' and torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """Pick the network dtype: ``auto`` is bf16 with :func:`native_bf16`, else fp16 / CPU fp32.
 
     Raises:
         EngineError: For an unknown name, or half precision on the CPU.
@@ -150,8 +155,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
                           f'{", ".join(PRECISIONS)}')
     if name == 'auto':
         if device.type == 'cuda':
-            native_bf16 = torch.cuda.get_device_capability(device)[0] >= 8
-            return torch.bfloat16 if native_bf16 else torch.float16
+            return torch.bfloat16 if native_bf16(device) else torch.float16
         return torch.float32
     if device.type == 'cpu' and name == 'fp16':
         raise EngineError('precision fp16 is not supported on the CPU; use fp32 or bf16')

@@ -137,7 +137,8 @@ class TrainConfig:
             ``losses.py``), e.g. ``[1.0, 1.0, 0.05, 0.1]``.
         device: ``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``), ``cpu``,
             ``cuda``, ``cuda:N``.
-        amp: Autocast dtype: ``auto`` (bf16 on CUDA, off on CPU), ``bf16`` or ``off``.
+        amp: Autocast dtype: ``auto`` (bf16 on GPUs with bf16 hardware, else off), ``bf16`` or
+            ``off``.
         compile: ``torch.compile`` the model.
         num_threads: ``torch.set_num_threads`` for CPU runs (0: leave torch's default).
         seed: Seed of the initialisation, the data order and the anchors.
@@ -331,9 +332,12 @@ def configure_optimizer(model: MetricSolver, cfg: TrainConfig,
 def autocast_for(amp: str, device: torch.device) -> tuple[bool, Any]:
     """Whether ``amp`` means bf16 autocast on ``device``, and the context to run the network in.
 
-    ``'bf16'``: always; ``'auto'``: on CUDA only (fp32 on the CPU); ``'off'``: never.
+    ``'bf16'``: always; ``'auto'``: on GPUs with bf16 hardware (``engine.native_bf16``:
+    Ampere on; fp32 on older GPUs, where bf16 is emulated, and on the CPU); ``'off'``: never.
     """
-    use_bf16 = amp == 'bf16' or (amp == 'auto' and device.type == 'cuda')
+    from metric_solver_ros.engine import native_bf16
+
+    use_bf16 = amp == 'bf16' or (amp == 'auto' and native_bf16(device))
     ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 \
         else nullcontext()
     return use_bf16, ctx

@@ -22,6 +22,7 @@ from metric_solver_ros.train import (
     EMA,
     StepBatchSampler,
     TrainConfig,
+    autocast_for,
     check_resumable,
     configure_optimizer,
     get_lr,
@@ -36,6 +37,15 @@ from metric_solver_ros.train import (
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = REPO / 'config' / 'train_smoke.yaml'
+
+
+def test_autocast_choice_per_device():
+    cpu = torch.device('cpu')
+    assert [autocast_for(amp, cpu)[0] for amp in ('auto', 'bf16', 'off')] == [False, True, False]
+    if torch.cuda.is_available():  # auto: bf16 only with bf16 hardware (Ampere on)
+        cuda = torch.device('cuda')
+        native = torch.cuda.get_device_capability(cuda)[0] >= 8
+        assert autocast_for('auto', cuda)[0] == native
 
 
 def test_sample_anchors_are_reproducible_per_step_and_from_the_pool():
