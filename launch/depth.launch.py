@@ -36,13 +36,14 @@ def node_parameters(params_file, arguments, typed):
     Args:
         params_file: The parameter file (path or substitution).
         arguments: Launch argument values by parameter name ('' = not given).
-        typed: ``typed(value, type)`` gives the value as that parameter type (no YAML typing
-            of e.g. a path).
+        typed: ``typed(name, type)`` gives the argument ``name`` as a value of that parameter
+            type (a ParameterValue of its substitution: a path stays a string, 'true' becomes
+            a bool).
 
     Returns:
         The ``parameters`` list of the Node action.
     """
-    given = {name: typed(value, LAUNCH_PARAMETERS[name]) for name, value in arguments.items()
+    given = {name: typed(name, LAUNCH_PARAMETERS[name]) for name, value in arguments.items()
              if value != ''}
     return [params_file, given] if given else [params_file]
 
@@ -57,7 +58,9 @@ def _launch_node(context):
         namespace=LaunchConfiguration('namespace'),
         output='screen',
         parameters=node_parameters(LaunchConfiguration('params_file'), arguments,
-                                   lambda value, kind: ParameterValue(value, value_type=kind)),
+                                   # a substitution: value_type only coerces substitutions
+                                   lambda name, kind: ParameterValue(LaunchConfiguration(name),
+                                                                     value_type=kind)),
         remappings=[
             ('image', [camera, '/', image]),
             ('image/compressed', [camera, '/', image, '/compressed']),

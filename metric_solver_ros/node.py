@@ -78,6 +78,8 @@ NODE_NAME = 'metric_solver'
 CAMERA_INFO_HISTORY = 30
 #: Longest wait of an image for the camera_info with its stamp (when the camera pairs them) [s].
 CAMERA_INFO_WAIT_S = 0.05
+#: Waits in vain in a row after which the node stops waiting for late camera_info.
+CAMERA_INFO_MISSES = 2
 #: Out-of-memory frames in a row before the engine gives up resolution (then the GPU).
 OOM_STREAK = 2
 #: Seconds between two log lines of the same kind of error.
@@ -232,7 +234,9 @@ class MetricSolverNode(Node):
 
         self._camera_infos: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
         self._info_arrived = threading.Condition()
-        self._stamps_pair = False  # has a camera_info matched an image's stamp exactly?
+        self._info_follows = False  # learned: this camera sends an image's info after it
+        self._info_misses = 0  # waits for an image's own info in vain, in a row
+        self._fell_back_stamp: tuple[int, int] | None = None  # last image without its own info
         self._last_header = None
         self._last_info: CameraInfo | None = None
         self._last_rgb: np.ndarray | None = None
@@ -396,15 +400,21 @@ class MetricSolverNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_arrived:
             self._camera_infos.append(msg)
+            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+            if stamp == self._fell_back_stamp:  # this camera sends an image's info after it
+                self._info_follows, self._info_misses = True, 0
             self._info_arrived.notify_all()
 
     def _camera_info_for(self, header: Any, width: int, height: int) -> CameraInfo | None:
         """The camera info with the image's stamp, else the latest; None if none is usable.
 
-        image_transport's CameraPublisher sends the image first, then its info: once the camera
-        is known to pair them by stamp, an image newer than every info waits up to
-        ``CAMERA_INFO_WAIT_S`` for its own (else a zoom or resolution change would be applied
-        one frame late, with the wrong intrinsics under this image's stamp).
+        image_transport's CameraPublisher sends the image first, then its info. Once an info
+        has come for an image that had to take an older one (the camera pairs by stamp, info
+        after image), an image newer than every info waits up to ``CAMERA_INFO_WAIT_S`` for its
+        own: else a zoom or resolution change would go out one frame late, with the wrong
+        intrinsics under this image's stamp. After ``CAMERA_INFO_MISSES`` waits in vain in a
+        row (a camera that sends info for some frames only) it stops waiting until it learns
+        again.
         """
         def stamp_of(msg: Any) -> tuple[int, int]:
             return msg.header.stamp.sec, msg.header.stamp.nanosec
@@ -416,11 +426,15 @@ class MetricSolverNode(Node):
 
         with self._info_arrived:
             info = own()
-            if (info is None and self._stamps_pair and self._camera_infos
+            if (info is None and self._info_follows and self._camera_infos
                     and stamp_of(self._camera_infos[-1]) < stamp):
-                self._info_arrived.wait_for(lambda: own() is not None, CAMERA_INFO_WAIT_S)
-                info = own()
-            self._stamps_pair = self._stamps_pair or info is not None
+                if self._info_arrived.wait_for(lambda: own() is not None, CAMERA_INFO_WAIT_S):
+                    info, self._info_misses = own(), 0
+                else:
+                    self._info_misses += 1
+                    self._info_follows = self._info_misses < CAMERA_INFO_MISSES
+            if info is None:
+                self._fell_back_stamp = stamp
             infos = list(self._camera_infos)
         if not infos:
             self._log.warn('no_camera_info', 'no camera_info received yet: publishing depth, '
@@ -773,8 +787,11 @@ def main(args: list[str] | None = None) -> NoReturn:
         # SIGTERM) raised KeyboardInterrupt in the worker join, skipped the rest, and the
         # interpreter's own teardown then aborted inside torch (exit -6). ExitWatchdog still
         # bounds the time.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # A no-op handler, not SIG_IGN: an ignored signal never reaches the wakeup fd that
+        # starts ExitWatchdog (a teardown without a signal, e.g. after a StartupError, could
+        # then hang in DDS with only SIGKILL left).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: None)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -67,11 +67,16 @@ def test_launch_arguments_override_the_params_file_only_when_given():
     assert all(SPECS[name].read_only and type(SPECS[name].default) is types[name]
                for name in ours)
     build = launch['node_parameters']
-    assert build('depth.yaml', dict.fromkeys(types, ''), lambda v, t: t(v)) == ['depth.yaml']
+    assert build('depth.yaml', dict.fromkeys(types, ''), lambda n, t: n) == ['depth.yaml']
     given = build('depth.yaml', {**dict.fromkeys(types, ''), 'device': 'cuda',
-                                 'use_sim_time': 'true'}, lambda v, t: (t.__name__, v))
-    # after the file: they win
-    assert given == ['depth.yaml', {'device': ('str', 'cuda'), 'use_sim_time': ('bool', 'true')}]
+                                 'use_sim_time': 'true'}, lambda n, t: (n, t.__name__))
+    # after the file: they win; each as its argument's substitution with the parameter's type
+    # (launch_ros' ParameterValue coerces only substitutions: a plain 'true' with value_type
+    # bool is a TypeError)
+    assert given == ['depth.yaml', {'device': ('device', 'str'),
+                                    'use_sim_time': ('use_sim_time', 'bool')}]
+    assert re.search(r'ParameterValue\(LaunchConfiguration\(name\),\s*value_type=kind\)',
+                     LAUNCH.read_text())
     tree = ast.parse(LAUNCH.read_text())
     defaults = {ast.literal_eval(c.args[0]): ast.literal_eval(_kwargs(c)['default_value'])
                 for c in ast.walk(tree) if isinstance(c, ast.Call)

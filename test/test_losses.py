@@ -205,10 +205,10 @@ def test_masked_mean_and_argument_checks():
 
 def test_silog_term_by_hand_and_off_by_default():
     # Mask logit 50 (m = 1): the fused depth is the near one, sigmoid(0) * 4 m = 2 m everywhere.
-    # GT: 2 m and 4 m count; sky and a horizon 1000 km away (beyond the representation's reach,
-    # 4 + ln(1e6) / 0.025 = 557 m) do not. e = (0, ln 0.5).
-    depth = _depth([[2.0, 4.0], [INF, 1.0e6]])
-    outputs = _outputs((1, 1, 2, 2), d_sn=0.0, mask=50.0, d_tf=0.0, requires_grad=True)
+    # GT: 2 m and 4 m count; sky, a horizon 1000 km away (beyond the representation's reach,
+    # 4 + ln(1e6) / 0.025 = 557 m), 0 and NaN do not. e = (0, ln 0.5).
+    depth = _depth([[2.0, 4.0, INF], [1.0e6, 0.0, NAN]])
+    outputs = _outputs((1, 1, 2, 3), d_sn=0.0, mask=50.0, d_tf=0.0, requires_grad=True)
     plain = metric_solver_loss(outputs, depth, torch.tensor([4.0]), FULL)
     assert plain['loss_silog'].item() == 0.0  # the paper's loss: no SILog unless weighted
     with_silog = metric_solver_loss(outputs, depth, torch.tensor([4.0]), FULL,

@@ -39,6 +39,7 @@ def test_defaults_are_valid():
     ({'anchor_mode': 'auto'}, 'anchor_mode', 'auto'),
     ({'roi': [1, 2, 3, 4]}, 'roi', (1, 2, 3, 4)),
     ({'roi': array.array('q', [1, 2, 3, 4])}, 'roi', (1, 2, 3, 4)),  # as rclpy may pass it
+    ({'anchors': array.array('d', [4.0, 2.0])}, 'anchors', (2.0, 4.0)),
     ({'far_limit': 80.0}, 'far_limit', 80.0),
     ({'points_stride': 4}, 'points_stride', 4),
     ({'flip_tta': True}, 'flip_tta', True),
