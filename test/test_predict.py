@@ -148,6 +148,45 @@ def test_camera_info_yaml_for_another_resolution_is_scaled(checkpoint, images, t
     np.testing.assert_allclose(xyz, _expected_points(depth, scaled), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('orientation', range(8))
+def test_upright_turns_intrinsics_with_the_image(orientation):
+    # Every stored pixel keeps its viewing ray: in the turned image, with the turned
+    # intrinsics, its normalised coordinates are the same up to the rotation / flip (same
+    # length), with unequal focal lengths and an off-centre principal point.
+    h, w, k = 5, 7, (50.0, 80.0, 2.7, 1.9)
+    index = np.arange(h * w).reshape(h, w)
+    stored = np.stack((index, index // 256, np.zeros_like(index)), -1).astype(np.uint8)
+    image_of, _ = predict._ORIENTATIONS[orientation]
+    shown = np.ascontiguousarray(image_of(stored))
+    turned, (fx, fy, cx, cy) = predict.upright(stored, shown, k)
+    assert turned is shown
+    v2, u2 = np.mgrid[0:shown.shape[0], 0:shown.shape[1]]
+    source = shown[..., 0].astype(int) + 256 * shown[..., 1].astype(int)
+    v, u = np.divmod(source, w)
+    before = np.hypot((u - k[2]) / k[0], (v - k[3]) / k[1])
+    after = np.hypot((u2 - cx) / fx, (v2 - cy) / fy)
+    np.testing.assert_allclose(after, before, rtol=1e-12)
+
+
+def test_an_exif_rotated_photo_with_intrinsics_is_predicted_upright(checkpoint, tmp_path):
+    # A phone photo stored landscape, tagged "rotate 90 CW", with the sensor's intrinsics: the
+    # network sees it upright, and the cloud uses intrinsics turned with it.
+    from test_datasets import _with_exif_orientation
+
+    stored = camera_image(64, 48)
+    jpeg = cv2.imencode('.jpg', cv2.cvtColor(stored, cv2.COLOR_RGB2BGR))[1].tobytes()
+    path = tmp_path / 'phone.jpg'
+    path.write_bytes(_with_exif_orientation(jpeg, 6))  # 6: rotate 90 deg clockwise to view
+    out = tmp_path / 'out'
+    assert _run([path, '--fx', '60', '--fy', '61', '--cx', '31.5', '--cy', '23.5',
+                 '--checkpoint', checkpoint, '--device', 'cpu', '--out', out]) == 0
+    depth = np.load(out / 'phone_depth.npy')
+    assert depth.shape == (64, 48)  # upright: portrait
+    turned = (61.0, 60.0, 48 - 1 - 23.5, 31.5)
+    xyz, _ = _ply_xyz(out / 'phone.ply')
+    np.testing.assert_allclose(xyz, _expected_points(depth, turned), rtol=1e-5, atol=1e-5)
+
+
 def test_camera_info_yaml_at_the_image_resolution_is_used_as_is(tmp_path):
     yaml_path = tmp_path / 'camera.yaml'
     yaml_path.write_text('image_width: 64\nimage_height: 48\ncamera_matrix:\n'

@@ -31,6 +31,8 @@ import pathlib
 import types
 from typing import Any
 
+import numpy as np
+
 from metric_solver_ros.commands.common import add_model_arguments, engine_from_args
 
 
@@ -154,14 +156,53 @@ def _check_images(paths: list[pathlib.Path]) -> None:
         stems[path.stem] = path
 
 
+#: The 8 EXIF orientations as (transform of an image array [H, W, ...], transform of the
+#: intrinsics (fx, fy, cx, cy) of an H x W image); pixel centres at integer coordinates.
+_ORIENTATIONS = (
+    (lambda a: a, lambda k, h, w: k),
+    (lambda a: a[:, ::-1], lambda k, h, w: (k[0], k[1], w - 1 - k[2], k[3])),
+    (lambda a: a[::-1, ::-1], lambda k, h, w: (k[0], k[1], w - 1 - k[2], h - 1 - k[3])),
+    (lambda a: a[::-1], lambda k, h, w: (k[0], k[1], k[2], h - 1 - k[3])),
+    (lambda a: a.swapaxes(0, 1), lambda k, h, w: (k[1], k[0], k[3], k[2])),
+    (lambda a: np.rot90(a, -1), lambda k, h, w: (k[1], k[0], h - 1 - k[3], k[2])),
+    (lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+     lambda k, h, w: (k[1], k[0], h - 1 - k[3], w - 1 - k[2])),
+    (lambda a: np.rot90(a, 1), lambda k, h, w: (k[1], k[0], k[3], w - 1 - k[2])),
+)
+
+
+def upright(stored: Any, shown: Any, intrinsics: tuple[float, ...]
+            ) -> tuple[Any, tuple[float, ...]]:
+    """Turn intrinsics of the stored pixels into those of the upright (EXIF-applied) image.
+
+    Args:
+        stored: The image as stored (EXIF orientation ignored), [H, W, 3].
+        shown: The same file as a viewer shows it (orientation applied).
+        intrinsics: ``(fx, fy, cx, cy)`` [px] of ``stored``.
+
+    Returns:
+        ``(shown, its intrinsics)``: the network sees the photo upright, and the points it
+        back-projects are in the upright camera's frame.
+
+    Raises:
+        ValueError: If no orientation maps one image onto the other.
+    """
+    h, w = stored.shape[:2]
+    for image_of, intrinsics_of in _ORIENTATIONS:
+        turned = image_of(stored)
+        if turned.shape == shown.shape and np.array_equal(turned, shown):
+            return shown, tuple(float(v) for v in intrinsics_of(intrinsics, h, w))
+    raise ValueError('the EXIF-oriented image is no rotation or flip of the stored one')
+
+
 def read_rgb(path: pathlib.Path, as_stored: bool = False) -> Any:
     """Read an image file as uint8 RGB [H, W, 3] (grey and alpha images are converted).
 
     Args:
         path: The image file.
         as_stored: Ignore an EXIF orientation tag (phone JPEGs): the pixels as stored, which
-            given intrinsics refer to. Otherwise the image is turned upright, as a viewer shows
-            it (what the network expects when no intrinsics tie it to the sensor).
+            given intrinsics refer to. Otherwise the image is turned upright, as a viewer
+            shows it.
 
     Raises:
         ValueError: If OpenCV cannot decode it.
@@ -178,7 +219,6 @@ def read_rgb(path: pathlib.Path, as_stored: bool = False) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Predict and write the outputs; return 0, or raise ValueError / FileNotFoundError."""
     import cv2
-    import numpy as np
     from tqdm import tqdm
 
     from metric_solver_ros.conversions import scale_intrinsics
@@ -206,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     progress = tqdm(args.images, unit='image', disable=len(args.images) < 2)
     for path in progress:
         rgb = read_rgb(path, as_stored=args.fx is not None or calibration is not None)
-        height, width = rgb.shape[:2]
+        height, width = rgb.shape[:2]  # the stored pixels: what given intrinsics describe
         intrinsics = None
         if args.fx is not None:
             intrinsics = (args.fx, args.fy, args.cx, args.cy)
@@ -221,6 +261,10 @@ def run(args: argparse.Namespace) -> int:
                         f'note: {args.camera_info} is for {calibrated_size[0]}x'
                         f'{calibrated_size[1]} px; intrinsics scaled to {width}x{height} px '
                         f'(fx {fx:.2f}, fy {fy:.2f}, cx {cx:.2f}, cy {cy:.2f})')
+        if intrinsics is not None:  # an EXIF-rotated photo: image and intrinsics upright
+            shown = read_rgb(path)
+            if shown.shape != rgb.shape or not np.array_equal(shown, rgb):
+                rgb, intrinsics = upright(rgb, shown, intrinsics)
         request = None if intrinsics is None else PointsRequest(
             intrinsics=tuple(float(v) for v in intrinsics), stride=args.points_stride,
             max_range_m=max_range_m, with_rgb=True)
