@@ -78,8 +78,8 @@ NODE_NAME = 'metric_solver'
 CAMERA_INFO_HISTORY = 30
 #: Longest wait of an image for the camera_info with its stamp (when the camera pairs them) [s].
 CAMERA_INFO_WAIT_S = 0.05
-#: Waits in vain in a row after which the node stops waiting for late camera_info.
-CAMERA_INFO_MISSES = 2
+#: Weight of each image in the running share of images whose late camera_info came in time.
+CAMERA_INFO_SCORE_RATE = 0.25
 #: Out-of-memory frames in a row before the engine gives up resolution (then the GPU).
 OOM_STREAK = 2
 #: Seconds between two log lines of the same kind of error.
@@ -234,9 +234,10 @@ class MetricSolverNode(Node):
 
         self._camera_infos: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
         self._info_arrived = threading.Condition()
-        self._info_follows = False  # learned: this camera sends an image's info after it
-        self._info_misses = 0  # waits for an image's own info in vain, in a row
-        self._fell_back_stamp: tuple[int, int] | None = None  # last image without its own info
+        # Recent share of images (newer than every info) whose own info came within the wait,
+        # and the images that did not wait, as (stamp, deadline on the monotonic clock).
+        self._info_score = 0.0
+        self._info_pending: collections.deque = collections.deque(maxlen=CAMERA_INFO_HISTORY)
         self._last_header = None
         self._last_info: CameraInfo | None = None
         self._last_rgb: np.ndarray | None = None
@@ -401,20 +402,27 @@ class MetricSolverNode(Node):
         with self._info_arrived:
             self._camera_infos.append(msg)
             stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-            if stamp == self._fell_back_stamp:  # this camera sends an image's info after it
-                self._info_follows, self._info_misses = True, 0
+            for pending in self._info_pending:  # after its image: would a wait have caught it?
+                if pending[0] == stamp:
+                    self._info_pending.remove(pending)
+                    self._score_info_wait(time.monotonic() <= pending[1])
+                    break
             self._info_arrived.notify_all()
+
+    def _score_info_wait(self, caught: bool) -> None:
+        """Update the running share of images whose own info came within the wait."""
+        self._info_score += CAMERA_INFO_SCORE_RATE * (float(caught) - self._info_score)
 
     def _camera_info_for(self, header: Any, width: int, height: int) -> CameraInfo | None:
         """The camera info with the image's stamp, else the latest; None if none is usable.
 
-        image_transport's CameraPublisher sends the image first, then its info. Once an info
-        has come for an image that had to take an older one (the camera pairs by stamp, info
-        after image), an image newer than every info waits up to ``CAMERA_INFO_WAIT_S`` for its
-        own: else a zoom or resolution change would go out one frame late, with the wrong
-        intrinsics under this image's stamp. After ``CAMERA_INFO_MISSES`` waits in vain in a
-        row (a camera that sends info for some frames only) it stops waiting until it learns
-        again.
+        image_transport's CameraPublisher sends the image first, then its info: an image newer
+        than every info may wait up to ``CAMERA_INFO_WAIT_S`` for its own, else a zoom or
+        resolution change would go out one frame late, with the wrong intrinsics under this
+        image's stamp. It waits only while most such images recently got their own info within
+        that time (a running share, ``_info_score`` >= 0.5, learned from the stream, also from
+        images that did not wait): a camera whose info comes later, or for some frames only,
+        costs no waiting.
         """
         def stamp_of(msg: Any) -> tuple[int, int]:
             return msg.header.stamp.sec, msg.header.stamp.nanosec
@@ -425,16 +433,20 @@ class MetricSolverNode(Node):
             return next((i for i in reversed(self._camera_infos) if stamp_of(i) == stamp), None)
 
         with self._info_arrived:
+            now = time.monotonic()
+            while self._info_pending and self._info_pending[0][1] < now:  # no info in time
+                self._info_pending.popleft()
+                self._score_info_wait(False)
             info = own()
-            if (info is None and self._info_follows and self._camera_infos
-                    and stamp_of(self._camera_infos[-1]) < stamp):
-                if self._info_arrived.wait_for(lambda: own() is not None, CAMERA_INFO_WAIT_S):
-                    info, self._info_misses = own(), 0
-                else:
-                    self._info_misses += 1
-                    self._info_follows = self._info_misses < CAMERA_INFO_MISSES
-            if info is None:
-                self._fell_back_stamp = stamp
+            if (info is None and self._camera_infos
+                    and stamp_of(self._camera_infos[-1]) < stamp):  # its info may follow
+                if self._info_score >= 0.5:
+                    caught = self._info_arrived.wait_for(lambda: own() is not None,
+                                                         CAMERA_INFO_WAIT_S)
+                    self._score_info_wait(caught)
+                    info = own()
+                else:  # no wait: learn whether one would have caught it
+                    self._info_pending.append((stamp, now + CAMERA_INFO_WAIT_S))
             infos = list(self._camera_infos)
         if not infos:
             self._log.warn('no_camera_info', 'no camera_info received yet: publishing depth, '

@@ -168,6 +168,13 @@ def test_upright_turns_intrinsics_with_the_image(orientation):
     np.testing.assert_allclose(after, before, rtol=1e-12)
 
 
+def test_upright_refuses_a_symmetric_image():
+    # A blank frame turned 90 deg equals its transpose: the principal point cannot be told.
+    blank = np.zeros((4, 6, 3), np.uint8)
+    with pytest.raises(ValueError, match='symmetric'):
+        predict.upright(blank, np.rot90(blank, -1), (50.0, 50.0, 2.0, 1.0))
+
+
 def test_an_exif_rotated_photo_with_intrinsics_is_predicted_upright(checkpoint, tmp_path):
     # A phone photo stored landscape, tagged "rotate 90 CW", with the sensor's intrinsics: the
     # network sees it upright, and the cloud uses intrinsics turned with it.

@@ -182,17 +182,22 @@ def upright(stored: Any, shown: Any, intrinsics: tuple[float, ...]
 
     Returns:
         ``(shown, its intrinsics)``: the network sees the photo upright, and the points it
-        back-projects are in the upright camera's frame.
+        back-projects are in the upright camera's frame (mirrored for the EXIF mirror tags
+        2, 4, 5, 7: a mirror image has mirrored geometry).
 
     Raises:
-        ValueError: If no orientation maps one image onto the other.
+        ValueError: If no orientation maps one image onto the other, or several do with other
+            intrinsics (a symmetric image, e.g. a blank one: the tag cannot be told).
     """
     h, w = stored.shape[:2]
-    for image_of, intrinsics_of in _ORIENTATIONS:
-        turned = image_of(stored)
-        if turned.shape == shown.shape and np.array_equal(turned, shown):
-            return shown, tuple(float(v) for v in intrinsics_of(intrinsics, h, w))
-    raise ValueError('the EXIF-oriented image is no rotation or flip of the stored one')
+    candidates = {tuple(float(v) for v in intrinsics_of(intrinsics, h, w))
+                  for image_of, intrinsics_of in _ORIENTATIONS
+                  if image_of(stored).shape == shown.shape
+                  and np.array_equal(image_of(stored), shown)}
+    if len(candidates) != 1:
+        raise ValueError('cannot tell how the EXIF orientation turned the image '
+                         + ('(none of the 8 fits)' if not candidates else '(it is symmetric)'))
+    return shown, candidates.pop()
 
 
 def read_rgb(path: pathlib.Path, as_stored: bool = False) -> Any:
@@ -264,7 +269,10 @@ def run(args: argparse.Namespace) -> int:
         if intrinsics is not None:  # an EXIF-rotated photo: image and intrinsics upright
             shown = read_rgb(path)
             if shown.shape != rgb.shape or not np.array_equal(shown, rgb):
-                rgb, intrinsics = upright(rgb, shown, intrinsics)
+                try:
+                    rgb, intrinsics = upright(rgb, shown, intrinsics)
+                except ValueError as exc:
+                    progress.write(f'note: {path}: {exc}; predicting it as stored')
         request = None if intrinsics is None else PointsRequest(
             intrinsics=tuple(float(v) for v in intrinsics), stride=args.points_stride,
             max_range_m=max_range_m, with_rgb=True)
