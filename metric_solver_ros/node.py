@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import numpy as np
@@ -87,6 +87,11 @@ ERROR_LOG_PERIOD_S = 5.0
 
 
 _DIGITS = re.compile(r'[-+]?\d[\d.e+-]*')
+
+
+def _stamp(header: Any) -> tuple[int, int]:
+    """A header's stamp as ``(sec, nanosec)`` (ordered, exact: for pairing by stamp)."""
+    return header.stamp.sec, header.stamp.nanosec
 
 
 class StartupError(RuntimeError):
@@ -401,7 +406,7 @@ class MetricSolverNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_arrived:
             self._camera_infos.append(msg)
-            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+            stamp = _stamp(msg.header)
             for pending in self._info_pending:  # after its image: would a wait have caught it?
                 if pending[0] == stamp:
                     self._info_pending.remove(pending)
@@ -424,13 +429,11 @@ class MetricSolverNode(Node):
         images that did not wait): a camera whose info comes later, or for some frames only,
         costs no waiting.
         """
-        def stamp_of(msg: Any) -> tuple[int, int]:
-            return msg.header.stamp.sec, msg.header.stamp.nanosec
-
-        stamp = (header.stamp.sec, header.stamp.nanosec)
+        stamp = _stamp(header)
 
         def own() -> CameraInfo | None:
-            return next((i for i in reversed(self._camera_infos) if stamp_of(i) == stamp), None)
+            return next((i for i in reversed(self._camera_infos) if _stamp(i.header) == stamp),
+                        None)
 
         with self._info_arrived:
             now = time.monotonic()
@@ -439,7 +442,7 @@ class MetricSolverNode(Node):
                 self._score_info_wait(False)
             info = own()
             if (info is None and self._camera_infos
-                    and stamp_of(self._camera_infos[-1]) < stamp):  # its info may follow
+                    and _stamp(self._camera_infos[-1].header) < stamp):  # info may follow
                 if self._info_score >= 0.5:
                     caught = self._info_arrived.wait_for(lambda: own() is not None,
                                                          CAMERA_INFO_WAIT_S)
@@ -513,13 +516,10 @@ class MetricSolverNode(Node):
         with self._lock:
             settings = self._settings
             anchors = self._current_anchors()
-        try:
-            result = self.engine.infer(rgb, anchors, points=self._points_request(settings, info))
-        except EngineOutOfMemory as exc:
-            self._on_out_of_memory(exc)
-            return
-        except EngineError as exc:
-            self._log.warn('engine', f'dropped image: {exc}')
+        points = self._points_request(settings, info)
+        result = self._run_engine(lambda: self.engine.infer(rgb, anchors, points=points),
+                                  'dropped image')
+        if result is None:
             return
         self._oom_streak = 0
         self._last_header, self._last_info, self._last_rgb = msg.header, info, rgb
@@ -560,18 +560,25 @@ class MetricSolverNode(Node):
             settings = self._settings
             anchors = self._current_anchors()
         points = self._points_request(settings, self._last_info)
-        try:
+        def redecode() -> DepthResult:
             if self.engine.has_frame:
-                result = self.engine.redecode(anchors, points=points)
-            else:  # a setting change (flip_tta) dropped the cached features: encode again
-                result = self.engine.infer(self._last_rgb, anchors, points=points)
+                return self.engine.redecode(anchors, points=points)
+            # a setting change (flip_tta) dropped the cached features: encode again
+            return self.engine.infer(self._last_rgb, anchors, points=points)
+
+        result = self._run_engine(redecode, 're-decode dropped')
+        if result is not None:
+            self._publish(result, self._last_header, self._last_info, settings)
+
+    def _run_engine(self, call: Callable[[], DepthResult], what: str) -> DepthResult | None:
+        """``call()``; None when the engine refused (logged as ``what``) or ran out of memory."""
+        try:
+            return call()
         except EngineOutOfMemory as exc:
             self._on_out_of_memory(exc)
-            return
         except EngineError as exc:
-            self._log.warn('engine', f're-decode dropped: {exc}')
-            return
-        self._publish(result, self._last_header, self._last_info, settings)
+            self._log.warn('engine', f'{what}: {exc}')
+        return None
 
     # ------------------------------------------------------------------------ publishing
 
