@@ -59,7 +59,6 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: N817
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from metric_solver_ros.data.augment import PATCH_PX
 from metric_solver_ros.losses import LossWeights, metric_solver_loss
 from metric_solver_ros.model import (
     MetricSolver,
@@ -215,9 +214,6 @@ class TrainConfig:
                                  f'{value!r}') from None
         checks = [
             (len(self.image_size) == 2 and min(self.image_size) > 0, 'image_size must be (H, W)'),
-            (all(v % PATCH_PX == 0 for v in self.image_size),
-             f'image_size {tuple(self.image_size)} must be multiples of the patch size '
-             f'{PATCH_PX} px'),
             (len(self.loss_weights) in (3, 4), 'loss_weights must be 3 or 4 numbers'),
             (len(self.augment_scale_range) == 2, 'augment_scale_range must be (lo, hi)'),
             (self.batch_size >= 1 and self.grad_accum_steps >= 1, 'batch sizes must be >= 1'),
@@ -745,6 +741,13 @@ def check_resumable(saved: dict[str, Any], cfg: TrainConfig, out_dir: pathlib.Pa
                          f'{out_dir / "ckpt.safetensors"} with a new out_dir.')
 
 
+def check_image_size(cfg: TrainConfig, patch_size: int) -> None:
+    """Raise ValueError unless ``image_size`` is made of multiples of the model's patch size."""
+    if any(v % patch_size for v in cfg.image_size):
+        raise ValueError(f'image_size {tuple(cfg.image_size)} must be multiples of the patch '
+                         f'size {patch_size} px')
+
+
 def init_model(cfg: TrainConfig) -> tuple[MetricSolver, str]:
     """Build the model of ``cfg.init_from`` (on CPU, float32); return it and a description."""
     from metric_solver_ros.checkpoint import (
@@ -756,9 +759,11 @@ def init_model(cfg: TrainConfig) -> tuple[MetricSolver, str]:
         read_checkpoint_metadata,
     )
 
-    # A new model infers at the training resolution unless `model` says otherwise.
+    # A new model infers at the training resolution unless `model` says otherwise (checked
+    # first: a bad image_size would otherwise be reported as a bad input_size).
     overrides = {'input_size': tuple(cfg.image_size), **cfg.model}
     if cfg.init_from == 'scratch':
+        check_image_size(cfg, get_config(cfg.preset, **cfg.model).patch_size)
         return create_model(get_config(cfg.preset, **overrides)), 'scratch'
     path = pathlib.Path(cfg.init_from)
     if not path.is_file():
@@ -771,10 +776,12 @@ def init_model(cfg: TrainConfig) -> tuple[MetricSolver, str]:
         source = load_checkpoint(path)
         if 'train_step' not in read_checkpoint_metadata(path):
             # never trained (`metric-solver convert` output): a new model, like official weights
+            check_image_size(cfg, config.patch_size)
             config = config.replace(input_size=tuple(cfg.image_size))
         model = create_model(config.replace(**cfg.model) if cfg.model else config)
         model.load_state_dict(source.state_dict(), strict=True)
         return model, f'Metric-Solver checkpoint {path}'
+    check_image_size(cfg, get_config(cfg.preset, **cfg.model).patch_size)
     try:
         model, report, kind = import_official(load_official_state_dict(path), cfg.preset,
                                               **overrides)
@@ -863,9 +870,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:  # noqa: C901 - one loop that rea
     config = raw_model.config
     if cfg.anchor_sampling == 'fixed':
         raw_model.anchor_pool.validate([cfg.fixed_anchor_m])
-    if any(v % config.patch_size for v in cfg.image_size):
-        raise ValueError(f'image_size {cfg.image_size} must be multiples of the patch size '
-                         f'{config.patch_size} [px]')
+    check_image_size(cfg, config.patch_size)  # (also for a resumed or fine-tuned model)
     if master and min(cfg.image_size) != min(config.input_size):
         print(f'warning: training images have a short side of {min(cfg.image_size)} px, the '
               f"model's input_size {tuple(config.input_size)} infers at {min(config.input_size)}"

@@ -409,7 +409,7 @@ def test_a_new_model_infers_at_the_training_resolution(tmp_path):
 
 def test_image_size_must_be_patch_multiples():
     with pytest.raises(ValueError, match=r'image_size \(200, 250\) must be multiples of the patch'):
-        load_config(SMOKE, {'image_size': [200, 250]})
+        init_model(load_config(SMOKE, {'image_size': [200, 250]}))
 
 
 def test_resume_check_compares_meanings_not_spellings(tmp_path, monkeypatch):
