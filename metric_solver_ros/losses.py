@@ -47,7 +47,6 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,7 +54,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metric_solver_ros.model.representation import depth_to_targets, far_to_depth, near_to_depth
+from metric_solver_ros.model.representation import (
+    depth_to_targets,
+    far_limit_m,
+    far_to_depth,
+    near_to_depth,
+)
 
 if TYPE_CHECKING:
     from metric_solver_ros.model.config import MetricSolverConfig
@@ -224,8 +228,8 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
         # valid: d > 0. Neither sky (+inf) nor depths beyond the representation's reach
         # (a + ln(1 / d_tf_eps) / k, ~550 m past the anchor; e.g. the horizon of a ground plane)
         # have a log error the fused depth could reduce: both are "infinitely far" to it.
-        reach_m = anchors_m.float().reshape(-1, 1, 1, 1).to(depth.device) - math.log(
-            config.d_tf_eps) / config.k
+        reach_m = anchors_m.float().reshape(-1, 1, 1, 1).to(depth.device) + far_limit_m(
+            0.0, config.k, config.d_tf_eps)  # (the far limit is the anchor plus this)
         finite = valid & torch.isfinite(depth) & (depth <= reach_m)
         loss_silog = silog_loss(soft_fused_depth(outputs, anchors_m, config), depth, finite)
 
