@@ -192,8 +192,7 @@ def upright(stored: Any, shown: Any, intrinsics: tuple[float, ...]
     h, w = stored.shape[:2]
     candidates = {tuple(float(v) for v in intrinsics_of(intrinsics, h, w))
                   for image_of, intrinsics_of in _ORIENTATIONS
-                  if image_of(stored).shape == shown.shape
-                  and np.array_equal(image_of(stored), shown)}
+                  if np.array_equal(image_of(stored), shown)}  # (False for other shapes)
     if len(candidates) != 1:
         raise ValueError('cannot tell how the EXIF orientation turned the image '
                          + ('(none of the 8 fits)' if not candidates else '(it is symmetric)'))
@@ -268,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
                         f'(fx {fx:.2f}, fy {fy:.2f}, cx {cx:.2f}, cy {cy:.2f})')
         if intrinsics is not None:  # an EXIF-rotated photo: image and intrinsics upright
             shown = read_rgb(path)
-            if shown.shape != rgb.shape or not np.array_equal(shown, rgb):
+            if not np.array_equal(shown, rgb):
                 try:
                     rgb, intrinsics = upright(rgb, shown, intrinsics)
                 except ValueError as exc:
