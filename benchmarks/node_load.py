@@ -141,15 +141,15 @@ def node_side(sent: list[int], infos: list[tuple[int, float, float, int]]) -> di
     mine = [info for info in infos if info[0] in sent_set]
     if not mine:
         return {'node_answered': 0}
-
-    def p(values: list[float], q: float) -> float:
-        return round(float(np.percentile(values, q)), 2)
-
-    latency, inference = [i[1] for i in mine], [i[2] for i in mine]
     return {'node_answered': len(mine),
-            'node_latency_ms': {'p50': p(latency, 50), 'p99': p(latency, 99)},
-            'inference_ms': {'p50': p(inference, 50), 'p99': p(inference, 99)},
+            'node_latency_ms': percentiles([i[1] for i in mine], 50, 99),
+            'inference_ms': percentiles([i[2] for i in mine], 50, 99),
             'node_frames_skipped': mine[-1][3] - mine[0][3]}
+
+
+def percentiles(values, *qs: int) -> dict[str, float]:
+    """``{'p50': ..., ...}`` of ``values`` for each percentile in ``qs``, rounded to 0.01."""
+    return {f'p{q}': round(float(np.percentile(values, q)), 2) for q in qs}
 
 
 _GENERIC_FILES = ('threading.py', '<frozen runpy>', 'torch/nn/modules/module.py',
@@ -209,8 +209,7 @@ def summarise(sent: list[int], answers: list[tuple[int, int]], windows: int) -> 
     result = {
         'published': len(sent), 'answered': len(answered),
         'answered_fraction': round(len(answered) / max(len(sent), 1), 4),
-        'latency_ms': {p: round(float(np.percentile(values, q)), 2)
-                       for p, q in (('p50', 50), ('p95', 95), ('p99', 99))},
+        'latency_ms': percentiles(values, 50, 95, 99),
     }
     if len(answered) >= 2 * windows:
         t0 = sent[0]
@@ -219,8 +218,7 @@ def summarise(sent: list[int], answers: list[tuple[int, int]], windows: int) -> 
         for chunk in chunks:
             lat = np.array([latencies[s] for s in chunk])
             series.append({'t_s': round(float((chunk[0] - t0) / 1e9), 1),
-                           'p50': round(float(np.percentile(lat, 50)), 2),
-                           'p99': round(float(np.percentile(lat, 99)), 2), 'n': len(chunk)})
+                           **percentiles(lat, 50, 99), 'n': len(chunk)})
         t_min = np.array([w['t_s'] for w in series]) / 60.0
         p50 = np.array([w['p50'] for w in series])
         slope = float(np.polyfit(t_min, p50, 1)[0]) if len(series) > 1 else 0.0

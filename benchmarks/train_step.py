@@ -13,7 +13,8 @@ it (all in this process, one after the other):
   transfer; ``SceneSpec`` objects for comparison, which is what workers sent before packing);
 - ``render``: ``SyntheticDataset.render`` of the packed batch on the device;
 - ``step``: forward, loss, backward, gradient clipping, AdamW and EMA: ``train.py``'s step,
-  from its own functions, and its ``amp`` rule (``--amp``; ``auto``: bf16 autocast on CUDA only).
+  from its own functions, and its ``amp`` rule (``--amp``; ``auto``: bf16 autocast on GPUs
+  with bf16 hardware only, ``engine.native_bf16``).
 
 The training loop can go no faster than either side: the workers deliver at most
 ``workers / (layout + pack)`` batches/s, the training process needs ``unpickle + render + step``
