@@ -69,7 +69,7 @@ def _mix(*words: int) -> np.random.Generator:
 
 
 class SyntheticDataset(Dataset):
-    """Procedural scenes rendered on the fly (see ``synthetic.py``).
+    """Procedural scenes rendered on the fly (see ``synthetic/``).
 
     Item ``i`` is scene ``scene_seed(i)`` of kind ``kind_of(i)``; it depends only on
     (``seed``, ``i``), never on the epoch (the world is infinite: use a large ``length`` or a new
