@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from metric_solver_ros.anchor_metrics import AnchorConsistency, FarDecisions
 from metric_solver_ros.metrics import (
     DEFAULT_CAP_M,
     DEFAULT_MIN_DEPTH_M,
@@ -209,6 +210,14 @@ def _resize(array: np.ndarray, shape: tuple[int, int], interpolation: int) -> np
     return cv2.resize(array, (shape[1], shape[0]), interpolation=interpolation)
 
 
+def _nearest(depth_m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Depth at ``shape`` by nearest neighbour, keeping +inf and NaN (for far decisions)."""
+    import cv2
+
+    depth_m = np.asarray(depth_m, dtype=np.float32)
+    return depth_m if depth_m.shape == tuple(shape) else _resize(depth_m, shape, cv2.INTER_NEAREST)
+
+
 def to_gt_resolution(prediction: Prediction, shape: tuple[int, int], min_depth_m: float,
                      cap_m: float) -> Prediction:
     """Resize a prediction to the GT shape (see the module docstring); no-op if it matches.
@@ -272,6 +281,8 @@ class EvalResult:
         examples: Frames kept for the report.
         min_depth_m: Lower GT limit [m].
         cap_m: GT cap [m].
+        consistency: Consistency across the anchor results (None with fewer than two).
+        far: ``{result name: far (sky) decisions}``.
     """
 
     results: dict[str, MetricAggregator]
@@ -279,10 +290,12 @@ class EvalResult:
     examples: list[Example]
     min_depth_m: float
     cap_m: float
+    consistency: AnchorConsistency | None = None
+    far: dict[str, FarDecisions] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Return the ``metrics.json`` content without ``config`` (see :func:`write_outputs`)."""
-        return {
+        data = {
             'frames': self.frames,
             'results': {n: a.frame_mean() for n, a in self.results.items()},
             'bands': {n: a.bands() for n, a in self.results.items()},
@@ -299,7 +312,11 @@ class EvalResult:
                             for name, lo, hi in DEPTH_BANDS_M],
                 'bands': 'pooled over pixels',
             },
+            'far_decisions': {n: f.summary() for n, f in self.far.items()},
         }
+        if self.consistency is not None and self.consistency.per_frame:
+            data['anchor_consistency'] = self.consistency.summary()
+        return data
 
 
 def _example_indices(total: int | None, count: int) -> set[int]:
@@ -336,6 +353,8 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
         total = len(frames)  # type: ignore[arg-type]
     keep = _example_indices(total, examples)
     results: dict[str, MetricAggregator] = {}
+    far: dict[str, FarDecisions] = {}
+    consistency = AnchorConsistency(min_depth_m=min_depth_m, cap_m=cap_m)
     kept: list[Example] = []
     count = 0
     for frame in tqdm(frames, total=total, desc='eval', unit='frame',
@@ -351,8 +370,14 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
                                    interpolation=cv2.INTER_AREA)
             example = Example(frame.index, frame.name, image, gt)
             kept.append(example)
+        by_anchor: dict[float, np.ndarray] = {}
         for name, prediction in predictor(frame).items():
-            prediction = to_gt_resolution(Prediction(*prediction), gt.shape, min_depth_m, cap_m)
+            prediction = Prediction(*prediction)
+            far.setdefault(name, FarDecisions(min_depth_m=min_depth_m)).add(
+                _nearest(prediction.depth_m, gt.shape), gt)
+            prediction = to_gt_resolution(prediction, gt.shape, min_depth_m, cap_m)
+            if prediction.anchor_m is not None:
+                by_anchor[float(prediction.anchor_m)] = prediction.depth_m
             aggregator = results.get(name)
             if aggregator is None:
                 aggregator = MetricAggregator(min_depth_m=min_depth_m, cap_m=cap_m,
@@ -362,8 +387,10 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
             record.update(frame=frame.index, frame_name=frame.name, stamp_ns=frame.stamp_ns)
             if example is not None:
                 example.depth_m[name] = prediction.depth_m
+        if len(by_anchor) >= 2:
+            consistency.add(by_anchor, gt)
         count += 1
-    return EvalResult(results, count, kept, min_depth_m, cap_m)
+    return EvalResult(results, count, kept, min_depth_m, cap_m, consistency, far)
 
 
 def _jsonable(value: Any) -> Any:
@@ -565,7 +592,49 @@ def _report_markdown(result: EvalResult, data: Mapping[str, Any],
             cells = [str(bands[b][metric]) if metric == 'n_pixels' else _fmt(bands[b][metric])
                      for b in band_names]
             lines.append(f'| {name} | {metric} | ' + ' | '.join(cells) + ' |')
+    lines += _consistency_markdown(data.get('anchor_consistency'))
+    lines += _far_markdown(data['far_decisions'])
     lines += ['', '## Plots', '']
     for key, path in plots.items():
         lines += [f'![{key}]({path.name})', '']
     return '\n'.join(lines) + '\n'
+
+
+def _consistency_markdown(consistency: Mapping[str, Any] | None) -> list[str]:
+    """Report section on anchor consistency (empty without it)."""
+    if not consistency:
+        return []
+    anchors = ', '.join(f'{a:g}' for a in consistency['anchors_m'])
+    lines = ['', '## Anchor consistency', '',
+             f'Anchors {anchors} m, {consistency["frames"]} frames. `scale_spread`: max / min '
+             'over the anchors of the median predicted depth (1.0 = the same world at every '
+             'anchor); `pixel_log_spread`: per-pixel max - min of ln depth, median over pixels. '
+             'Means over frames.', '',
+             '| band | scale_spread | pixel_log_spread | frames |', '|---|---|---|---|',
+             f'| all | {_fmt(consistency["scale_spread"])} | '
+             f'{_fmt(consistency["pixel_log_spread"])} | {consistency["frames"]} |']
+    for band, values in consistency['bands'].items():
+        lines.append(f'| {band} m | {_fmt(values["scale_spread"])} | '
+                     f'{_fmt(values["pixel_log_spread"])} | {values["frames"]} |')
+    return lines
+
+
+def _far_markdown(far: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Report section on far (sky) decisions, for results that saw GT sky."""
+    rows = {name: values for name, values in far.items() if values['sky_pixels']}
+    lines = ['', '## Far decisions (sky)', '']
+    if not rows:
+        return [*lines, 'No GT sky (+inf) pixels in these frames.']
+    limits = next(iter(rows.values()))['curve']['far_limit_m']
+    lines += ['Share of GT sky pixels predicted beyond a far limit (+inf counts) and of GT '
+              'surfaces (finite GT) predicted beyond it (lost as "too far"); "+inf" is what the '
+              'model itself calls beyond its range.', '',
+              '| result | sky px | ' + ' | '.join(
+                  '+inf' if v is None else f'> {v:g} m' for v in limits) + ' |',
+              '|' + '---|' * (len(limits) + 2)]
+    for name, values in rows.items():
+        sky = ' | '.join(_fmt(v, 3) for v in values['curve']['sky_beyond'])
+        surface = ' | '.join(_fmt(v, 4) for v in values['curve']['surface_beyond'])
+        lines += [f'| {name}: sky | {values["sky_pixels"]} | {sky} |',
+                  f'| {name}: surfaces | {values["surface_pixels"]} | {surface} |']
+    return lines
