@@ -88,7 +88,7 @@ def file_sha256(path: pathlib.Path) -> str:
 
 
 def normalise_sha256(text: str) -> str:
-    """``text`` as 64 lower-case hex digits; ``ValueError`` if it is not a SHA-256."""
+    """``text`` as 64 lower-case hex digits; :class:`DownloadError` if it is not a SHA-256."""
     value = text.strip().lower()
     if not re.fullmatch(r'[0-9a-f]{64}', value):
         raise DownloadError(f'--sha256 {text!r} is not 64 hex digits')
@@ -147,7 +147,7 @@ def fetch_weights(entry: WeightEntry, *, url: str | None = None, sha256: str | N
         actual = file_sha256(path)
         if expected is None or actual == expected:
             part_path(path).unlink(missing_ok=True)  # a stale .part of an earlier run
-            recorded = expected is None and entry.sha256 is None
+            recorded = expected is None
             if recorded:  # a file copied in by hand: trust it, as on a first download
                 record_path(path).write_text(f'{actual}  {entry.file_name}\n')
             return FetchResult(path, actual, downloaded=False, recorded=recorded)
