@@ -28,6 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'make-bag': ('metric_solver_ros.commands.make_bag',
                  'write an RGB-D rosbag2 (image, camera_info, GT depth) from a folder or '
                  'synthetic scenes'),
+    'weights': ('metric_solver_ros.commands.weights',
+                'list the official DINOv2 / Depth Anything V2 checkpoints; download one into '
+                'the cache'),
 }
 
 
