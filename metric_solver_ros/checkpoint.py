@@ -6,6 +6,7 @@ A checkpoint is one ``.safetensors`` file: the model's state dict plus string me
 file alone. Official DINOv2 / Depth Anything V2 ``.pth`` files are read with
 ``torch.load(weights_only=True)`` only (a pickle that would run code is refused) and mapped onto
 a model by :func:`import_dinov2` / :func:`import_depth_anything_v2`, which report every key.
+:func:`load_depth_anything_v2` loads an official DA-V2 file as itself (a teacher), strictly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from metric_solver_ros.model import MetricSolver, MetricSolverConfig, create_model
+from metric_solver_ros.model import (
+    DAV2_PRESETS,
+    PRESETS,
+    DepthAnythingV2,
+    DepthAnythingV2Config,
+    MetricSolver,
+    MetricSolverConfig,
+    create_depth_anything_v2,
+    create_model,
+)
 
 FORMAT = 'metric_solver'
 FORMAT_VERSION = '1'
@@ -140,6 +150,26 @@ def _list(names: list[str], limit: int = 8) -> str:
     return shown + (f', ... ({len(names) - limit} more)' if len(names) > limit else '')
 
 
+def _key_problems(expected: Mapping[str, list[int]], found: Mapping[str, list[int]]) -> list[str]:
+    """Missing, unexpected and wrongly shaped keys of ``found`` against ``expected`` ({key: shape}).
+
+    Returns:
+        One line per kind of problem (a few keys named, then a count); empty if all match.
+    """
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(f'{k} (file {found[k]}, model {expected[k]})'
+                   for k in set(expected) & set(found) if found[k] != expected[k])
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} missing keys: {_list(missing)}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected keys: {_list(unexpected)}')
+    if wrong:
+        problems.append(f'{len(wrong)} keys with wrong shapes: {_list(wrong)}')
+    return problems
+
+
 def load_checkpoint(path: PathLike, device: torch.device | str | None = None,
                     dtype: torch.dtype | None = None) -> MetricSolver:
     """Rebuild the exact model stored in a checkpoint (strict), in eval mode.
@@ -159,17 +189,7 @@ def load_checkpoint(path: PathLike, device: torch.device | str | None = None,
     config = _config_from_metadata(path, metadata)
     model = create_model(config, device='meta')
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(f'{k} (file {shapes[k]}, model {expected[k]})'
-                   for k in set(expected) & set(shapes) if shapes[k] != expected[k])
-    problems = []
-    if missing:
-        problems.append(f'{len(missing)} missing keys: {_list(missing)}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected keys: {_list(unexpected)}')
-    if wrong:
-        problems.append(f'{len(wrong)} keys with wrong shapes: {_list(wrong)}')
+    problems = _key_problems(expected, shapes)
     if problems:
         raise CheckpointError(f'{path}: weights do not match the stored {config.preset!r} '
                               f'config: ' + '; '.join(problems))
@@ -447,3 +467,107 @@ def import_official(state_dict: Mapping[str, Tensor], preset: str, kind: str | N
                               + (' ...' if len(encoder_missing) > 5 else '')
                               + f'\n{report.format()}')
     return model, report, name
+
+
+# ------------------------------------------------------------- Depth Anything V2 as itself
+
+
+def infer_depth_anything_v2_preset(state_dict: Mapping[str, Tensor]) -> str:
+    """Tell the preset of a Depth Anything V2 state dict from its tensor shapes.
+
+    The token width (``pretrained.cls_token``) names the encoder; the block count breaks ties.
+
+    Raises:
+        CheckpointError: No encoder tensors, or a width / block count of no DA-V2 preset.
+    """
+    token = state_dict.get('pretrained.cls_token')
+    if token is None or token.dim() == 0:
+        raise CheckpointError('cannot tell the Depth Anything V2 preset: no pretrained.cls_token '
+                              '(not a DA-V2 file?); pass the preset')
+    embed_dim = int(token.shape[-1])
+    blocks = {int(m.group(1)) for k in state_dict
+              if (m := re.match(r'pretrained\.blocks\.(\d+)\.', k))}
+    depth = max(blocks) + 1 if blocks else 0
+    matches = [p for p in DAV2_PRESETS if PRESETS[p].embed_dim == embed_dim]
+    if len(matches) > 1:
+        matches = [p for p in matches if PRESETS[p].depth == depth]
+    if len(matches) == 1:
+        return matches[0]
+    known = ', '.join(f'{p} {PRESETS[p].embed_dim}x{PRESETS[p].depth}' for p in DAV2_PRESETS)
+    kind = 'matches several' if matches else 'matches no'
+    raise CheckpointError(f'cannot tell the Depth Anything V2 preset: token width {embed_dim} '
+                          f'and {depth} blocks {kind} preset (width x blocks: {known}); pass '
+                          f'the preset')
+
+
+def depth_anything_v2_from_state_dict(state_dict: Mapping[str, Tensor],
+                                      preset: str | None = None,
+                                      max_depth_m: float | None = None,
+                                      device: torch.device | str | None = None,
+                                      dtype: torch.dtype | None = None,
+                                      source: str = 'state dict') -> DepthAnythingV2:
+    """Build a Depth Anything V2 model from an official state dict, strictly, in eval mode.
+
+    Args:
+        state_dict: From :func:`load_official_state_dict` (``pretrained.*``, ``depth_head.*``).
+        preset: 'vits', 'vitb', 'vitl', 'vitg'; None: told from the shapes
+            (:func:`infer_depth_anything_v2_preset`).
+        max_depth_m: The metric model's ``max_depth`` [m] (20 Hypersim, 80 Virtual KITTI) or
+            None for the relative model: the keys cannot tell them apart, the caller must.
+        device: Where to put the model (default CPU).
+        dtype: Floating dtype of the parameters (default: as stored).
+        source: What ``state_dict`` came from, for error messages (e.g. the path).
+
+    Raises:
+        CheckpointError: Unknown preset, or missing / unexpected / wrongly shaped keys (a few of
+            each named, then a count).
+    """
+    if preset is None:
+        try:
+            preset = infer_depth_anything_v2_preset(state_dict)
+        except CheckpointError as exc:
+            raise CheckpointError(f'{source}: {exc}') from None
+    try:
+        # Registers and their interpolation settings follow the file, as for our own import.
+        config = DepthAnythingV2Config(preset=preset, max_depth_m=max_depth_m,
+                                       **official_encoder_settings(state_dict))
+    except ValueError as exc:
+        raise CheckpointError(f'{source}: {exc}') from None
+    model = create_depth_anything_v2(config, device='meta')
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    problems = _key_problems(expected, {k: list(v.shape) for k, v in state_dict.items()})
+    if problems:
+        hint = (' (a use_clstoken head: no released model has one, not supported)'
+                if any(k.startswith('depth_head.readout_projects.') for k in state_dict) else '')
+        raise CheckpointError(f'{source}: weights do not match a Depth Anything V2 {preset!r} '
+                              f'model: ' + '; '.join(problems) + hint)
+    model.load_state_dict(dict(state_dict), strict=True, assign=True)
+    model.to(device=device or 'cpu', dtype=dtype)
+    return model.eval()
+
+
+def load_depth_anything_v2(path: PathLike, preset: str | None = None,
+                           max_depth_m: float | None = None,
+                           device: torch.device | str | None = None,
+                           dtype: torch.dtype | None = None) -> DepthAnythingV2:
+    """Load an official Depth Anything V2 file as the model itself (e.g. a teacher), strictly.
+
+    ``.pth`` files are read with ``weights_only=True`` (:func:`load_official_state_dict`).
+
+    Args:
+        path: ``depth_anything_v2_vit*.pth`` (relative) or
+            ``depth_anything_v2_metric_{hypersim,vkitti}_vit*.pth`` (metric), or a
+            ``.safetensors`` file with the same keys.
+        preset: None: told from the tensor shapes.
+        max_depth_m: Must be given for a metric file (20 Hypersim, 80 Virtual KITTI) [m] and
+            None for a relative one: the keys are the same.
+        device: Where to put the model (default CPU).
+        dtype: Floating dtype of the parameters (default: as stored).
+
+    Raises:
+        CheckpointError: Missing, unreadable or refused file, unknown preset, or keys that do not
+            match the model (see :func:`depth_anything_v2_from_state_dict`).
+    """
+    state = load_official_state_dict(path)
+    return depth_anything_v2_from_state_dict(state, preset, max_depth_m, device, dtype,
+                                             source=str(path))

@@ -9,7 +9,14 @@ import re
 
 import pytest
 import torch
-from test_model import dav2_head_reference
+from official_weights import (
+    BLOCKS,
+    D,
+    dav2_head_reference,
+    dav2_vits_state,
+    official_dinov2_vits_shapes,
+    random_state,
+)
 
 from metric_solver_ros.checkpoint import (
     import_depth_anything_v2,
@@ -19,59 +26,6 @@ from metric_solver_ros.checkpoint import (
 )
 from metric_solver_ros.cli import main
 from metric_solver_ros.model import create_model, get_config
-
-# Official ViT-S/14 sizes (dinov2_vits14_pretrain.pth; depth_anything_v2_vits.pth), written out
-# here independently of the model code.
-D, BLOCKS, MLP, GRID = 384, 12, 1536, 37
-OUT = (48, 96, 192, 384)
-FEATURES = 64
-
-
-def official_dinov2_vits_shapes() -> dict[str, tuple[int, ...]]:
-    shapes = {'cls_token': (1, 1, D), 'pos_embed': (1, 1 + GRID * GRID, D),
-              'mask_token': (1, D), 'patch_embed.proj.weight': (D, 3, 14, 14),
-              'patch_embed.proj.bias': (D,), 'norm.weight': (D,), 'norm.bias': (D,)}
-    for i in range(BLOCKS):
-        b = f'blocks.{i}.'
-        shapes.update({
-            b + 'norm1.weight': (D,), b + 'norm1.bias': (D,),
-            b + 'attn.qkv.weight': (3 * D, D), b + 'attn.qkv.bias': (3 * D,),
-            b + 'attn.proj.weight': (D, D), b + 'attn.proj.bias': (D,),
-            b + 'ls1.gamma': (D,), b + 'norm2.weight': (D,), b + 'norm2.bias': (D,),
-            b + 'mlp.fc1.weight': (MLP, D), b + 'mlp.fc1.bias': (MLP,),
-            b + 'mlp.fc2.weight': (D, MLP), b + 'mlp.fc2.bias': (D,), b + 'ls2.gamma': (D,),
-        })
-    return shapes
-
-
-def official_dav2_head_shapes() -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for i, c in enumerate(OUT):
-        shapes[f'projects.{i}.weight'] = (c, D, 1, 1)
-        shapes[f'projects.{i}.bias'] = (c,)
-        shapes[f'scratch.layer{i + 1}_rn.weight'] = (FEATURES, c, 3, 3)
-    shapes.update({'resize_layers.0.weight': (48, 48, 4, 4), 'resize_layers.0.bias': (48,),
-                   'resize_layers.1.weight': (96, 96, 2, 2), 'resize_layers.1.bias': (96,),
-                   'resize_layers.3.weight': (384, 384, 3, 3), 'resize_layers.3.bias': (384,)})
-    for n in (1, 2, 3, 4):
-        r = f'scratch.refinenet{n}.'
-        shapes[r + 'out_conv.weight'] = (FEATURES, FEATURES, 1, 1)
-        shapes[r + 'out_conv.bias'] = (FEATURES,)
-        for unit in ('resConfUnit1', 'resConfUnit2'):  # DA-V2 builds both, also in refinenet4
-            for conv in ('conv1', 'conv2'):
-                shapes[f'{r}{unit}.{conv}.weight'] = (FEATURES, FEATURES, 3, 3)
-                shapes[f'{r}{unit}.{conv}.bias'] = (FEATURES,)
-    shapes.update({
-        'scratch.output_conv1.weight': (32, FEATURES, 3, 3), 'scratch.output_conv1.bias': (32,),
-        'scratch.output_conv2.0.weight': (32, 32, 3, 3), 'scratch.output_conv2.0.bias': (32,),
-        'scratch.output_conv2.2.weight': (1, 32, 1, 1), 'scratch.output_conv2.2.bias': (1,),
-    })
-    return shapes
-
-
-def random_state(shapes, seed):
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(s, generator=g) * 0.05 for k, s in shapes.items()}
 
 
 @pytest.fixture(scope='module')
@@ -84,10 +38,7 @@ def dinov2_file(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def dav2_file(tmp_path_factory):
-    state = {f'pretrained.{k}': v
-             for k, v in random_state(official_dinov2_vits_shapes(), seed=2).items()}
-    state.update({f'depth_head.{k}': v
-                  for k, v in random_state(official_dav2_head_shapes(), seed=3).items()})
+    state = dav2_vits_state(encoder_seed=2, head_seed=3)
     path = tmp_path_factory.mktemp('official') / 'depth_anything_v2_vits.pth'
     torch.save(state, path)
     return path, state

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from official_weights import dav2_head_reference
 
 from metric_solver_ros.model import (
     DEFAULT_ANCHOR_POOL_M,
@@ -206,59 +207,6 @@ def test_anchor_pool_rejects_bad_pools():
 
 
 # -------------------------------------------------------------------------------- the model
-
-
-def dav2_head_reference(sd, features, patch_hw, out_hw, embedding=None):
-    """Depth Anything V2's DPTHead.forward written out literally, without the final ReLU.
-
-    ``sd`` holds DA-V2 ``depth_head`` keys (no prefix). With ``embedding`` [A, E] the anchor
-    embedding is concatenated channel-wise to each tapped map before ``projects`` (the paper).
-    Fusion blocks upsample THEN apply out_conv, as DA-V2 does.
-    """
-    ph, pw = patch_hw
-    layers = []
-    for i, (tokens, _) in enumerate(features):
-        x = tokens.permute(0, 2, 1).reshape(tokens.shape[0], tokens.shape[-1], ph, pw)
-        if embedding is not None:
-            x = x.expand(embedding.shape[0], -1, -1, -1) if x.shape[0] == 1 else x
-            x = torch.cat([x, embedding[:, :, None, None].expand(-1, -1, ph, pw)], dim=1)
-        x = F.conv2d(x, sd[f'projects.{i}.weight'], sd[f'projects.{i}.bias'])
-        if i in (0, 1):
-            x = F.conv_transpose2d(x, sd[f'resize_layers.{i}.weight'],
-                                   sd[f'resize_layers.{i}.bias'], stride=4 if i == 0 else 2)
-        elif i == 3:
-            x = F.conv2d(x, sd['resize_layers.3.weight'], sd['resize_layers.3.bias'], stride=2,
-                         padding=1)
-        layers.append(x)
-    rn = [F.conv2d(layers[i], sd[f'scratch.layer{i + 1}_rn.weight'], padding=1)
-          for i in range(4)]
-
-    def rcu(x, p):
-        out = F.conv2d(F.relu(x), sd[p + 'conv1.weight'], sd[p + 'conv1.bias'], padding=1)
-        out = F.conv2d(F.relu(out), sd[p + 'conv2.weight'], sd[p + 'conv2.bias'], padding=1)
-        return out + x
-
-    def fusion(n, x, skip=None, size=None):
-        p = f'scratch.refinenet{n}.'
-        if skip is not None:
-            x = x + rcu(skip, p + 'resConfUnit1.')
-        x = rcu(x, p + 'resConfUnit2.')
-        if size is None:
-            x = F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=True)
-        else:
-            x = F.interpolate(x, size=size, mode='bilinear', align_corners=True)
-        return F.conv2d(x, sd[p + 'out_conv.weight'], sd[p + 'out_conv.bias'])
-
-    path = fusion(4, rn[3], size=rn[2].shape[2:])
-    path = fusion(3, path, rn[2], size=rn[1].shape[2:])
-    path = fusion(2, path, rn[1], size=rn[0].shape[2:])
-    path = fusion(1, path, rn[0])
-    out = F.conv2d(path, sd['scratch.output_conv1.weight'], sd['scratch.output_conv1.bias'],
-                   padding=1)
-    out = F.interpolate(out, size=out_hw, mode='bilinear', align_corners=True)
-    out = F.relu(F.conv2d(out, sd['scratch.output_conv2.0.weight'],
-                          sd['scratch.output_conv2.0.bias'], padding=1))
-    return F.conv2d(out, sd['scratch.output_conv2.2.weight'], sd['scratch.output_conv2.2.bias'])
 
 
 @pytest.mark.parametrize('hw', [(28, 42), (56, 28), (42, 70)])

@@ -1,7 +1,8 @@
 """The Metric-Solver network as pure ``nn.Module``s (no ROS, no file I/O, no CLI).
 
 ``config`` (presets, constants), ``representation`` (targets, inverse maps, fusion), ``anchor``
-(the anchor pool), ``dinov2`` (encoder), ``dpt`` (heads), ``metric_solver`` (the model).
+(the anchor pool), ``dinov2`` (encoder), ``dpt`` (heads), ``metric_solver`` (the model),
+``depth_anything_v2`` (Depth Anything V2 on the same encoder and head, as teachers).
 """
 
 from .anchor import AnchorPool
@@ -15,6 +16,13 @@ from .config import (
     PRESETS,
     MetricSolverConfig,
     get_config,
+)
+from .depth_anything_v2 import (
+    DAV2_PRESETS,
+    DepthAnythingV2,
+    DepthAnythingV2Config,
+    create_depth_anything_v2,
+    dav2_input_size,
 )
 from .dinov2 import DinoVisionTransformer
 from .dpt import DPTHead
@@ -31,6 +39,7 @@ from .representation import (
 )
 
 __all__ = [
+    'DAV2_PRESETS',
     'D_TF_EPS',
     'DEFAULT_ANCHOR_POOL_M',
     'ENCODER_TAPS',
@@ -41,11 +50,15 @@ __all__ = [
     'PRESETS',
     'AnchorPool',
     'DPTHead',
+    'DepthAnythingV2',
+    'DepthAnythingV2Config',
     'DinoVisionTransformer',
     'MetricSolver',
     'MetricSolverConfig',
     'count_parameters',
+    'create_depth_anything_v2',
     'create_model',
+    'dav2_input_size',
     'decode',
     'decode_fused',
     'depth_to_targets',

@@ -13,6 +13,9 @@ Module names follow Depth Anything V2's ``depth_head`` (``projects``, ``resize_l
   feature (``head_hidden`` channels, 32 in DA-V2; ``output_conv2.0`` + ReLU) to mask logits.
 - The output is interpolated to ``config.output_size(input)`` (``head_out_scale`` times the
   network input) instead of always the full input size.
+
+``DPTHead(config, dav2_layout=True)`` is Depth Anything V2's own head instead (no anchor input,
+the unused ``refinenet4.resConfUnit1`` built): the head of ``depth_anything_v2.DepthAnythingV2``.
 """
 
 from __future__ import annotations
@@ -67,20 +70,27 @@ class FeatureFusionBlock(nn.Module):
 
 
 class DPTHead(nn.Module):
-    """One DPT decoder conditioned on the anchor embedding.
+    """One DPT decoder conditioned on the anchor embedding (or DA-V2's own, unconditioned).
 
     Args:
-        config: Uses ``embed_dim``, ``anchor_dim``, ``head_features``, ``head_out_channels``.
+        config: Uses ``embed_dim``, ``anchor_dim``, ``head_features``, ``head_out_channels``,
+            ``head_hidden``.
         with_mask: Build ``mask_conv`` (the near head's mask logits).
+        dav2_layout: Depth Anything V2's ``depth_head`` itself: ``projects`` take ``embed_dim``
+            channels (no anchor input: ``forward`` takes ``anchor_embedding=None``) and
+            ``refinenet4`` builds the ``resConfUnit1`` DA-V2 never calls, so keys and shapes equal
+            the official files'.
     """
 
-    def __init__(self, config: MetricSolverConfig, with_mask: bool = False) -> None:
+    def __init__(self, config: MetricSolverConfig, with_mask: bool = False, *,
+                 dav2_layout: bool = False) -> None:
         super().__init__()
         dim, oc, features = config.embed_dim, config.head_out_channels, config.head_features
         hidden = config.head_hidden
         self.embed_dim = dim
+        self.anchor_dim = 0 if dav2_layout else config.anchor_dim
         self.projects = nn.ModuleList(
-            nn.Conv2d(dim + config.anchor_dim, c, kernel_size=1) for c in oc)
+            nn.Conv2d(dim + self.anchor_dim, c, kernel_size=1) for c in oc)
         self.resize_layers = nn.ModuleList([
             nn.ConvTranspose2d(oc[0], oc[0], kernel_size=4, stride=4),
             nn.ConvTranspose2d(oc[1], oc[1], kernel_size=2, stride=2),
@@ -94,7 +104,8 @@ class DPTHead(nn.Module):
         self.scratch.refinenet1 = FeatureFusionBlock(features)
         self.scratch.refinenet2 = FeatureFusionBlock(features)
         self.scratch.refinenet3 = FeatureFusionBlock(features)
-        self.scratch.refinenet4 = FeatureFusionBlock(features, has_skip=False)
+        # refinenet4 has no skip input; DA-V2 builds its resConfUnit1 all the same.
+        self.scratch.refinenet4 = FeatureFusionBlock(features, has_skip=dav2_layout)
         self.scratch.output_conv1 = nn.Conv2d(features, features // 2, kernel_size=3, padding=1)
         self.scratch.output_conv2 = nn.Sequential(
             nn.Conv2d(features // 2, hidden, kernel_size=3, padding=1),
@@ -103,7 +114,7 @@ class DPTHead(nn.Module):
         )
         self.mask_conv = nn.Conv2d(hidden, 1, kernel_size=1) if with_mask else None
 
-    def forward(self, features: Sequence[tuple[Tensor, Tensor]], anchor_embedding: Tensor,
+    def forward(self, features: Sequence[tuple[Tensor, Tensor]], anchor_embedding: Tensor | None,
                 patch_hw: tuple[int, int], out_hw: tuple[int, int]
                 ) -> tuple[Tensor, Tensor | None]:
         """Decode tapped encoder features for a batch of anchors.
@@ -112,22 +123,32 @@ class DPTHead(nn.Module):
             features: 4 pairs ``(patch_tokens [Bf, N, D], class_token [Bf, D])``; the class
                 tokens are unused (DA-V2 ``use_clstoken=False``).
             anchor_embedding: [A, anchor_dim]; the batch is ``max(Bf, A)`` (``Bf`` or ``A``
-                must be 1 if they differ: one image with many anchors, or one anchor).
+                must be 1 if they differ: one image with many anchors, or one anchor). None for
+                (and only for) a ``dav2_layout`` head.
             patch_hw: Token grid (h, w) = input size / patch size.
             out_hw: Output size (h, w) [px].
 
         Returns:
             ``(depth_logit [B, 1, h, w], mask_logit [B, 1, h, w] or None)``.
+
+        Raises:
+            ValueError: An anchor embedding given to a DA-V2 head, or none to a conditioned one.
         """
+        if (anchor_embedding is None) != (self.anchor_dim == 0):
+            raise ValueError('an anchor-conditioned DPT head needs anchor_embedding; a '
+                             'dav2_layout head takes None')
         ph, pw = patch_hw
         layers = []
         for i, (tokens, _cls) in enumerate(features):
             project = self.projects[i]
             weight = project.weight[:, :, 0, 0]
-            x = F.linear(tokens, weight[:, :self.embed_dim])  # [Bf, N, C], once per image
-            bias = F.linear(anchor_embedding.to(x.dtype), weight[:, self.embed_dim:],
-                            project.bias)  # [A, C]: the concatenated anchor channels
-            x = x + bias.unsqueeze(1)
+            if anchor_embedding is None:
+                x = F.linear(tokens, weight, project.bias)
+            else:
+                x = F.linear(tokens, weight[:, :self.embed_dim])  # [Bf, N, C], once per image
+                bias = F.linear(anchor_embedding.to(x.dtype), weight[:, self.embed_dim:],
+                                project.bias)  # [A, C]: the concatenated anchor channels
+                x = x + bias.unsqueeze(1)
             x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], ph, pw)
             layers.append(self.resize_layers[i](x))
         s = self.scratch
