@@ -13,9 +13,9 @@ Data only (no I/O): the downloader is :mod:`metric_solver_ros.download`, the com
   ``apache-2.0`` tag; they are fine-tunes of the CC-BY-NC-4.0 relative models, so the
   stricter licence is listed (and ``get`` asks for ``--accept-license``).
 - Sizes and sha256: the Git LFS pointers (``oid sha256:``, ``size``) of the publisher's Hugging
-  Face repositories. For ``depth_anything_v2_vitl`` and ``..._metric_hypersim_vits`` the pointer
-  page itself was not found; the values are those that independent projects pin for the files
-  of those repositories, and agree with each other.
+  Face repositories, only where the publisher's own pointer was read. For
+  ``depth_anything_v2_vitl`` and ``..._metric_hypersim_vits`` it was not found (only other
+  projects' pins), so both are None: the first download records its checksum with a warning.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _dinov2(preset: str, registers: bool) -> WeightEntry:
                        url=_DINOV2_URL.format(base=base, file=file_name), file_name=file_name)
 
 
-def _dav2(preset: str, size_bytes: int, sha256: str, dataset: str | None = None) -> WeightEntry:
+def _dav2(preset: str, size_bytes: int | None, sha256: str | None, dataset: str | None = None) -> WeightEntry:
     licence = 'Apache-2.0' if preset == 'vits' else 'CC-BY-NC-4.0'
     if dataset is None:
         name, repo = f'depth_anything_v2_{preset}', f'Depth-Anything-V2-{_DAV2_SIZE[preset]}'
@@ -116,10 +116,8 @@ _ENTRIES = (
     *(_dinov2(preset, registers) for registers in (False, True) for preset in WEIGHT_PRESETS),
     _dav2('vits', 99_218_434, '715fade13be8f229f8a70cc02066f656f2423a59effd0579197bbf57860e1378'),
     _dav2('vitb', 389_961_218, '0d2b7002e62d39d655571c371333340bd88f67ab95050c03591555aa05645328'),
-    _dav2('vitl', 1_341_395_338,
-          'a7ea19fa0ed99244e67b624c72b8580b7e9553043245905be58796a608eb9345'),
-    _dav2('vits', 99_222_290, 'b782898d8a3e8be1f639de33837ed85e9b4b73e40f8f5e5cd99067588d722545',
-          'hypersim'),
+    _dav2('vitl', None, None),  # the publisher's LFS pointer was not found: checksum recorded
+    _dav2('vits', None, None, 'hypersim'),  # as above
     _dav2('vitb', 389_965_138, '9dc9e274c5eff55c6daf27b660c0ced0eca4e8593a6da90cdcb04d2b4d3f3fa2',
           'hypersim'),
     _dav2('vitl', 1_341_401_882,
