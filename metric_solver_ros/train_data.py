@@ -170,6 +170,7 @@ EVAL_SETS: tuple[tuple[str, float, float], ...] = (('indoor', 10.0, 10.0),
 EVAL_SEED = 987_654_321
 """Seed of the held-out synthetic evaluation scenes (never a training seed)."""
 
+
 def eval_frames(cfg: TrainConfig, device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
     """Render the held-out evaluation scenes once: kind -> batch (CPU tensors)."""
     from metric_solver_ros.data.datasets import SyntheticDataset
