@@ -8,7 +8,7 @@ steps, image size, learning rates), differing only in their switch:
 - ``one_head``: the near head only, a hard cap at 80 m (anchor 80 m: ``d / 80`` clipped at 1);
 - ``no_mask``: no mask head (near/far decided by ``d_sn < 0.99``).
 
-Each is evaluated on the same held-out synthetic scenes (``train.EVAL_SEED``): indoors with
+Each is evaluated on the same held-out synthetic scenes (``train_data.EVAL_SEED``): indoors with
 anchor 10 m and cap 10 m, outdoors with anchor 80 m and cap 80 m, as the paper (the fixed-anchor
 and one-head variants use their only anchor).
 
@@ -64,7 +64,9 @@ def evaluate_checkpoint(path: pathlib.Path, sets, frames_per_kind: int, size) ->
     import torch
 
     from metric_solver_ros.checkpoint import load_checkpoint
-    from metric_solver_ros.train import TrainConfig, eval_frames, evaluate
+    from metric_solver_ros.train import evaluate
+    from metric_solver_ros.train_config import TrainConfig
+    from metric_solver_ros.train_data import eval_frames
 
     torch.set_num_threads(2)
     model = load_checkpoint(path).float()  # the bundled model is stored as float16
@@ -84,7 +86,7 @@ def _row(name: str, metrics: dict) -> str:
 def report(checkpoint: str | None, frames_per_kind: int) -> str:
     """Evaluate the variants and the per-anchor table; return the Markdown."""
     from metric_solver_ros.checkpoint import default_model_path, read_checkpoint_config
-    from metric_solver_ros.train import EVAL_SEED, EVAL_SETS
+    from metric_solver_ros.train_data import EVAL_SEED, EVAL_SETS
 
     lines = ['### Table 3a: model design (same recipe, `config/ablation.yaml`)', '']
     results = {}

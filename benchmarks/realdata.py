@@ -3,7 +3,7 @@
 What a user of the bundled (synthetic-only) model, or of their own checkpoint, gets on real
 cameras: NYU Depth v2 (2), TUM RGB-D and SUN RGB-D indoors at anchor 10 m / cap 10 m; KITTI and
 nuScenes outdoors at anchor 80 m / cap 80 m (sparse projected-LiDAR ground truth): the held-out
-protocol of training (``train.EVAL_SETS``). Metrics as in ``metric-solver eval``
+protocol of training (``train_data.EVAL_SETS``). Metrics as in ``metric-solver eval``
 (``evaluation.evaluate``, GT resolution, mean over the valid pixels of each image), plus the
 scale diagnostics: ``scale`` is median(GT) / median(prediction) (1 = right metric scale) and
 ``d1 aligned`` is delta1 after that correction (structure only). The images are evaluation
@@ -34,7 +34,7 @@ def main() -> None:
     from metric_solver_ros.demo import REALDATA
     from metric_solver_ros.engine import DepthEngine
     from metric_solver_ros.evaluation import EnginePredictor, EvalFrame, evaluate
-    from metric_solver_ros.train import EVAL_SETS
+    from metric_solver_ros.train_data import EVAL_SETS
 
     protocol = {kind: (anchor_m, cap_m) for kind, anchor_m, cap_m in EVAL_SETS}
     root = args.realdata or REALDATA

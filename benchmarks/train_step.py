@@ -14,7 +14,7 @@ it (all in this process, one after the other):
 - ``render``: ``SyntheticDataset.render`` of the packed batch on the device;
 - ``step``: forward, loss, backward, gradient clipping, AdamW and EMA: ``train.py``'s step,
   from its own functions, and its ``amp`` rule (``--amp``; ``auto``: bf16 autocast on GPUs
-  with bf16 hardware only, ``engine.native_bf16``).
+  with bf16 hardware only, ``runtime_options.native_bf16``).
 
 The training loop can go no faster than either side: the workers deliver at most
 ``workers / (layout + pack)`` batches/s, the training process needs ``unpickle + render + step``
@@ -57,14 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     from metric_solver_ros.model import create_model
     from metric_solver_ros.train import (
         EMA,
-        TrainConfig,
         autocast_for,
         configure_optimizer,
+        input_normalization,
         loss_terms,
         normalized_images,
         optimizer_step,
         sample_anchors,
     )
+    from metric_solver_ros.train_config import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
@@ -104,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ema = EMA(model, cfg.ema_decay)
     weights = LossWeights(*cfg.loss_weights)
     pool_m = torch.tensor(config.anchor_pool_m, dtype=torch.float32)
-    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
+    mean, std = input_normalization(config, device)
     use_bf16, ctx = autocast_for(cfg.amp, device)
     images = normalized_images(batch['image'], device, mean, std)
     step_no = iter(range(10**9))

@@ -28,12 +28,10 @@ import torch.nn.functional as F
 from metric_solver_ros.model import MetricSolver
 from metric_solver_ros.model.representation import decode as decode_outputs
 from metric_solver_ros.model.representation import decode_fused
+from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES, native_bf16
 
 _LOG = logging.getLogger(__name__)
 
-DEVICES = ('auto', 'cpu', 'cuda')
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
-RESIZE_MODES = ('keep_aspect', 'square')
 _DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 #: Most anchors decoded for one frame (bounds the decoder batch).
 MAX_ANCHORS = 8
@@ -132,15 +130,6 @@ def resolve_device(device: str) -> torch.device:
                 f'use device auto or cpu')
         return torch.device(name)
     raise EngineError(f'unknown device {device!r}; expected one of {", ".join(DEVICES)}')
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware: CUDA compute capability 8 (Ampere) on.
-
-    ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated (slowly: V100,
-    T4, Jetson Xavier), and asks about the current device instead of ``device``.
-    """
-    return device.type == 'cuda' and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

@@ -14,10 +14,11 @@ For a ground-truth depth ``d`` [m] and the anchor ``a`` [m] of each image (targe
 
 Not in the paper, off by default: ``L_silog``, a scale-invariant log loss on the *soft-fused*
 depth ``m a d_sn + (1 - m)(a - ln(d_tf) / k)`` (``m = sigmoid(mask_logit)``, ``d_tf`` clamped at
-``d_tf_eps``), per image ``mean(e^2) - 0.85 mean(e)^2`` with ``e = ln p - ln d`` over the finite
-valid pixels (sky excluded), averaged over the images that have any. The paper's L2 terms act on
-``d / a``, so a pixel's error counts the same at 1 m as at 9 m under a 10 m anchor; this term
-adds the relative-depth signal that delta1 measures (weight ``LossWeights.silog``; a probe in
+``d_tf_eps``; :func:`~metric_solver_ros.model.representation.soft_fused_depth`), per image
+``mean(e^2) - 0.85 mean(e)^2`` with ``e = ln p - ln d`` over the finite valid pixels (sky
+excluded), averaged over the images that have any. The paper's L2 terms act on ``d / a``, so a
+pixel's error counts the same at 1 m as at 9 m under a 10 m anchor; this term adds the
+relative-depth signal that delta1 measures (weight ``LossWeights.silog``; a probe in
 ``docs/TRAINING.md``).
 
 Decisions the paper leaves open:
@@ -43,6 +44,8 @@ Decisions the paper leaves open:
   - ``far_head=False`` ("one head, hard cap"): no far term; the near head is trained on ALL
     valid pixels with the capped target ``min(d, a) / a`` (sky -> 1), the cap being the anchor
     (train such a model with a fixed anchor, e.g. 80 m, for the paper's baseline).
+
+  Both use :func:`~metric_solver_ros.model.representation.capped_near_target`.
 """
 
 from __future__ import annotations
@@ -55,10 +58,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metric_solver_ros.model.representation import (
+    capped_near_target,
     depth_to_targets,
     far_limit_m,
-    far_to_depth,
-    near_to_depth,
+    soft_fused_depth,
 )
 
 if TYPE_CHECKING:
@@ -123,27 +126,6 @@ SILOG_VARIANCE_FOCUS = 0.85
 """lambda of ``L_silog = mean(e^2) - lambda mean(e)^2`` (BTS / AdaBins; 1: scale-invariant)."""
 
 
-def soft_fused_depth(outputs: dict[str, Tensor], anchors_m: Tensor,
-                     config: MetricSolverConfig) -> Tensor:
-    """The differentiable fused depth [m]: ``m * near + (1 - m) * far`` with the soft mask.
-
-    Args:
-        outputs: ``MetricSolver.forward`` output with all three logits, [B, 1, h, w].
-        anchors_m: Anchor [m] of each image, [B].
-        config: The model config (``k``, ``d_tf_eps``).
-
-    Returns:
-        float32 depth [m], [B, 1, h, w]; finite (``d_tf`` is clamped at ``d_tf_eps``, i.e. at
-        most ``a + ln(1 / d_tf_eps) / k``).
-    """
-    a = anchors_m.float().reshape(-1, 1, 1, 1).to(outputs['d_sn_logit'].device)
-    m = torch.sigmoid(outputs['mask_logit'].float())
-    near = near_to_depth(torch.sigmoid(outputs['d_sn_logit'].float()), a)
-    d_tf = torch.sigmoid(outputs['d_tf_logit'].float()).clamp(min=config.d_tf_eps)
-    far = far_to_depth(d_tf, a, config.k, config.d_tf_eps)
-    return m * near + (1.0 - m) * far
-
-
 def silog_loss(pred_m: Tensor, depth_m: Tensor, valid: Tensor,
                variance_focus: float = SILOG_VARIANCE_FOCUS) -> Tensor:
     """Per image ``mean(e^2) - variance_focus * mean(e)^2``, ``e = ln pred - ln depth``.
@@ -205,8 +187,7 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
     if config.mask_head and config.far_head:
         loss_sn = masked_mean((d_sn - targets['d_sn']) ** 2, targets['near_valid'])
     else:  # truncated / capped near target over every valid pixel (sky: d / a = inf -> 1)
-        capped = torch.where(valid, (depth / a).clamp(0.0, 1.0), zero)
-        loss_sn = masked_mean((d_sn - capped) ** 2, valid)
+        loss_sn = masked_mean((d_sn - capped_near_target(depth, a)) ** 2, valid)
 
     if config.far_head:
         d_tf = torch.sigmoid(outputs['d_tf_logit'].float())

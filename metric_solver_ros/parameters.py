@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from metric_solver_ros.anchor_modes import MODES as ANCHOR_MODES
-from metric_solver_ros.engine import DEVICES, PRECISIONS, RESIZE_MODES
+from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES
 
 IMAGE_TRANSPORTS = ('raw', 'compressed')
 

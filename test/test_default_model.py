@@ -45,16 +45,17 @@ def test_recorded_evaluation_is_what_the_model_scores():
     # with the protocol the metadata names (64 held-out scenes per kind at 196x252).
     from contextlib import nullcontext
 
-    from metric_solver_ros import train
+    from metric_solver_ros.train import evaluate
+    from metric_solver_ros.train_config import TrainConfig
+    from metric_solver_ros.train_data import eval_frames
 
     metadata = read_checkpoint_metadata(default_model_path())
     assert '64 held-out scenes per kind' in metadata['eval_protocol']
     assert '196x252' in metadata['eval_protocol']
     recorded = json.loads(metadata['eval_metrics'])
-    frames = train.eval_frames(train.TrainConfig(image_size=(196, 252), eval_frames=64),
-                               torch.device('cpu'))
+    frames = eval_frames(TrainConfig(image_size=(196, 252), eval_frames=64), torch.device('cpu'))
     model = load_checkpoint(default_model_path()).float()
-    measured = train.evaluate(model, frames, torch.device('cpu'), nullcontext(), batch_size=16)
+    measured = evaluate(model, frames, torch.device('cpu'), nullcontext(), batch_size=16)
     for kind in ('indoor', 'outdoor'):
         for key in ('delta1', 'abs_rel', 'delta1_aligned', 'mask_accuracy'):
             assert measured[kind][key] == pytest.approx(recorded[kind][key], abs=2e-3), (kind, key)

@@ -225,7 +225,8 @@ def test_silog_term_by_hand_and_off_by_default():
 
 
 def test_silog_term_averages_images_and_needs_the_fused_depth():
-    from metric_solver_ros.losses import silog_loss, soft_fused_depth
+    from metric_solver_ros.losses import silog_loss
+    from metric_solver_ros.model.representation import soft_fused_depth
 
     # Image 0 exactly right; image 1 uniformly 2x too far (scale only: (1 - 0.85) ln(2)^2);
     # image 2 has no valid pixel and does not count.

@@ -16,6 +16,7 @@ from metric_solver_ros.model import (
     get_config,
 )
 from metric_solver_ros.model.representation import (
+    capped_near_target,
     decode,
     decode_fused,
     depth_to_targets,
@@ -127,6 +128,18 @@ def test_invalid_pixels_are_excluded_from_every_mask():
     assert t['valid'][4:].all()
     assert t['near_valid'].tolist() == [False] * 4 + [True, False, False]
     assert t['far_valid'].tolist() == [False] * 4 + [False, True, True]
+
+
+def test_capped_near_target_is_the_near_target_below_the_anchor_and_1_beyond():
+    d = torch.tensor([0.0, math.nan, -1.0, -math.inf, 1.0, 2.0, 5.0, math.inf])
+    capped = capped_near_target(d, 2.0)
+    assert capped.dtype == torch.float32
+    assert capped.tolist() == [0.0] * 4 + [0.5, 1.0, 1.0, 1.0]  # sky: d / a = inf -> 1
+    t = depth_to_targets(d, 2.0)  # the same validity rule, and d_sn where near
+    assert torch.equal(capped[t['near_valid']], t['d_sn'][t['near_valid']])
+    per_image = capped_near_target(torch.full((2, 1, 1, 1), 3.0),
+                                   torch.tensor([2.0, 4.0]).view(2, 1, 1, 1))
+    assert per_image.flatten().tolist() == [1.0, 0.75]
 
 
 def test_per_image_anchor_broadcast_and_dtypes():

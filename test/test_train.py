@@ -20,20 +20,23 @@ from metric_solver_ros.commands import train as command
 from metric_solver_ros.model import create_model, get_config
 from metric_solver_ros.train import (
     EMA,
-    StepBatchSampler,
-    TrainConfig,
     autocast_for,
-    check_resumable,
     configure_optimizer,
-    get_lr,
-    init_model,
-    load_config,
     normalized_images,
     optimizer_step,
-    param_digest,
     sample_anchors,
     train,
 )
+from metric_solver_ros.train_config import (
+    TrainConfig,
+    config_fields,
+    get_lr,
+    load_config,
+    overrides_from_args,
+    schedule_position,
+)
+from metric_solver_ros.train_data import StepBatchSampler, train_batches
+from metric_solver_ros.train_state import check_resumable, init_model, param_digest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = REPO / 'config' / 'train_smoke.yaml'
@@ -235,8 +238,6 @@ def test_rgbd_folder_and_mixed_sources_through_dataloader_workers(tmp_path):
 
 
 def test_scene_workers_give_the_same_batches(tmp_path):
-    from metric_solver_ros.train import train_batches
-
     def first_batches(scene_workers: int, start: int) -> list[dict[str, torch.Tensor]]:
         cfg = _smoke(tmp_path, 'run', batch_size=3, scene_workers=scene_workers)
         batches = train_batches(cfg, rank=0, world=1, device=torch.device('cpu'), start=start)
@@ -297,6 +298,12 @@ def test_get_lr_warmup_cosine_and_floor():
     assert all(a >= b for a, b in zip(values, values[1:], strict=False))
     assert get_lr(59, TrainConfig(lr=1e-3, min_lr=0.0, warmup_steps=9, max_steps=1000,
                                   lr_decay_steps=109)) == pytest.approx(5e-4)
+    # The position in the schedule: the step, or the budget's share when that is ahead.
+    assert schedule_position(30, 50.0, cfg) == 30.0
+    by_time = TrainConfig(max_steps=1000, time_budget_s=100.0, schedule_by_time=True)
+    assert schedule_position(30, 50.0, by_time) == 500.0  # half the budget: half the steps
+    assert schedule_position(700, 50.0, by_time) == 700.0
+    assert schedule_position(30, 50.0, replace(by_time, time_budget_s=0.0)) == 30.0
 
 
 def test_optimizer_groups_head_lr_and_no_decay():
@@ -352,13 +359,13 @@ def test_config_yaml_overrides_and_cli(tmp_path):
     with pytest.raises(ValueError, match='data source'):
         load_config(None, {'data': [{'source': 'kitti'}]})
     # The CLI options are exactly the config fields, parsed as YAML.
-    assert [n for n, _ in command.config_fields()] == [f.name for f in fields(TrainConfig)]
-    assert all(help_text for _, help_text in command.config_fields())
+    assert [n for n, _ in config_fields()] == [f.name for f in fields(TrainConfig)]
+    assert all(help_text for _, help_text in config_fields())
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     args = parser.parse_args(['--config', str(SMOKE), '--max_steps', '7', '--ema_decay=0.99',
                               '--model', '{anchor_dim: 4}', '--resume', 'false'])
-    assert command.overrides_from_args(args) == {
+    assert overrides_from_args(args) == {
         'max_steps': 7, 'ema_decay': 0.99, 'model': {'anchor_dim': 4}, 'resume': False}
 
 

@@ -29,6 +29,7 @@ from .dpt import DPTHead
 from .metric_solver import MetricSolver, count_parameters, create_model, parameter_groups
 from .representation import (
     NO_MASK_NEAR_THRESHOLD,
+    capped_near_target,
     decode,
     decode_fused,
     depth_to_targets,
@@ -36,6 +37,7 @@ from .representation import (
     far_to_depth,
     fuse_anchors,
     near_to_depth,
+    soft_fused_depth,
 )
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     'DinoVisionTransformer',
     'MetricSolver',
     'MetricSolverConfig',
+    'capped_near_target',
     'count_parameters',
     'create_depth_anything_v2',
     'create_model',
@@ -68,4 +71,5 @@ __all__ = [
     'get_config',
     'near_to_depth',
     'parameter_groups',
+    'soft_fused_depth',
 ]

@@ -34,6 +34,11 @@ def _anchor_like(anchor_m: Tensor | float, ref: Tensor) -> Tensor:
     return torch.as_tensor(anchor_m, dtype=torch.float32, device=ref.device)
 
 
+def _valid(depth_m: Tensor) -> Tensor:
+    """The pixels with a ground truth: False for 0, NaN, negatives and -inf; True for +inf."""
+    return depth_m > 0
+
+
 def depth_to_targets(depth_m: Tensor, anchor_m: Tensor | float,
                      k: float = K_TAPER) -> dict[str, Tensor]:
     """Compute the training targets of a ground-truth depth map for one anchor per image.
@@ -55,7 +60,7 @@ def depth_to_targets(depth_m: Tensor, anchor_m: Tensor | float,
     """
     d = depth_m.float()
     a = _anchor_like(anchor_m, d)
-    valid = d > 0  # False for 0, NaN, negatives and -inf; True for +inf
+    valid = _valid(d)
     near_valid = valid & (d <= a)
     far_valid = valid & (d >= a)
     zero = torch.zeros((), dtype=torch.float32, device=d.device)
@@ -92,6 +97,49 @@ def far_to_depth(d_tf: Tensor, anchor_m: Tensor | float, k: float = K_TAPER,
 def far_limit_m(anchor_m: float, k: float = K_TAPER, eps: float = D_TF_EPS) -> float:
     """Return the largest finite far depth [m] for anchor ``anchor_m`` [m]: ``a - ln(eps) / k``."""
     return float(anchor_m) - math.log(eps) / k
+
+
+def capped_near_target(depth_m: Tensor, anchor_m: Tensor | float) -> Tensor:
+    """The near target of the heads-dropping ablations: ``min(d, a) / a`` over every valid pixel.
+
+    Without a mask head the near head must say "far" itself (the decoder's ``d_sn <``
+    :data:`NO_MASK_NEAR_THRESHOLD` rule); without a far head it is the one head, capped at the
+    anchor. Either way every valid pixel is trained, the far ones (sky included) towards 1.
+
+    Args:
+        depth_m: Depth [m], shape [..., H, W] (0 / NaN / negative invalid, +inf sky).
+        anchor_m: Anchor depth [m] > 0, a scalar or broadcastable to ``depth_m``.
+
+    Returns:
+        float32 target in [0, 1] of ``depth_m``'s shape; 0 at invalid pixels.
+    """
+    d = depth_m.float()
+    zero = torch.zeros((), dtype=torch.float32, device=d.device)
+    return torch.where(_valid(d), (d / _anchor_like(anchor_m, d)).clamp(0.0, 1.0), zero)
+
+
+def soft_fused_depth(outputs: dict[str, Tensor], anchors_m: Tensor,
+                     config: MetricSolverConfig) -> Tensor:
+    """The differentiable fused depth [m]: ``m * near + (1 - m) * far`` with the soft mask.
+
+    Training's relative-depth term (``losses.silog_loss``) reads it; inference fuses with the
+    thresholded mask instead (:func:`decode`).
+
+    Args:
+        outputs: ``MetricSolver.forward`` output with all three logits, [B, 1, h, w].
+        anchors_m: Anchor [m] of each image, [B].
+        config: The model config (``k``, ``d_tf_eps``).
+
+    Returns:
+        float32 depth [m], [B, 1, h, w]; finite (``d_tf`` is clamped at ``d_tf_eps``, i.e. at
+        most ``a + ln(1 / d_tf_eps) / k``).
+    """
+    a = anchors_m.float().reshape(-1, 1, 1, 1).to(outputs['d_sn_logit'].device)
+    m = torch.sigmoid(outputs['mask_logit'].float())
+    near = near_to_depth(torch.sigmoid(outputs['d_sn_logit'].float()), a)
+    d_tf = torch.sigmoid(outputs['d_tf_logit'].float()).clamp(min=config.d_tf_eps)
+    far = far_to_depth(d_tf, a, config.k, config.d_tf_eps)
+    return m * near + (1.0 - m) * far
 
 
 def _near_decision(outputs: dict[str, Tensor], d_sn_logit: Tensor,
