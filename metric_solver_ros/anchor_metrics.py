@@ -35,6 +35,9 @@ from metric_solver_ros.metrics import DEPTH_BANDS_M, clip_prediction, valid_gt_m
 
 #: A sky pixel (GT +inf) counts as right when predicted beyond this [m] or +inf.
 SKY_FAR_M = 80.0
+#: Anchors [m] whose agreement is measured per scene kind (issue goals; training evaluation).
+CONSISTENCY_ANCHORS_M: dict[str, tuple[float, ...]] = {'indoor': (1.0, 3.0, 10.0, 40.0),
+                                                       'outdoor': (5.0, 20.0, 80.0)}
 #: Far limits [m] of the sky / surface trade-off curve (+inf: only what the model calls +inf).
 FAR_LIMITS_M: tuple[float, ...] = (40.0, 60.0, 80.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0,
                                    math.inf)

@@ -236,10 +236,6 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg
     return grad_norm
 
 
-SKY_FAR_M = 80.0
-"""A sky pixel (GT +inf) counts as right when predicted beyond this [m] or +inf."""
-
-
 @torch.no_grad()
 def evaluate(model: MetricSolver, frames: dict[str, dict[str, torch.Tensor]],
              device: torch.device, ctx: Any, batch_size: int,
@@ -248,17 +244,25 @@ def evaluate(model: MetricSolver, frames: dict[str, dict[str, torch.Tensor]],
 
     Each kind uses its anchor and cap (``sets``, default ``EVAL_SETS``; results are keyed by
     kind, or ``kind@anchor/cap`` when a kind appears more than once); predictions are brought
-    to GT resolution
-    with ``evaluation.to_gt_resolution``. Per kind: ``delta1/2/3``, ``abs_rel``, ``rmse`` [m],
-    ``log10``, ``silog``, ``mask_accuracy`` (means over frames) and ``sky_far_fraction``: the
-    share of sky GT pixels predicted beyond ``SKY_FAR_M`` or +inf (None without sky).
+    to GT resolution with ``evaluation.to_gt_resolution``. Per kind: ``delta1/2/3``,
+    ``abs_rel``, ``rmse`` [m], ``log10``, ``silog``, ``mask_accuracy`` (means over frames),
+    ``sky_far_fraction``: the share of sky GT pixels predicted beyond
+    ``anchor_metrics.SKY_FAR_M`` or +inf (None without sky), and ``scale_spread`` /
+    ``pixel_log_spread`` over ``anchor_metrics.CONSISTENCY_ANCHORS_M`` of the kind (within the
+    pool; see ``anchor_metrics``). The encoder runs once per batch for all anchors.
     """
     import cv2
 
+    from metric_solver_ros.anchor_metrics import (
+        CONSISTENCY_ANCHORS_M,
+        AnchorConsistency,
+        FarDecisions,
+    )
     from metric_solver_ros.evaluation import Prediction, to_gt_resolution
     from metric_solver_ros.metrics import DEFAULT_MIN_DEPTH_M, MetricAggregator
 
     config = model.config
+    lo_m, hi_m = config.pool_range_m
     mean, std = input_normalization(config, device)
     was_training = model.training
     model.eval()
@@ -271,28 +275,39 @@ def evaluate(model: MetricSolver, frames: dict[str, dict[str, torch.Tensor]],
         images, depths = frames[kind]['image'], frames[kind]['depth_m']
         aggregator = MetricAggregator(min_depth_m=DEFAULT_MIN_DEPTH_M, cap_m=cap_m,
                                       anchor_m=anchor_m)
-        sky_right = sky_total = 0
+        far = FarDecisions(min_depth_m=DEFAULT_MIN_DEPTH_M)
+        consistency = AnchorConsistency(min_depth_m=DEFAULT_MIN_DEPTH_M, cap_m=cap_m)
+        spread_anchors = [a for a in CONSISTENCY_ANCHORS_M.get(kind, ()) if lo_m <= a <= hi_m]
         for lo in range(0, images.shape[0], batch_size):
             x = normalized_images(images[lo:lo + batch_size], device, mean, std)
-            anchors = torch.full((x.shape[0],), anchor_m, device=device)
+            patch_hw = (x.shape[-2] // config.patch_size, x.shape[-1] // config.patch_size)
             with ctx:
-                outputs = model(x, anchors, check_anchors=False)
-            decoded = decode(outputs, anchors, config)
-            pred = decoded['depth_m'][:, 0].cpu().numpy()
-            near = decoded['near'][:, 0].cpu().numpy()
+                features = model.encode(x)
+            by_anchor = {}
+            for a in dict.fromkeys([anchor_m, *spread_anchors]):
+                anchors = torch.full((x.shape[0],), a, device=device)
+                with ctx:
+                    outputs = model.decode(features, anchors, patch_hw, check_anchors=False)
+                decoded = decode(outputs, anchors, config)
+                by_anchor[a] = (decoded['depth_m'][:, 0].cpu().numpy(),
+                                decoded['near'][:, 0].cpu().numpy())
+            pred, near = by_anchor[anchor_m]
             for i in range(pred.shape[0]):
                 gt = depths[lo + i, 0].numpy()
                 resized = to_gt_resolution(Prediction(pred[i], near[i], anchor_m), gt.shape,
                                            DEFAULT_MIN_DEPTH_M, cap_m)
                 aggregator.add(resized.depth_m, gt, resized.near)
-                sky = np.isposinf(gt)
-                if sky.any():
-                    raw = cv2.resize(pred[i], (gt.shape[1], gt.shape[0]),
-                                     interpolation=cv2.INTER_NEAREST)
-                    sky_right += int(np.count_nonzero(raw[sky] > SKY_FAR_M))
-                    sky_total += int(np.count_nonzero(sky))
+                far.add(cv2.resize(pred[i], (gt.shape[1], gt.shape[0]),
+                                   interpolation=cv2.INTER_NEAREST), gt)
+                if len(spread_anchors) >= 2:
+                    consistency.add({a: to_gt_resolution(
+                        Prediction(by_anchor[a][0][i]), gt.shape, DEFAULT_MIN_DEPTH_M,
+                        cap_m).depth_m for a in spread_anchors}, gt)
         metrics = aggregator.frame_mean()
-        metrics['sky_far_fraction'] = sky_right / sky_total if sky_total else None
+        metrics['sky_far_fraction'] = far.summary()['sky_beyond_far']
+        spread = consistency.summary()
+        metrics['scale_spread'] = spread['scale_spread']
+        metrics['pixel_log_spread'] = spread['pixel_log_spread']
         metrics['anchor_m'], metrics['cap_m'] = anchor_m, cap_m
         results[name] = metrics
     model.train(was_training)
@@ -409,6 +424,8 @@ class RunLog:
             f'{kind} d1 {_fmt(m["delta1"])} absrel {_fmt(m["abs_rel"])} rmse '
             f'{_fmt(m["rmse"])} mask {_fmt(m.get("mask_accuracy"))}'
             + (f' sky {_fmt(m["sky_far_fraction"])}' if m['sky_far_fraction'] is not None
+               else '')
+            + (f' spread {_fmt(m["scale_spread"])}' if m.get('scale_spread') is not None
                else '') for kind, m in metrics.items()))
 
 
