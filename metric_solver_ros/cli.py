@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 'write a Metric-Solver checkpoint initialised from official DINOv2 / DA-V2 files'),
     'info': ('metric_solver_ros.commands.info', 'print the config and parameter counts of a model'),
     'train': ('metric_solver_ros.commands.train', 'train or fine-tune a Metric-Solver model'),
+    'finetune': ('metric_solver_ros.commands.finetune',
+                 "fine-tune on a robot's own bag (RGB-D or LiDAR ground truth); report the "
+                 'holdout before and after'),
     'eval': ('metric_solver_ros.commands.eval',
              'accuracy on a rosbag (or synthetic scenes): metrics.json, metrics.csv, report.md'),
     'predict': ('metric_solver_ros.commands.predict',
