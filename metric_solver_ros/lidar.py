@@ -155,7 +155,7 @@ class CameraModel:
 
         intrinsics = camera_info_to_intrinsics(msg)
         width, height = camera_info_image_size(msg)
-        d = tuple(float(v) for v in getattr(msg, 'd', ()) or ())
+        d = tuple(float(v) for v in getattr(msg, 'd', ()))
         if any(d) and str(msg.distortion_model) not in DISTORTION_MODELS:
             raise MessageError(f'camera_info distortion model {str(msg.distortion_model)!r} is '
                                f'not supported for LiDAR projection (supported: '

@@ -254,7 +254,7 @@ class BagRGBD:
         from metric_solver_ros.lidar import CameraModel
 
         image_msg = frame.msgs[self.image_topic]
-        rgb = _image_rgb(image_msg)
+        rgb = np.array(_image_rgb(image_msg))  # a copy: rgb8 is a read-only view of the message
         height, width = rgb.shape[:2]
         camera = CameraModel.from_camera_info(self._info_for(infos, frame.stamp_ns))
         if (camera.width, camera.height) != (width, height) and camera.width and camera.height:
