@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import numbers
 import os
 import pathlib
 import shutil
@@ -120,8 +121,12 @@ def _holdout_scores(checkpoint: pathlib.Path, frames: list[Any], anchors: tuple[
         evaluation.sample_frames(frames), evaluation.EnginePredictor(engine, anchors),
         cap_m=args.cap, examples=0, total=len(frames), progress=False)
 
-    def plain(value: Any) -> Any:  # strict JSON: non-finite -> null
-        return None if isinstance(value, float) and not math.isfinite(value) else value
+    def plain(value: Any) -> Any:  # strict JSON: Python numbers, non-finite -> null
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real):
+            return float(value) if math.isfinite(value) else None
+        return value
 
     return {name: {key: plain(value) for key, value in aggregator.frame_mean().items()}
             for name, aggregator in result.results.items()}
