@@ -1,6 +1,8 @@
-"""``metric-solver finetune`` and the rosbag data source: the split, the sanity checks (each on a
-bag built to trigger it), the report, and fine-tuning that fixes a scene family the bundled model
-gets wrong."""
+"""``metric-solver finetune`` and the rosbag data source.
+
+The split, the sanity checks (each on a bag built to trigger it), the report, and fine-tuning that
+fixes a scene family the bundled model gets wrong.
+"""
 
 from __future__ import annotations
 
@@ -74,6 +76,49 @@ def test_split_is_by_time_and_disjoint(tmp_path):
                       short_side_px=14)
     assert len(strided) == 3 and strided[0].depth_m.shape == (14, 21)
     assert strided[0].intrinsics == pytest.approx((20.0, 20.0, 10.0, 6.5))
+
+
+def test_depth_special_values_follow_rep_117_and_118(tmp_path):
+    from metric_solver_ros.data.rosbag import BagRGBD
+
+    frames = _frames(2)
+    for frame in frames:
+        frame.depth_m[0, :4] = (0.0, np.nan, -np.inf, np.inf)
+    path = tmp_path / 'bag'
+    bagio.write_rgbd_bag(path, frames)
+    depth = BagRGBD(path, IMAGE, INFO, depth_topic=DEPTH)[0].depth_m
+    assert np.isnan(depth[0, :3]).all()  # 0 and NaN: no measurement; -inf: too close
+    assert depth[0, 3] == np.inf  # too far: stays (sky is supervised as far)
+    np.testing.assert_array_equal(depth[1:], frames[0].depth_m[1:])
+
+
+def test_lidar_chain_through_moving_tf_is_taken_at_the_clouds_stamp(tmp_path):
+    """The LiDAR sits on a moving joint (/tf): its pose at each scan's stamp must be used."""
+    from metric_solver_ros.data.rosbag import BagRGBD
+    from metric_solver_ros.data.synthetic_lidar import BASE_FRAME, mount_edges
+    from metric_solver_ros.tf_tree import TF_STATIC_TOPIC, TF_TOPIC, make_transform, tf_message
+
+    static_path = tmp_path / 'static'
+    scanner = _lidar_bag(static_path, frames=2)
+    *fixed, (_, _, base_lidar) = mount_edges(scanner, OPTICAL, LIDAR_FRAME)
+    wrong = base_lidar @ make_transform(np.diag([-1.0, -1.0, 1.0]))  # turned 180 degrees
+    path = tmp_path / 'moving'
+    with bagio.BagWriter(path) as bag:
+        bag.write(TF_STATIC_TOPIC, tf_message(fixed, T0), T0)
+        for topic, log_ns, msg in bagio.read_topics(static_path, [IMAGE, INFO, DEPTH, LIDAR]):
+            if topic == LIDAR:  # the joint is where the mount says at each scan, not between
+                for stamp, pose in ((log_ns - 50 * MS, wrong), (log_ns, base_lidar),
+                                    (log_ns + 50 * MS, wrong)):
+                    bag.write(TF_TOPIC, tf_message([(BASE_FRAME, LIDAR_FRAME, pose)], stamp),
+                              stamp)
+            bag.write(topic, msg, log_ns)
+    common = dict(image_topic=IMAGE, camera_info_topic=INFO)
+    moving = BagRGBD(path, **common, lidar_topic=LIDAR)
+    rendered = BagRGBD(path, **common, depth_topic=DEPTH)
+    for sparse, dense in zip(moving, rendered, strict=True):
+        hit = np.isfinite(sparse.depth_m)
+        assert hit.sum() > 20
+        np.testing.assert_allclose(sparse.depth_m[hit], dense.depth_m[hit], rtol=2e-5)
 
 
 def test_rosbag_source_mixes_with_synthetic_in_a_train_config(tmp_path):
@@ -190,8 +235,10 @@ def test_finetune_rgbd_bag_writes_model_and_report(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_finetune_on_a_lidar_bag_fixes_a_scene_family_the_bundled_model_gets_wrong(tmp_path):
-    """A world twice as large (same images, twice the depth): the bundled model is off by 2x;
-    40 steps on the LiDAR GT of the bag's first 80 % improve the held-out last 20 %."""
+    """A world twice as large (same images, twice the depth): the bundled model is off by 2x.
+
+    A few steps on the LiDAR GT of the bag's first 80 % improve the held-out last 20 %.
+    """
     path, out, report = tmp_path / 'bag', tmp_path / 'ft.safetensors', tmp_path / 'r.json'
     assert main(['make-bag', '--out', str(path), '--synthetic', 'indoor', '--frames', '20',
                  '--size', '84', '112', '--lidar', '--lidar-azimuth-step', '0.8',

@@ -1,5 +1,8 @@
-"""LiDAR ground truth: PointCloud2 parsing, projection with binning / ROI / distortion, the
-coverage estimate, and the synthetic scanner's cloud agreeing exactly with the rendered depth."""
+"""LiDAR ground truth: PointCloud2, projection, coverage, the synthetic scanner.
+
+Parsing, projection with binning / ROI / distortion, the coverage estimate, and the synthetic
+scanner's cloud agreeing exactly with the rendered depth.
+"""
 
 from __future__ import annotations
 
@@ -123,8 +126,11 @@ def test_coverage_of_a_spinning_lidar_is_the_cameras_share_of_360_degrees():
 
 
 def test_synthetic_lidar_gt_agrees_with_the_rendered_depth(tmp_path):
-    """The analytic check: through /tf_static (read back, quaternions and all) a rotated and
-    offset LiDAR's points land on pixel centres with exactly the camera's rendered depth."""
+    """The analytic check of the projection, through the bag's /tf_static.
+
+    A rotated and offset LiDAR's points, moved into the camera with the transforms read back from
+    the bag (quaternions and all), land on pixel centres with exactly the rendered depth.
+    """
     from metric_solver_ros.cli import main
     from metric_solver_ros.data.rosbag import BagRGBD
     from metric_solver_ros.tf_tree import TfTree
