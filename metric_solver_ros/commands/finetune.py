@@ -45,28 +45,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bag = parser.add_argument_group('bag')
     bag.add_argument('--bag', type=pathlib.Path, required=True,
                      help='rosbag2 directory, .mcap or .db3 file of the robot')
-    bag.add_argument('--image-topic', required=True,
+    bag.add_argument('--image-topic', required=True, metavar='T',
                      help='sensor_msgs/Image or CompressedImage topic of the camera')
-    bag.add_argument('--camera-info-topic', required=True, help="the camera's CameraInfo topic")
+    bag.add_argument('--camera-info-topic', required=True, metavar='T',
+                     help="the camera's CameraInfo topic")
     truth = bag.add_mutually_exclusive_group(required=True)
-    truth.add_argument('--depth-topic',
+    truth.add_argument('--depth-topic', metavar='T',
                        help='ground truth: depth registered to the image (16UC1 mm / 32FC1 m)')
-    truth.add_argument('--lidar-topic',
+    truth.add_argument('--lidar-topic', metavar='T',
                        help='ground truth: PointCloud2 projected through /tf_static (and /tf)')
-    bag.add_argument('--holdout-fraction', type=float, default=0.2,
+    bag.add_argument('--holdout-fraction', type=float, default=0.2, metavar='F',
                      help="the bag's last share of time held out for before/after scores, never "
                           'trained on (default: %(default)s)')
-    bag.add_argument('--tolerance-ms', type=float, default=None,
+    bag.add_argument('--tolerance-ms', type=float, default=None, metavar='MS',
                      help='largest image / ground-truth stamp difference [ms] (default: 20 for '
                           'depth, 50 for LiDAR)')
-    bag.add_argument('--stride', type=int, default=1,
+    bag.add_argument('--stride', type=int, default=1, metavar='N',
                      help='train on every N-th frame of the train part (default: %(default)s)')
     train = parser.add_argument_group('training')
-    train.add_argument('--init', type=pathlib.Path, default=None,
+    train.add_argument('--init', type=pathlib.Path, default=None, metavar='CHECKPOINT',
                        help='Metric-Solver checkpoint to start from (default: the bundled model)')
-    train.add_argument('--steps', type=int, required=True,
+    train.add_argument('--steps', type=int, required=True, metavar='N',
                        help='optimizer steps (0: only evaluate)')
-    train.add_argument('--batch-size', type=int, default=8, help='images per step and process')
+    train.add_argument('--batch-size', type=int, default=8, metavar='B',
+                       help='images per step and process (default: %(default)s)')
     train.add_argument('--lr', type=float, default=FINETUNE_LR,
                        help="encoder learning rate; the heads' is 10x (default: %(default)s)")
     train.add_argument('--image-size', type=int, nargs=2, default=None, metavar=('H', 'W'),
@@ -84,9 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     metrics.add_argument('--cap', type=float, default=80.0,
                          help='GT cap [m]: 10 indoors, 80 outdoors (default: %(default)s)')
     out = parser.add_argument_group('outputs')
-    out.add_argument('--out', type=pathlib.Path, required=True,
+    out.add_argument('--out', type=pathlib.Path, required=True, metavar='FILE',
                      help='fine-tuned checkpoint (.safetensors) to write')
-    out.add_argument('--report', type=pathlib.Path, default=None,
+    out.add_argument('--report', type=pathlib.Path, default=None, metavar='FILE',
                      help='JSON report: {"frames": {"train", "holdout"}, "before", "after"}')
 
 
@@ -177,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     init = args.init or default_model_path()
     anchors = tuple(dict.fromkeys(args.anchors or DEFAULT_EVAL_ANCHORS_M))
     master = int(os.environ.get('RANK', '0')) == 0  # under torchrun only rank 0 scores and writes
+    # Under torchrun the other ranks wait for rank 0 in the process group's set-up: score the
+    # start after training there, so a long holdout cannot run into that wait's timeout.
+    score_first = master and int(os.environ.get('WORLD_SIZE', '1')) == 1
 
     # The holdout at the recorded resolution; loading it runs the sanity checks.
     holdout = BagRGBD(args.bag, args.image_topic, args.camera_info_topic,
@@ -193,8 +198,8 @@ def run(args: argparse.Namespace) -> int:
     frames = {'train': counts['train'], 'holdout': counts['holdout']}
     if master:
         print(f'{args.bag}: {frames["train"]} train and {frames["holdout"]} holdout frames '
-              f'({args.lidar_topic or args.depth_topic}); scoring {init} on the holdout',
-              flush=True)
+              f'({args.lidar_topic or args.depth_topic})', flush=True)
+    if score_first:
         before = _holdout_scores(init, holdout.samples, anchors, args)
         _print_scores('before', before)
 
@@ -211,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
             after_path = run_dir / CKPT_FILE
         if not master:
             return 0
+        if not score_first:
+            before = _holdout_scores(init, holdout.samples, anchors, args)
+            _print_scores('before', before)
         after = _holdout_scores(after_path, holdout.samples, anchors, args)
         _print_scores('after', after)
         report = {'frames': frames, 'before': before, 'after': after,
