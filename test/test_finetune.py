@@ -235,21 +235,26 @@ def test_finetune_rgbd_bag_writes_model_and_report(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_finetune_on_a_lidar_bag_fixes_a_scene_family_the_bundled_model_gets_wrong(tmp_path):
-    """A world twice as large (same images, twice the depth): the bundled model is off by 2x.
+    """Rooms at half scale (a small robot's world): same images, half the depth.
 
-    A few steps on the LiDAR GT of the bag's first 80 % improve the held-out last 20 %.
+    The bundled model sees the rooms it knows and predicts twice the depth. 30 steps on the LiDAR
+    GT of the bag's first 80 % fix much of it on the held-out last 20 % (new rooms). Seeds 1, 2, 3
+    gave delta1 0.05 / 0.10 -> 0.24-0.27 / 0.21-0.36 and AbsRel 1.09 -> 0.42-0.54 / 0.43-0.63
+    (anchors 2 / 4 m).
     """
     path, out, report = tmp_path / 'bag', tmp_path / 'ft.safetensors', tmp_path / 'r.json'
     assert main(['make-bag', '--out', str(path), '--synthetic', 'indoor', '--frames', '20',
-                 '--size', '84', '112', '--lidar', '--lidar-azimuth-step', '0.8',
-                 '--lidar-rpy', '3', '-5', '10', '--world-scale', '2']) == 0
-    assert main(_finetune(path, out, '--lidar-topic', LIDAR, '--steps', '60', '--batch-size',
-                          '4', '--image-size', '84', '112', '--lr', '3e-4', '--anchors', '4',
-                          '10', '--cap', '20', '--report', str(report))) == 0
+                 '--size', '98', '126', '--lidar', '--lidar-rings', '64', '--lidar-elevation',
+                 '-22.5', '22.5', '--lidar-azimuth-step', '0.8', '--lidar-rpy', '3', '-5', '10',
+                 '--world-scale', '0.5']) == 0
+    assert main(_finetune(path, out, '--lidar-topic', LIDAR, '--steps', '30', '--batch-size',
+                          '4', '--anchors', '2', '4', '--cap', '10', '--report',
+                          str(report))) == 0
     data = json.loads(report.read_text())
     assert data['frames'] == {'train': 16, 'holdout': 4}
-    for name in ('anchor=4', 'anchor=10'):
+    for name in ('anchor=2', 'anchor=4'):
         before, after = data['before'][name], data['after'][name]
-        assert before['delta1'] < 0.25  # the family the bundled model gets wrong
-        assert after['delta1'] > before['delta1'] + 0.05
-        assert after['abs_rel'] < before['abs_rel']
+        assert before['delta1'] < 0.2 and before['scale_error'] > 1.6  # gets the family wrong
+        assert after['delta1'] > before['delta1'] + 0.08
+        assert after['abs_rel'] < 0.75 * before['abs_rel']
+        assert after['scale_error'] < before['scale_error']

@@ -5,7 +5,7 @@ Examples::
     metric-solver make-bag --out demo_bag --synthetic indoor --seed 0 --frames 20 --size 240 320
     metric-solver make-bag --out nyu_bag --storage sqlite3 --folder /data/nyu_rgbd --compressed
     metric-solver make-bag --out lidar_bag --synthetic indoor --frames 20 --lidar \
-        --lidar-offset 0.05 -0.1 0.03 --lidar-rpy 0 -5 10 --world-scale 2
+        --lidar-offset 0.05 -0.1 0.03 --lidar-rpy 0 -5 10 --world-scale 0.5
 
 Frame ``i`` is stamped ``start + i / rate`` (header stamp and log time) on every topic. Topics:
 ``--image-topic`` (``rgb8`` Image, or JPEG CompressedImage on ``<image-topic>/compressed`` with
