@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from metric_solver_ros.model import MetricSolver
+from metric_solver_ros.model.fusion import DEFAULT_FUSION, FUSION_RULES, fuse_decoded
 from metric_solver_ros.model.representation import decode as decode_outputs
 from metric_solver_ros.model.representation import decode_fused
 from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES, native_bf16
@@ -194,6 +195,8 @@ class DepthEngine:
         flip_tta: Average the network outputs of the image and its mirror (paper's protocol).
         far_limit_m: Depths beyond this [m] become +inf (None: only the representation's own
             limit, ``anchor + 552 m``).
+        fusion: Rule fusing several anchors, one of ``model.fusion.FUSION_RULES`` (see that
+            module and docs/METHOD.md).
         compile: Wrap the encoder and decoder in ``torch.compile``.
         cuda_graphs: On CUDA, replay the encoder and the decoder as CUDA graphs, one captured
             per input signature (image size, anchor count) on first use: batch-1 inference is
@@ -205,7 +208,8 @@ class DepthEngine:
     def __init__(self, model: MetricSolver, device: str = 'auto', precision: str = 'auto',
                  input_size: int | None = None, resize_mode: str = 'keep_aspect',
                  flip_tta: bool = False, far_limit_m: float | None = None,
-                 compile: bool = False, cuda_graphs: bool = False) -> None:
+                 compile: bool = False, cuda_graphs: bool = False,
+                 fusion: str = DEFAULT_FUSION) -> None:
         if compile and cuda_graphs:
             raise EngineError('compile and cuda_graphs exclude each other (torch.compile\'s '
                               'mode="reduce-overhead" captures its own graphs)')
@@ -221,6 +225,9 @@ class DepthEngine:
         self.resize_mode = resize_mode
         self._flip_tta = bool(flip_tta)
         self.far_limit_m = far_limit_m
+        if fusion not in FUSION_RULES:
+            raise EngineError(f'fusion {fusion!r} is not one of {", ".join(FUSION_RULES)}')
+        self.fusion = fusion
         self._mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
         self._encode = self.model.encode
@@ -498,12 +505,13 @@ class DepthEngine:
         else:
             outputs = self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
         fused = fuse and count > 1
+        rule = self.fusion  # once: another thread may change it
         logits = {}
         for key, value in outputs.items():
             value = value.float()
             if cache.flipped:
                 value = 0.5 * (value[:count] + value[count:].flip(-1))
-            if fused and key == 'd_tf_logit':
+            if fused and rule == 'finest' and key == 'd_tf_logit':
                 # Fusion reads the far map of the largest anchor only: upsample just that one
                 # (validate_anchors sorts the anchors ascending, so it is the last).
                 value = value[-1:]
@@ -511,9 +519,14 @@ class DepthEngine:
                                         align_corners=False)
         self._sync()
         decoded_at = time.perf_counter()
-        if fused:
+        if fused and rule == 'finest':
             depth, near, index = decode_fused(logits, anchors_t, self.config)
             depths, nears, indices, groups = depth, near, index, [anchors]
+        elif fused:
+            decoded = decode_outputs(logits, anchors_t, self.config)
+            depths = fuse_decoded(decoded, anchors_t, self.config, rule)
+            nears = decoded['near'].any(dim=0, keepdim=True)
+            indices, groups = None, [anchors]
         else:
             decoded = decode_outputs(logits, anchors_t, self.config)
             depths, nears, indices = decoded['depth_m'], decoded['near'], None

@@ -264,7 +264,7 @@ def test_a_fourth_loss_weight_adds_the_silog_term(tmp_path):
     plain = _smoke(tmp_path, 'plain', max_steps=1, log_interval=1, eval_frames=0)
     train(plain)
     assert _log(tmp_path / 'plain', 'train')[0]['loss_silog'] == 0.0
-    with pytest.raises(ValueError, match='3 or 4 numbers'):
+    with pytest.raises(ValueError, match='3 to 5 numbers'):
         _smoke(tmp_path, 'bad', loss_weights=[1.0, 1.0])
 
 
@@ -527,3 +527,20 @@ def test_gpu_train_script_ab_runs_two_trainings_at_once(tmp_path):
         config = json.loads(read_checkpoint_metadata(out / name)['train_config'])
         assert len(config['loss_weights']) == (4 if '_b_' in name else 3)
     assert not (out / 'log.jsonl').exists()  # left out: 8 files at most come back
+
+
+def test_a_fifth_loss_weight_decodes_each_image_at_two_anchors_and_adds_consistency(tmp_path):
+    cfg = _smoke(tmp_path, 'consistency', loss_weights=[1.0, 1.0, 0.05, 0.0, 0.5], max_steps=2,
+                 log_interval=1, eval_frames=0)
+    pool_m = torch.tensor(create_model('tiny').config.anchor_pool_m)
+    paired = sample_anchors(cfg, pool_m, 16, step=3)
+    single = sample_anchors(_smoke(tmp_path, 'single'), pool_m, 16, step=3)
+    assert paired.shape == (32,) and torch.equal(paired[:16], single)
+    assert (paired[:16] != paired[16:]).all()  # a different second anchor for every image
+    train(cfg)
+    records = _log(tmp_path / 'consistency', 'train')
+    assert records and all(r['loss_consistency'] > 0 for r in records)
+    assert all(r['loss'] > r['loss_sn'] + r['loss_tf'] + 0.05 * r['loss_mask'] for r in records)
+    with pytest.raises(ValueError, match='needs anchor_sampling: pool'):
+        _smoke(tmp_path, 'bad', loss_weights=[1.0, 1.0, 0.05, 0.0, 0.5],
+               anchor_sampling='fixed')
