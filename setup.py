@@ -15,7 +15,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=['metric_solver_ros', 'metric_solver_ros.*']),
-    package_data={'metric_solver_ros': ['models/*.safetensors', 'models/*.json']},
+    package_data={'metric_solver_ros': ['weights/*.safetensors', 'weights/*.json']},
     install_requires=[
         'numpy>=1.24',
         'torch>=2.1',

@@ -38,9 +38,9 @@ FORMAT = 'metric_solver'
 FORMAT_VERSION = '1'
 RESERVED_METADATA = ('format', 'format_version', 'config')
 
-DEFAULT_MODEL_PATH: pathlib.Path = pathlib.Path(__file__).resolve().parent / 'models' / \
+DEFAULT_MODEL_PATH: pathlib.Path = pathlib.Path(__file__).resolve().parent / 'weights' / \
     'default.safetensors'
-"""The bundled default model (package data ``metric_solver_ros/models/default.safetensors``)."""
+"""The bundled default model (package data ``metric_solver_ros/weights/default.safetensors``)."""
 
 PathLike = str | os.PathLike
 
