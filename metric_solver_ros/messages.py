@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import array
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -117,16 +118,16 @@ def depth_statistics(depth_m: np.ndarray, near: np.ndarray
             float(finite.max()))
 
 
-def depth_info_msg(result: DepthResult, header: Any, anchor_mode: str, now_ns: int,
-                   frames_skipped: int) -> DepthInfo:
+def depth_info_msg(result: DepthResult, header: Any, anchor_mode: str,
+                   clock_ns: Callable[[], int], frames_skipped: int) -> DepthInfo:
     """The ``depth_info`` message of one result.
 
     Args:
         result: The engine's result for the image.
         header: Header of the input image.
         anchor_mode: The ``anchor_mode`` parameter in effect.
-        now_ns: The node clock's time of publishing [ns] (0 under ``use_sim_time`` before the
-            first /clock).
+        clock_ns: The node clock's time [ns] (0 under ``use_sim_time`` before the first
+            /clock); read once the statistics are done, so the latency covers them.
         frames_skipped: Images replaced by a newer one before they were processed, so far.
 
     Returns:
@@ -140,6 +141,7 @@ def depth_info_msg(result: DepthResult, header: Any, anchor_mode: str, now_ns: i
      msg.max_depth) = depth_statistics(depth, result.near)
     msg.inference_ms = float(result.timings_ms.get('total', 0.0))
     stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+    now_ns = clock_ns()
     msg.latency_ms = float((now_ns - stamp_ns) / 1e6) if stamp_ns and now_ns else math.nan
     msg.anchor_mode = anchor_mode
     msg.height, msg.width = depth.shape

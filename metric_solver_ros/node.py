@@ -360,7 +360,7 @@ class MetricSolverNode(Node):
             self._pub_points.publish(messages.cloud_msg(header, result.points_m,
                                                         result.points_rgb))
         self._pub_info.publish(messages.depth_info_msg(
-            result, header, settings.anchor_mode, self.get_clock().now().nanoseconds,
+            result, header, settings.anchor_mode, lambda: self.get_clock().now().nanoseconds,
             self._mailbox.dropped))
 
     # ------------------------------------------------------------------------ shutdown

@@ -83,7 +83,7 @@ def test_depth_camera_info_keeps_the_cameras_description():
 
 def test_depth_info_message_reports_the_frame():
     frame = result()
-    info = messages.depth_info_msg(frame, header(5), 'auto', now_ns=5_250_000_000,
+    info = messages.depth_info_msg(frame, header(5), 'auto', lambda: 5_250_000_000,
                                    frames_skipped=4)
     assert info.anchor == 10.0 and list(info.anchors) == [2.0, 10.0]
     assert (info.near_fraction, info.far_fraction) == pytest.approx((0.4, 0.2))
@@ -91,8 +91,9 @@ def test_depth_info_message_reports_the_frame():
     assert info.latency_ms == pytest.approx(250.0) and info.inference_ms == 12.5
     assert (info.anchor_mode, info.width, info.height, info.frames_skipped) == ('auto', 3, 2, 4)
     # no stamp, or no clock yet under use_sim_time: no latency rather than a wrong one
-    assert math.isnan(messages.depth_info_msg(frame, header(0), 'fixed', 5, 0).latency_ms)
-    assert math.isnan(messages.depth_info_msg(frame, header(5), 'fixed', 0, 0).latency_ms)
+    for sec, now_ns in ((0, 5), (5, 0)):
+        no_latency = messages.depth_info_msg(frame, header(sec), 'fixed', lambda n=now_ns: n, 0)
+        assert math.isnan(no_latency.latency_ms)
 
 
 def test_depth_statistics_hand_computed():
