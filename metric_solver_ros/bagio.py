@@ -13,7 +13,8 @@ leave it unset) falls back to the log time. Messages are read in the order the s
 them, which is log-time order (sqlite3 ``ORDER BY timestamp``, indexed MCAP merged by time).
 
 Image decoding is the job of :mod:`metric_solver_ros.conversions`; this module only moves
-messages in and out of bags and pairs them.
+messages in and out of bags and pairs them. ``metric-solver replay`` copies serialised messages
+unchanged (:func:`raw_message_groups`, :class:`RawBagWriter`, :func:`recording_typestore`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import functools
 import heapq
 import pathlib
 import struct
+import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -39,6 +41,9 @@ BAG_VERSION = 8
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+POINT_CLOUD2 = 'sensor_msgs/msg/PointCloud2'
+#: The node's own message type (``msg/DepthInfo.msg``); :func:`recording_typestore` knows it.
+DEPTH_INFO = 'metric_solver_ros/msg/DepthInfo'
 
 X = TypeVar('X')
 Y = TypeVar('Y')
@@ -196,6 +201,16 @@ def camera_info_msg(intrinsics: Sequence[float], width: int, height: int, stamp_
             x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
+def _writer(path: pathlib.Path, storage: str) -> Any:
+    """An unopened rosbags Writer of ``storage`` (``'mcap'`` or ``'sqlite3'``) at ``path``."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    if storage not in STORAGES:
+        raise ValueError(f'storage must be one of {STORAGES}, got {storage!r}')
+    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+    return Writer(path, version=BAG_VERSION, storage_plugin=plugin)
+
+
 class BagWriter:
     """Write rosbags messages to a new rosbag2 directory; connections are added on first use.
 
@@ -210,15 +225,10 @@ class BagWriter:
     """
 
     def __init__(self, path: str | pathlib.Path, storage: str = 'mcap') -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        if storage not in STORAGES:
-            raise ValueError(f'storage must be one of {STORAGES}, got {storage!r}')
         self.path = pathlib.Path(path)
         if self.path.exists():
             raise ValueError(f'{self.path} exists; remove it or choose another bag path')
-        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
+        self._writer = _writer(self.path, storage)
         self._connections: dict[str, Any] = {}
 
     def __enter__(self) -> BagWriter:
@@ -248,6 +258,85 @@ class BagWriter:
         elif connection.msgtype != msgtype:
             raise ValueError(f'topic {topic} carries {connection.msgtype}, not {msgtype}')
         self._writer.write(connection, int(log_time_ns), store.serialize_cdr(msg, msgtype))
+
+
+def depth_info_definition() -> str:
+    """Return the text of ``msg/DepthInfo.msg`` (installed share directory or source checkout).
+
+    Raises:
+        FileNotFoundError: If no copy is found.
+    """
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(pathlib.Path(get_package_share_directory('metric_solver_ros')))
+    except (ImportError, KeyError, LookupError, OSError, ValueError):
+        pass  # no ament index (plain venv): look in the prefix and the checkout
+    candidates += [pathlib.Path(sys.prefix) / 'share' / 'metric_solver_ros',
+                   pathlib.Path(__file__).resolve().parents[1]]
+    for root in candidates:
+        path = root / 'msg' / 'DepthInfo.msg'
+        if path.is_file():
+            return path.read_text()
+    raise FileNotFoundError('msg/DepthInfo.msg not found in ' +
+                            ', '.join(str(c) for c in candidates))
+
+
+def recording_typestore() -> Any:
+    """A rosbags type store (ROS 2 Humble) that also knows :data:`DEPTH_INFO`."""
+    from rosbags.typesys import Stores, get_types_from_msg
+    from rosbags.typesys import get_typestore as new_typestore
+
+    store = new_typestore(Stores.ROS2_HUMBLE)  # a fresh store: the shared one stays as is
+    store.register(get_types_from_msg(depth_info_definition(), DEPTH_INFO))
+    return store
+
+
+class RawBagWriter:
+    """Write already serialised (CDR) messages to a new rosbag2; connections added on first use.
+
+    Args:
+        path: Bag directory to create (must not exist).
+        storage: ``'mcap'`` or ``'sqlite3'``.
+        typestore: rosbags type store that defines every message type written
+            (:func:`recording_typestore` for the node's outputs).
+    """
+
+    def __init__(self, path: pathlib.Path, storage: str, typestore: Any) -> None:
+        self.path = path
+        self._store = typestore
+        self._writer = _writer(path, storage)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def write(self, topic: str, msgtype: str, data: bytes | memoryview, log_time_ns: int,
+              source: Any = None) -> None:
+        """Append one serialised message.
+
+        Args:
+            topic: Topic name.
+            msgtype: Message type, e.g. ``sensor_msgs/msg/Image``.
+            data: CDR bytes.
+            log_time_ns: Log time [ns].
+            source: The rosbags connection it was read from: its message definition is reused.
+        """
+        connection = self._connections.get(topic)
+        if connection is None:
+            definition = getattr(source, 'msgdef', None)
+            if definition is not None and definition.data and source.digest:
+                connection = self._writer.add_connection(
+                    topic, msgtype, msgdef=definition.data, rihs01=source.digest)
+            else:
+                connection = self._writer.add_connection(topic, msgtype, typestore=self._store)
+            self._connections[topic] = connection
+        self._writer.write(connection, int(log_time_ns), data)
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def close(self) -> None:
+        """Finish the bag (writes its metadata)."""
+        self._writer.close()
 
 
 def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str = 'mcap',
@@ -384,6 +473,30 @@ def read_topics(path: str | pathlib.Path, topics: Sequence[str]) -> Iterator[tup
         connections = _connections_for(reader, topics, path)
         for connection, log_time_ns, raw in reader.messages(connections=connections):
             yield connection.topic, log_time_ns, store.deserialize_cdr(raw, connection.msgtype)
+
+
+def raw_message_groups(path: str | pathlib.Path, topics: Collection[str]
+                       ) -> Iterator[list[tuple[Any, int, bytes]]]:
+    """Yield the serialised messages of ``topics`` grouped by identical log time, in order.
+
+    Args:
+        path: Bag directory, ``.mcap`` or ``.db3`` file.
+        topics: Topic names (absent ones are skipped).
+
+    Yields:
+        Lists of ``(connection, log_time_ns, cdr_bytes)`` sharing one log time; a connection's
+        ``topic``, ``msgtype`` and definition let :class:`RawBagWriter` copy the message.
+    """
+    with _open_reader(path) as reader:
+        connections = [c for c in reader.connections if c.topic in topics]
+        group: list[tuple[Any, int, bytes]] = []
+        for connection, log_time_ns, raw in reader.messages(connections=connections):
+            if group and group[0][1] != log_time_ns:
+                yield group
+                group = []
+            group.append((connection, log_time_ns, bytes(raw)))
+        if group:
+            yield group
 
 
 def pair_by_stamp(images: Sequence[tuple[int, X]], depths: Sequence[tuple[int, Y]],

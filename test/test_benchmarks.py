@@ -85,7 +85,7 @@ def test_node_load_counts_answers_clouds_and_node_side(tmp_path):
     worker = dict(profile['metric_solver_worker']['top'])
     assert worker['MetricSolverNode._work'] > 0.9  # the worker's loop is on every sample
     assert 0 < worker['MetricSolverNode._process_image'] < 1
-    assert 0 < worker['_Mailbox.take'] < 1  # waiting for frames: idle samples count too
+    assert 0 < worker['Mailbox.take'] < 1  # waiting for frames: idle samples count too
     assert 'main' in dict(profile['MainThread']['top'])
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from node_harness import camera_image, small_checkpoint
 
-from metric_solver_ros.node import ERROR_LOG_PERIOD_S, ThrottledLog
 from metric_solver_ros.node_client import DepthNodeClient as Probe
 from metric_solver_ros.node_client import (
     NodeProcess,
@@ -20,6 +19,7 @@ from metric_solver_ros.node_client import (
     stamp_ns,
     wait_for,
 )
+from metric_solver_ros.process_life import ERROR_LOG_PERIOD_S
 
 NS = '/cam'
 WIDTH, HEIGHT = 160, 120
@@ -390,25 +390,3 @@ def test_bad_checkpoint_refuses_to_start(tmp_path, rclpy_context):
     process.stop()
     assert 'cannot start' in output and str(bad) in output
 
-
-def test_throttled_log_mixes_warnings_and_errors():
-    # rclpy refuses a call site whose severity changes: with one call site for both levels,
-    # an error after a warning (no camera_info, then any failed frame) raised in the worker
-    # and killed it; a refused parameter after an error killed the executor.
-    from rclpy.logging import get_logger
-
-    log = ThrottledLog(get_logger('throttled_log_test'))
-    log.warn('a', 'first a warning')
-    log.warn('b', 'then an error', level='error')
-    log.warn('c', 'and a warning again')
-
-
-def test_depth_statistics_hand_computed():
-    from metric_solver_ros.node import depth_statistics
-
-    depth = np.array([[1.0, 2.0, np.inf], [np.nan, 4.0, 3.0]], np.float32)
-    near = np.array([[True, True, False], [True, False, False]])
-    # 5 defined pixels; 2 near among them (the NaN one does not count); 1 at +inf
-    assert depth_statistics(depth, near) == (0.4, 0.2, 1.0, 2.5, 4.0)
-    empty = depth_statistics(np.full((2, 2), np.nan, np.float32), np.zeros((2, 2), bool))
-    assert empty[:2] == (0.0, 0.0) and all(math.isnan(v) for v in empty[2:])

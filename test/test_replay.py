@@ -89,7 +89,7 @@ def compressed_node(checkpoint, tmp_path_factory, rclpy_context):
 
 
 def _recorded_stamps(path, topic):
-    store = replay.recording_typestore()
+    store = bagio.recording_typestore()
     from rosbags.rosbag2 import Reader
 
     with Reader(path) as reader:
@@ -200,8 +200,8 @@ def test_depth_info_type_round_trips_through_rosbags():
 
     msg = DepthInfo(anchor=2.0, anchors=[1.0, 2.0], anchor_mode='auto', width=7, latency_ms=3.5)
     msg.header.stamp.sec, msg.header.frame_id = 42, 'cam'
-    decoded = replay.recording_typestore().deserialize_cdr(
-        serialize_message(msg), replay.DEPTH_INFO)
+    decoded = bagio.recording_typestore().deserialize_cdr(
+        serialize_message(msg), bagio.DEPTH_INFO)
     assert decoded.header.stamp.sec == 42 and decoded.header.frame_id == 'cam'
     np.testing.assert_array_equal(decoded.anchors, [1.0, 2.0])
     assert (decoded.anchor_mode, decoded.width, decoded.latency_ms) == ('auto', 7, 3.5)

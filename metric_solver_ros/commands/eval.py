@@ -18,32 +18,29 @@ import argparse
 import pathlib
 from typing import Any
 
-from metric_solver_ros.commands.common import add_model_arguments, engine_from_args
+from metric_solver_ros.commands.common import (
+    add_bag_arguments,
+    add_model_arguments,
+    check_bag_arguments,
+    engine_from_args,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``metric-solver eval``."""
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--bag', type=pathlib.Path,
-                        help='rosbag2 directory, .mcap or .db3 file (sqlite3 and mcap storage)')
     source.add_argument('--synthetic', choices=('indoor', 'outdoor'),
                         help='evaluate on rendered synthetic scenes instead of a bag')
     bag = parser.add_argument_group('bag input')
-    bag.add_argument('--image-topic', default='/camera/color/image_raw',
-                     help='sensor_msgs/Image or CompressedImage topic (default: %(default)s)')
-    bag.add_argument('--depth-topic', default='/camera/depth/image_raw',
-                     help='ground-truth depth topic, 32FC1 [m] or 16UC1 [mm], registered to '
-                          'the image (default: %(default)s)')
-    bag.add_argument('--camera-info-topic', default=None,
-                     help='CameraInfo topic; its intrinsics are recorded in the config')
+    add_bag_arguments(bag, bag_group=source, uses={
+        '--camera-info-topic': 'its intrinsics are recorded in the config',
+        '--max-frames': 'a frame is an image paired with its depth'})
     bag.add_argument('--pred-topic', default=None,
                      help='evaluate this depth topic of the bag as result "pred_topic"; '
                           'without --anchors / --fusion no model is loaded')
     bag.add_argument('--tolerance-ms', type=float, default=20.0,
                      help='largest header-stamp difference of an image and its depth [ms] '
                           '(default: %(default)s)')
-    bag.add_argument('--max-frames', type=int, default=None,
-                     help='evaluate only the first N paired frames')
     synthetic = parser.add_argument_group('synthetic input')
     synthetic.add_argument('--seed', type=int, default=0, help='first scene seed')
     synthetic.add_argument('--frames', type=int, default=8, help='number of synthetic scenes')
@@ -76,8 +73,7 @@ def _check(args: argparse.Namespace) -> None:
                          'prediction is scored against a different ground-truth topic')
     if args.tolerance_ms < 0:
         raise ValueError(f'--tolerance-ms must be >= 0, got {args.tolerance_ms}')
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ValueError(f'--max-frames must be >= 1, got {args.max_frames}')
+    check_bag_arguments(args)
     if args.synthetic and args.pred_topic:
         raise ValueError('--pred-topic needs --bag')
     if args.synthetic and args.frames < 1:
