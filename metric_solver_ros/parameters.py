@@ -1,8 +1,8 @@
 """The node's parameters: one table (name, default, unit, description, range, read-only).
 
-The node declares exactly these (``node_parameters.py``), ``config/depth.yaml`` lists them with their
-defaults (a test keeps the two in step), and the README's parameter table is generated from here
-(``python -m metric_solver_ros.parameters``). Validation of runtime changes lives in
+The node declares exactly these (``node_parameters.py``), ``config/depth.yaml`` lists them with
+their defaults (a test keeps the two in step), and the README's parameter table is generated
+from here (``python -m metric_solver_ros.parameters``). Validation of runtime changes lives in
 :func:`validate_changes`, the single path for the ``anchor`` parameter, topic and service.
 """
 
