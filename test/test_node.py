@@ -202,7 +202,9 @@ def test_auto_and_roi_modes_follow_the_documented_rule(node):
     for mode, roi, first in (('auto', [0, 0, 0, 0], 20), ('roi', [10, 20, 60, 40], 30)):
         # The random test model answers about anchor / 2 everywhere: from 6 m the rule moves
         # down to 4 m (3 m <= 0.8 x 4 m) after two frames.
-        assert probe.set_parameters(anchor=6.0, roi=roi)[0].successful
+        # anchor_mode first: an anchor alone is refused while the mode picks it (auto, roi)
+        assert all(r.successful for r in probe.set_parameters(anchor_mode='fixed', anchor=6.0,
+                                                               roi=roi))
         assert probe.set_parameters(anchor_mode=mode)[0].successful
         stamps = [(first + i) * 1_000_000_000 for i in range(5)]
         for stamp in stamps:

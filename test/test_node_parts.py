@@ -26,8 +26,13 @@ def test_mailbox_keeps_only_the_latest_image_and_counts_the_dropped():
     assert box.take(timeout_s=0.0) == ('image', 'c') and box.dropped == 2
     # the new frame already uses the new anchor: the pending re-decode went with it
     assert box.take(timeout_s=0.01) is None
-    box.request_redecode()
-    assert box.take(timeout_s=0.0) == ('redecode', None)
+    box.request_redecode(7)
+    box.request_redecode(9)  # meets the pending one: its latency counts from the first
+    assert box.take(timeout_s=0.0) == ('redecode', 7)
+    assert box.take(timeout_s=0.01) is None
+    box.request_redecode(11)
+    box.clear()  # deactivated: nothing pending stays
+    assert box.take(timeout_s=0.01) is None
 
 
 def test_mailbox_wakes_the_waiting_worker():
