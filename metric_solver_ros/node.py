@@ -50,11 +50,6 @@ class MetricSolverNode(Node):
         self.core.configure()
         self.core.activate()
 
-    @property
-    def engine(self) -> Any:
-        """The node's :class:`~metric_solver_ros.engine.DepthEngine`."""
-        return self.core.engine
-
     def destroy_node(self) -> None:
         """Unsubscribe, stop the worker (finishing at most the frame in flight), destroy."""
         if hasattr(self, 'core'):  # absent when start-up failed
