@@ -442,6 +442,26 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
 
 
 
+#: What rosbag2 writes into a bag folder besides ``metadata.yaml``: storage files (compressed
+#: or not) and sqlite3's journals.
+BAG_FILE_SUFFIXES = ('.mcap', '.db3', '.zstd', '.db3-shm', '.db3-wal')
+
+
+def is_bag_folder(path: str | pathlib.Path) -> bool:
+    """Whether ``path`` is a folder holding nothing but what rosbag2 writes into one.
+
+    That is ``metadata.yaml`` and files ending in :data:`BAG_FILE_SUFFIXES` (an empty folder
+    too: nothing in it). What a command may delete to overwrite a bag it wrote: a subfolder, a
+    link or any other file means the folder holds more than a bag.
+    """
+    path = pathlib.Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return all(entry.is_file() and not entry.is_symlink()
+               and (entry.name == 'metadata.yaml' or entry.name.endswith(BAG_FILE_SUFFIXES))
+               for entry in path.iterdir())
+
+
 def _open_reader(path: str | pathlib.Path) -> Any:
     """Return an unopened rosbags Reader, with a clear error for a missing path."""
     from rosbags.rosbag2 import Reader
