@@ -37,6 +37,8 @@ STORAGES = ('mcap', 'sqlite3')
 DEPTH_WRITE_ENCODINGS = ('32FC1', '16UC1')
 #: rosbag2 metadata version written (rosbags writes 8 or 9; 8 is the older, for compatibility).
 BAG_VERSION = 8
+#: Largest depth a ``16UC1`` image holds [mm] (65.535 m); farther GT is written as 0 (invalid).
+MAX_16UC1_MM = 65535
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
@@ -140,6 +142,11 @@ def rgb_to_compressed_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str,
         data=encoded.reshape(-1))
 
 
+def _rounded_mm(depth_m: np.ndarray) -> np.ndarray:
+    """Depth [m] as whole millimetres (float64, NaN / inf kept): what ``16UC1`` stores."""
+    return np.rint(np.asarray(depth_m, dtype=np.float64) * 1000.0)
+
+
 def depth_to_image_msg(depth_m: np.ndarray, stamp_ns: int, frame_id: str,
                        encoding: str = '32FC1') -> Any:
     """Build a depth ``sensor_msgs/Image`` (rosbags type).
@@ -162,9 +169,9 @@ def depth_to_image_msg(depth_m: np.ndarray, stamp_ns: int, frame_id: str,
     if encoding == '32FC1':
         values = depth_m.astype('<f4')
     elif encoding == '16UC1':
+        mm = _rounded_mm(depth_m)
         with np.errstate(invalid='ignore'):
-            mm = np.rint(depth_m.astype(np.float64) * 1000.0)
-            representable = np.isfinite(mm) & (mm >= 1) & (mm <= 65535)
+            representable = np.isfinite(mm) & (mm >= 1) & (mm <= MAX_16UC1_MM)
         values = np.where(representable, mm, 0).astype('<u2')
     else:
         raise ValueError(f'depth encoding must be one of {DEPTH_WRITE_ENCODINGS}, got {encoding!r}')
@@ -339,6 +346,32 @@ class RawBagWriter:
         self._writer.close()
 
 
+@dataclass
+class _LostDepth:
+    """Count of finite GT pixels beyond :data:`MAX_16UC1_MM` among the valid (finite, > 0) ones."""
+
+    beyond: int = 0
+    valid: int = 0
+    frames_beyond: int = 0
+    frames: int = 0
+
+    def add(self, depth_m: np.ndarray) -> None:
+        """Count one frame's depth [m]."""
+        mm = _rounded_mm(depth_m)
+        with np.errstate(invalid='ignore'):
+            beyond = int(np.count_nonzero(np.isfinite(mm) & (mm > MAX_16UC1_MM)))
+            self.valid += int(np.count_nonzero(np.isfinite(mm) & (mm > 0)))
+        self.beyond += beyond
+        self.frames_beyond += beyond > 0
+        self.frames += 1
+
+    def describe(self) -> str:
+        """E.g. ``3281 GT pixels (26.8% of the finite GT) in 1 of 3 frames``."""
+        share = 100.0 * self.beyond / self.valid
+        return (f'{self.beyond} GT pixels ({share:.3g}% of the finite GT) in {self.frames_beyond} '
+                f'of {self.frames} frames')
+
+
 def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str = 'mcap',
                    image_topic: str = '/camera/color/image_raw',
                    depth_topic: str = '/camera/depth/image_raw',
@@ -352,6 +385,10 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
     (depth registered to the colour camera, hence one frame id). CameraInfo is written for frames
     whose intrinsics are known. With ``compressed`` the image is a JPEG ``CompressedImage`` on
     ``image_topic + '/compressed'`` (the image_transport name).
+
+    ``16UC1`` cannot hold finite GT beyond 65.535 m (:data:`MAX_16UC1_MM`), which it writes as 0
+    (invalid). The bag is still written, since the nearer GT stays useful, and a warning on
+    stderr gives the count and fraction of such pixels and points to ``32FC1``.
 
     Args:
         path: Bag directory to create (must not exist).
@@ -378,6 +415,7 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
             f'depth encoding must be one of {DEPTH_WRITE_ENCODINGS}, got {depth_encoding!r}')
     period_ns = round(1e9 / rate_hz)
     count = 0
+    lost = _LostDepth()
     with BagWriter(path, storage) as bag:
         for i, frame in enumerate(frames):
             stamp_ns = start_ns + i * period_ns
@@ -393,8 +431,35 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
                     stamp_ns)
             bag.write(depth_topic, depth_to_image_msg(frame.depth_m, stamp_ns, frame_id,
                                                       depth_encoding), stamp_ns)
+            if depth_encoding == '16UC1':
+                lost.add(frame.depth_m)
             count += 1
+    if lost.beyond:
+        print(f'warning: {path}: {lost.describe()} beyond {MAX_16UC1_MM / 1000:g} m, which '
+              '16UC1 cannot hold, were written as 0 (invalid); write 32FC1 to keep them '
+              '(make-bag --depth-encoding 32FC1)', file=sys.stderr)
     return count
+
+
+
+#: What rosbag2 writes into a bag folder besides ``metadata.yaml``: storage files (compressed
+#: or not) and sqlite3's journals.
+BAG_FILE_SUFFIXES = ('.mcap', '.db3', '.zstd', '.db3-shm', '.db3-wal')
+
+
+def is_bag_folder(path: str | pathlib.Path) -> bool:
+    """Whether ``path`` is a folder holding nothing but what rosbag2 writes into one.
+
+    That is ``metadata.yaml`` and files ending in :data:`BAG_FILE_SUFFIXES` (an empty folder
+    too: nothing in it). What a command may delete to overwrite a bag it wrote: a subfolder, a
+    link or any other file means the folder holds more than a bag.
+    """
+    path = pathlib.Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return all(entry.is_file() and not entry.is_symlink()
+               and (entry.name == 'metadata.yaml' or entry.name.endswith(BAG_FILE_SUFFIXES))
+               for entry in path.iterdir())
 
 
 def _open_reader(path: str | pathlib.Path) -> Any:

@@ -249,6 +249,35 @@ def test_user_errors_are_clear(checkpoint, images, tmp_path):
     assert not (tmp_path / 'out').exists()  # nothing is written when the inputs are bad
 
 
+def test_16_bit_and_float_images_are_refused_and_8_bit_grey_is_taken(checkpoint, images, tmp_path,
+                                                                     capsys):
+    from metric_solver_ros.cli import main
+
+    ramp = np.arange(HEIGHT * WIDTH, dtype=np.uint16).reshape(HEIGHT, WIDTH) * 20
+    cases = {'depth_mm.png': (ramp, '16-bit 1-channel image (uint16)'),
+             'rgb16.png': (np.stack([ramp] * 3, -1), '16-bit 3-channel image (uint16)'),
+             'depth_m.tiff': (ramp.astype(np.float32) / 1000, '32-bit 1-channel image (float32)')}
+    out = tmp_path / 'out'
+    for name, (array, kind) in cases.items():
+        assert cv2.imwrite(str(tmp_path / name), array)
+        # Refused before the model loads, also behind a good image; one line in the CLI.
+        assert main(['predict', str(images[0]), str(tmp_path / name), '--checkpoint',
+                     str(checkpoint), '--device', 'cpu', '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f'{tmp_path / name} is a {kind}' in err and 'takes 8-bit colour or grey' in err
+        assert len(err.strip().splitlines()) == 1
+        with pytest.raises(ValueError, match='16-bit|32-bit'):
+            predict.read_rgb(tmp_path / name)
+    assert not out.exists()
+    grey = (ramp // 64).astype(np.uint8)
+    assert cv2.imwrite(str(tmp_path / 'grey.png'), grey)
+    rgb = predict.read_rgb(tmp_path / 'grey.png')
+    assert rgb.shape == (HEIGHT, WIDTH, 3) and all((rgb[..., c] == grey).all() for c in range(3))
+    assert _run([tmp_path / 'grey.png', '--checkpoint', checkpoint, '--device', 'cpu',
+                 '--out', out]) == 0
+    assert np.load(out / 'grey_depth.npy').shape == (HEIGHT, WIDTH)
+
+
 def test_colour_bar_ticks_are_round_and_inside_the_range():
     from metric_solver_ros.visualize import nice_ticks
 

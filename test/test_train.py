@@ -388,11 +388,34 @@ def test_init_from_checkpoint_and_official_dinov2(tmp_path):
     assert origin.startswith('DINOv2 weights')
     got = model.pretrained.state_dict()
     assert all(torch.equal(v, got[k]) for k, v in encoder.items())
-    with pytest.raises(ValueError, match='wrong preset'):
+    with pytest.raises(ValueError, match=r'dinov2_tiny.pth holds a custom encoder \(embed 48, '
+                       r'depth 4\); --preset is tiny resized by --model \(embed 64, depth 4\): '
+                       r'use --model with embed_dim 48 and depth 4 or another file$'):
         init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'dinov2_tiny.pth'),
                                        'model': {'embed_dim': 64}}))
     with pytest.raises(FileNotFoundError):
         init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'missing.pth')}))
+
+
+def test_init_from_an_official_file_of_another_preset_is_one_line(tmp_path, capsys):
+    from official_weights import official_dinov2_vits_shapes, random_state
+
+    from metric_solver_ros.cli import main
+
+    path = tmp_path / 'dinov2_vits14_pretrain.pth'
+    torch.save(random_state(official_dinov2_vits_shapes(), seed=0), path)
+    for preset, size in (('tiny', 'embed 192, depth 12'), ('vitb', 'embed 768, depth 12')):
+        message = (f'{path} holds a vits encoder (embed 384, depth 12); --preset is {preset} '
+                   f'({size}): use --preset vits or another file')
+        with pytest.raises(ValueError) as error:
+            init_model(TrainConfig(init_from=str(path), preset=preset))
+        assert str(error.value) == message
+        # The CLI: one line, no key lists, no traceback.
+        assert main(['train', '--init_from', str(path), '--preset', preset,
+                     '--out_dir', str(tmp_path / preset)]) == 2
+        assert capsys.readouterr().err == f'metric-solver train: error: {message}\n'
+    model, origin = init_model(TrainConfig(init_from=str(path), preset='vits'))  # it fits
+    assert origin.startswith('DINOv2 weights') and model.config.embed_dim == 384
 
 
 def test_a_new_model_infers_at_the_training_resolution(tmp_path):

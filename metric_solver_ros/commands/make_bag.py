@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--compressed', action='store_true',
                         help='write the image as JPEG CompressedImage on <image-topic>/compressed')
     parser.add_argument('--depth-encoding', choices=('32FC1', '16UC1'), default='32FC1',
-                        help='GT depth encoding: metres or millimetres (default: %(default)s)')
+                        help='GT depth encoding: metres or millimetres; 16UC1 holds at most '
+                             '65.535 m and drops farther GT, with a warning (default: %(default)s)')
     parser.add_argument('--image-topic', default='/camera/color/image_raw')
     parser.add_argument('--depth-topic', default='/camera/depth/image_raw')
     parser.add_argument('--info-topic', default='/camera/color/camera_info')

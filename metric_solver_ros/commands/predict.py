@@ -39,7 +39,8 @@ from metric_solver_ros.commands.common import add_model_arguments, engine_from_a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``metric-solver predict``."""
     parser.add_argument('images', nargs='+', type=pathlib.Path, metavar='IMAGE',
-                        help='image files (anything OpenCV reads: PNG, JPEG, ...)')
+                        help='8-bit colour or grey image files (anything OpenCV reads: PNG, '
+                             'JPEG, ...); 16-bit and float files (depth maps) are refused')
     anchors = parser.add_mutually_exclusive_group()
     anchors.add_argument('--anchor', type=float, default=10.0, metavar='M',
                          help='anchor depth [m]: pixels nearer than it use the near branch '
@@ -141,7 +142,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _check_images(paths: list[pathlib.Path]) -> None:
-    """Every input must be a file OpenCV can read, and no two may share a stem."""
+    """Every input must be an 8-bit image OpenCV can decode, and no two may share a stem."""
     import cv2
 
     stems: dict[str, pathlib.Path] = {}
@@ -150,6 +151,8 @@ def _check_images(paths: list[pathlib.Path]) -> None:
             raise FileNotFoundError(f'no image at {path}')
         if not cv2.haveImageReader(str(path)):
             raise ValueError(f'cannot read {path}: not an image format OpenCV knows')
+        # At 1/8 size (a JPEG decodes in a fraction of the time): only the kind matters here.
+        _decode_8bit(path, cv2.IMREAD_REDUCED_GRAYSCALE_8)
         if path.stem in stems:
             raise ValueError(f'{stems[path.stem]} and {path} would write the same outputs '
                              f'({path.stem}_*); rename one or run them separately')
@@ -199,8 +202,42 @@ def upright(stored: Any, shown: Any, intrinsics: tuple[float, ...]
     return shown, candidates.pop()
 
 
+def _decode_8bit(path: pathlib.Path, flags: int = 0) -> Any:
+    """Decode ``path`` with OpenCV, refusing anything but an 8-bit photo.
+
+    predict takes what cameras give: 8-bit colour (alpha dropped) or grey (replicated to RGB)
+    images. A 16-bit or float file (any number of channels) is refused, not scaled to 8 bits:
+    it is almost always a depth map or another measurement (16-bit PNG is the common depth
+    format), and a prediction from it would be meaningless.
+
+    Args:
+        path: The image file.
+        flags: Extra ``cv2.IMREAD_*`` flags (orientation, reduced size); the file's bit depth
+            and grey / colour layout are kept (``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``) so that
+            they can be checked.
+
+    Returns:
+        uint8 [H, W] grey or [H, W, 3] BGR.
+
+    Raises:
+        ValueError: The file does not decode, or is not 8-bit (naming the file, its bit depth,
+            channels and dtype, and what is taken).
+    """
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | flags)
+    if image is None:
+        raise ValueError(f'cannot read {path}: the file is not a decodable image')
+    if image.dtype != np.uint8:
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        raise ValueError(f'{path} is a {8 * image.dtype.itemsize}-bit {channels}-channel image '
+                         f'({image.dtype}), not a camera photo: predict takes 8-bit colour or '
+                         'grey images (a 16-bit PNG is usually a depth map)')
+    return image
+
+
 def read_rgb(path: pathlib.Path, as_stored: bool = False) -> Any:
-    """Read an image file as uint8 RGB [H, W, 3] (grey and alpha images are converted).
+    """Read an 8-bit image file as uint8 RGB [H, W, 3] (grey and alpha images are converted).
 
     Args:
         path: The image file.
@@ -209,15 +246,14 @@ def read_rgb(path: pathlib.Path, as_stored: bool = False) -> Any:
             shows it.
 
     Raises:
-        ValueError: If OpenCV cannot decode it.
+        ValueError: If OpenCV cannot decode it, or it is not 8-bit (:func:`_decode_8bit`).
     """
     import cv2
 
-    flags = cv2.IMREAD_COLOR | (cv2.IMREAD_IGNORE_ORIENTATION if as_stored else 0)
-    bgr = cv2.imread(str(path), flags)
-    if bgr is None:
-        raise ValueError(f'cannot read {path}: the file is not a decodable image')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    image = _decode_8bit(path, cv2.IMREAD_IGNORE_ORIENTATION if as_stored else 0)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,6 +29,12 @@ resolve 0.1 ms beyond that, so null for old bags). ``DepthInfo.latency_ms`` itse
 The node keeps only the newest pending image, so a replay faster than the node answers drops
 frames (reported, stamp by stamp). ``--lockstep`` publishes each image only once the previous one
 is answered (or ``--wait-s`` passed), for a complete recording to evaluate.
+
+With ground truth in the recording, the report ends with the ``metric-solver eval`` command that
+scores it, its ``--cap`` told from the recorded GT (``metrics.suggested_cap_m``: 10 m when at
+most 5 % of it is farther, else 80 m). An existing ``--record`` is refused unless ``--force``,
+which deletes it only when it is a bag folder (nothing but ``metadata.yaml`` and storage files)
+other than the bag being played, and only once the node is found, just before recording.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ import math
 import os
 import pathlib
 import queue
+import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,6 +60,7 @@ from metric_solver_ros.bagio import (
     RawBagWriter,
     cdr_header_stamp_ns,
     check_topics,
+    is_bag_folder,
     raw_message_groups,
     recording_typestore,
 )
@@ -64,6 +73,8 @@ from metric_solver_ros.node_client import NODE_OUTPUTS, ReplayLink, percentiles,
 SETTLE_S = 1.0
 #: Coarsest float32 step of ``DepthInfo.latency_ms`` accepted for the node latency [ms].
 NODE_LATENCY_RESOLUTION_MS = 0.1
+#: Recorded GT depth images read to suggest eval's ``--cap`` (spread evenly over the recording).
+CAP_SAMPLE_FRAMES = 32
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'info and GT depth) into this new bag')
     parser.add_argument('--storage', choices=STORAGES, default='mcap',
                         help='storage of the recorded bag (default: %(default)s)')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite an existing --record bag folder and the replay.json '
+                             'beside it (a folder holding anything but a bag is never deleted)')
     parser.add_argument('--points', action='store_true',
                         help='also subscribe to and record <ns>/points (the node computes the '
                              'cloud only when someone subscribes)')
@@ -107,15 +121,44 @@ def _check(args: argparse.Namespace) -> None:
     if not args.bag.exists():
         raise FileNotFoundError(f'no bag at {args.bag}')
     if args.record is not None and args.record.exists():
-        raise ValueError(f'{args.record} exists; remove it or choose another --record')
+        _check_overwrite(args.record, args.bag, args.force)
     if args.summary is None and args.record is not None:
         args.summary = args.record.parent / 'replay.json'
-        if args.summary.exists():
-            raise ValueError(f'{args.summary} exists (from another replay?); remove it, record '
-                             'into another folder or pass --summary')
+        if args.summary.exists() and not (args.force and _is_replay_summary(args.summary)):
+            why = ('is not a replay summary, so --force leaves it alone' if args.force else
+                   '(from another replay?); pass --force to overwrite it,')
+            raise ValueError(f'{args.summary} exists {why}; remove it, record into another '
+                             'folder or pass --summary')
     if not args.namespace.startswith('/'):
         args.namespace = '/' + args.namespace
     args.namespace = args.namespace.rstrip('/')
+
+
+def _check_overwrite(record: pathlib.Path, bag: pathlib.Path, force: bool) -> None:
+    """Refuse an existing ``--record`` unless ``--force`` may delete it (ValueError saying why).
+
+    It may when it is a bag folder (:func:`~metric_solver_ros.bagio.is_bag_folder`: an earlier
+    recording) that neither is nor holds the bag being played.
+    """
+    if not force:
+        raise ValueError(f'{record} exists; pass --force to overwrite it, remove it or choose '
+                         'another --record')
+    if bag.resolve() == record.resolve() or record.resolve() in bag.resolve().parents:
+        raise ValueError(f'--record {record} holds the --bag being played; --force does not '
+                         'delete it: choose another --record')
+    if not is_bag_folder(record):
+        raise ValueError(f'{record} is not a bag folder (it holds more than metadata.yaml and '
+                         'storage files); --force deletes only those: remove it yourself or '
+                         'choose another --record')
+
+
+def _is_replay_summary(path: pathlib.Path) -> bool:
+    """Whether ``path`` is a JSON summary that an earlier replay wrote."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and {'frames_published', 'latency_ms'} <= set(data)
 
 
 # ------------------------------------------------------------------------------- bookkeeping
@@ -331,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         time.sleep(SETTLE_S)
         if args.record is not None:
+            if args.force and args.record.exists():
+                shutil.rmtree(args.record)  # _check: a bag folder, not the bag being played
             writer = RawBagWriter(args.record, args.storage, typestore)
         replay = _Replay(args, link, writer)
         started = time.monotonic()
@@ -344,8 +389,11 @@ def run(args: argparse.Namespace) -> int:
         if owns_rclpy and rclpy.ok():
             rclpy.shutdown()
 
-    summary = _summary(args, replay.session, image_type, duration_s, completed, writer,
-                       args.depth_topic in bag_topics)
+    has_gt = args.depth_topic in bag_topics
+    cap = (_suggest_cap(args.record, args.depth_topic, writer.counts.get(args.depth_topic, 0))
+           if writer is not None and bag_topics.get(args.depth_topic) == IMAGE else None)
+    summary = _summary(args, replay.session, image_type, duration_s, completed, writer, has_gt,
+                       cap)
     _print_report(summary)
     if args.summary is not None:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
@@ -356,9 +404,70 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary['frames_answered'] else 1
 
 
+def _suggest_cap(path: pathlib.Path, topic: str, count: int) -> tuple[float, float] | None:
+    """Eval's ``--cap`` for a recording: :func:`~metric_solver_ros.metrics.suggested_cap_m`.
+
+    Reads up to :data:`CAP_SAMPLE_FRAMES` GT depth images of ``topic`` spread evenly over the
+    recording, every 2nd pixel in x and y: plenty to tell indoors from outdoors.
+
+    Args:
+        path: The recording.
+        topic: Its GT depth topic (``sensor_msgs/Image``).
+        count: Number of messages on ``topic``.
+
+    Returns:
+        ``(cap [m], share of the GT beyond the indoor cap)``, or None without valid GT.
+    """
+    import numpy as np
+
+    from metric_solver_ros.bagio import get_typestore
+    from metric_solver_ros.conversions import MessageError, depth_image_to_m
+    from metric_solver_ros.metrics import suggested_cap_m
+
+    stride = max(1, math.ceil(count / CAP_SAMPLE_FRAMES))
+    store = get_typestore()
+    sampled = []
+    messages = (message for group in raw_message_groups(path, {topic}) for message in group)
+    for index, (connection, _, data) in enumerate(messages):
+        if index % stride:
+            continue
+        try:
+            depth_m = depth_image_to_m(store.deserialize_cdr(data, connection.msgtype))
+        except MessageError:
+            continue  # eval says what is wrong with such a message; here it just does not count
+        sampled.append(depth_m[::2, ::2].ravel())
+    return suggested_cap_m(np.concatenate(sampled)) if sampled else None
+
+
+def _eval_suggestion(args: argparse.Namespace, pred_topic: str,
+                     cap: tuple[float, float] | None) -> tuple[str, dict[str, Any]]:
+    """The ``metric-solver eval`` command for the recording, and why its ``--cap``."""
+    from metric_solver_ros.metrics import DEFAULT_CAP_M, INDOOR_CAP_M
+
+    words = ['metric-solver', 'eval', '--bag', str(args.record), '--image-topic',
+             args.image_topic, '--depth-topic', args.depth_topic, '--pred-topic', pred_topic]
+    if cap is None:
+        return shlex.join(words), {
+            'cap_m': None, 'gt_share_beyond_indoor_cap': None,
+            'reason': f'no valid GT depth in the recording: eval\'s default --cap '
+                      f'{DEFAULT_CAP_M:g} m (outdoors) applies; pass --cap {INDOOR_CAP_M:g} for '
+                      'an indoor scene'}
+    cap_m, share = cap
+    scene = (f'an indoor scene; outdoors {DEFAULT_CAP_M:g}' if cap_m == INDOOR_CAP_M
+             else f'an outdoor scene; indoors {INDOOR_CAP_M:g}')
+    return shlex.join([*words, '--cap', f'{cap_m:g}']), {
+        'cap_m': cap_m, 'gt_share_beyond_indoor_cap': share,
+        'reason': f'--cap {cap_m:g}: {100.0 * share:.1f}% of the recorded GT is beyond '
+                  f'{INDOOR_CAP_M:g} m ({scene})'}
+
+
 def _summary(args: argparse.Namespace, session: _Session, image_type: str, duration_s: float,
-             completed: bool, writer: RawBagWriter | None, has_gt: bool) -> dict[str, Any]:
-    """The JSON summary (strict JSON: unknown values are null)."""
+             completed: bool, writer: RawBagWriter | None, has_gt: bool,
+             cap: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The JSON summary (strict JSON: unknown values are null).
+
+    ``cap`` is :func:`_suggest_cap` of the recording (None: unknown, eval's default applies).
+    """
     frames = sorted(session.frames.values(), key=lambda f: f.stamp_ns)
     answered = [f for f in frames if f.depth_mono_ns is not None]
     pred_topic = f'{args.namespace}/depth'
@@ -367,10 +476,9 @@ def _summary(args: argparse.Namespace, session: _Session, image_type: str, durat
     if with_info and not any(f.node_latency_ms is not None for f in with_info):
         notes.append('node latency unavailable: the bag\'s stamps are too old for the float32 '
                      'DepthInfo.latency_ms to resolve it; use end_to_end')
-    eval_command = None
+    eval_command = eval_cap = None
     if writer is not None and has_gt:
-        eval_command = (f'metric-solver eval --bag {args.record} --image-topic {args.image_topic} '
-                        f'--depth-topic {args.depth_topic} --pred-topic {pred_topic}')
+        eval_command, eval_cap = _eval_suggestion(args, pred_topic, cap)
     return {
         'bag': str(args.bag), 'image_topic': args.image_topic, 'image_type': image_type,
         'camera_info_topic': args.camera_info_topic, 'namespace': args.namespace,
@@ -397,6 +505,7 @@ def _summary(args: argparse.Namespace, session: _Session, image_type: str, durat
             'bag': str(args.record), 'storage': args.storage, 'messages': dict(writer.counts),
             'pred_topic': pred_topic, 'gt_depth_topic': args.depth_topic if has_gt else None},
         'eval_command': eval_command,
+        'eval_cap': eval_cap,
         'frames': [{'stamp_ns': f.stamp_ns, 'answered': f.depth_mono_ns is not None,
                     'end_to_end_ms': f.end_to_end_ms, 'node_latency_ms': f.node_latency_ms,
                     'inference_ms': f.inference_ms} for f in frames],
@@ -431,4 +540,5 @@ def _print_report(summary: dict[str, Any]) -> None:
         lines.append(f'recorded {summary["record"]["bag"]}: {counts}')
     if summary['eval_command']:
         lines.append(f'evaluate: {summary["eval_command"]}')
+        lines.append(f'  ({summary["eval_cap"]["reason"]})')
     print('\n'.join(lines))

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 FUSION_RULES: tuple[str, ...] = ('finest', 'median', 'covering', 'soft')
 """Fusion rule names (``DepthEngine(fusion=...)``)."""
 
-DEFAULT_FUSION: str = 'soft'
+DEFAULT_FUSION: str = 'covering'
 """The rule the engine, the node and the tools use unless told otherwise."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -115,11 +116,17 @@ def create_model(config: MetricSolverConfig | str, device: torch.device | str | 
     """
     if isinstance(config, str):
         config = get_config(config)
+    return build_module(MetricSolver, config, device, dtype)
+
+
+def build_module(cls: type[nn.Module], config: Any, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> nn.Module:
+    """``cls(config)`` built on ``device`` (e.g. ``'meta'``), cast to ``dtype``, in eval mode."""
     if device is not None:
         with torch.device(device):
-            model = MetricSolver(config)
+            model = cls(config)
     else:
-        model = MetricSolver(config)
+        model = cls(config)
     if dtype is not None:
         model.to(dtype=dtype)
     return model.eval()
