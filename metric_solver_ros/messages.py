@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from metric_solver_ros.conversions import POINTFIELD_FLOAT32, pack_cloud
+from metric_solver_ros.conversions import POINTFIELD_FLOAT32, depth_to_16uc1, pack_cloud
 from metric_solver_ros.msg import DepthInfo
 
 if TYPE_CHECKING:
@@ -47,30 +47,15 @@ def image_msg(header: Any, values: np.ndarray, encoding: str) -> Image:
     return msg
 
 
-#: Largest depth a 16UC1 image holds [mm] (65.535 m).
-MAX_DEPTH_MM = np.iinfo(np.uint16).max
-
-
-def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
-    """Depth [m] as uint16 millimetres (REP 118): 0 where there is no depth.
-
-    0 stands for NaN, +inf (beyond the far limit), depths <= 0 and depths that round beyond
-    65535 mm (65.535 m): a consumer of the OpenNI format reads 0 as "no reading".
-    """
-    with np.errstate(invalid='ignore'):
-        mm = np.rint(depth_m * np.float32(1000.0))
-        valid = np.isfinite(mm) & (mm > 0) & (mm <= MAX_DEPTH_MM)
-    return np.where(valid, mm, 0).astype(np.uint16)
-
-
 def depth_msg(header: Any, depth_m: np.ndarray, encoding: str = '32FC1') -> Image:
     """The ``depth`` image in ``encoding`` (one of ``parameters.DEPTH_ENCODINGS``).
 
     32FC1: [m], NaN undefined, +inf beyond the far limit (REP 117). 16UC1: [mm], 0 for no
-    depth (:func:`depth_to_mm`, REP 118).
+    depth, also +inf and beyond 65.535 m (REP 118; :func:`~metric_solver_ros.conversions.
+    depth_to_16uc1`).
     """
     if encoding == '16UC1':
-        return image_msg(header, depth_to_mm(depth_m), '16UC1')
+        return image_msg(header, depth_to_16uc1(depth_m), '16UC1')
     return image_msg(header, depth_m, '32FC1')
 
 

@@ -19,11 +19,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from metric_solver_ros.anchor_modes import MODES as ANCHOR_MODES
+from metric_solver_ros.conversions import DEPTH_ENCODINGS as DEPTH_IMAGE_ENCODINGS
 from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES
 
 IMAGE_TRANSPORTS = ('raw', 'compressed')
 #: Encodings of the ``depth`` output: 32FC1 metres (REP 117), 16UC1 millimetres (REP 118).
-DEPTH_ENCODINGS = ('32FC1', '16UC1')
+DEPTH_ENCODINGS = tuple(DEPTH_IMAGE_ENCODINGS)
 
 
 @dataclass(frozen=True)

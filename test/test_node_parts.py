@@ -11,6 +11,7 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from metric_solver_ros import messages
+from metric_solver_ros.conversions import depth_to_16uc1
 from metric_solver_ros.engine import DepthResult
 from metric_solver_ros.mailbox import Mailbox
 from metric_solver_ros.node_client import cloud_xyz, image_array, percentiles
@@ -138,7 +139,7 @@ def test_percentiles_of_latencies():
 def test_16uc1_depth_is_millimetres_with_0_for_no_depth():
     depth = np.array([[1.0, 0.0004, 0.0006, 65.535, 65.5354],
                       [65.5356, 70.0, np.inf, np.nan, -1.0]], np.float32)
-    mm = messages.depth_to_mm(depth)
+    mm = depth_to_16uc1(depth)  # the one rule, also make-bag's (bagio)
     assert mm.dtype == np.uint16
     # REP 118: 0 = no depth, also for +inf and beyond 65.535 m (65535 mm)
     np.testing.assert_array_equal(mm, [[1000, 0, 1, 65535, 65535], [0, 0, 0, 0, 0]])
