@@ -29,6 +29,7 @@ setup(
     entry_points={
         'console_scripts': [
             'depth_node = metric_solver_ros.node:main',
+            'depth_lifecycle_node = metric_solver_ros.lifecycle_node:main',
             'metric-solver = metric_solver_ros.cli:main',
         ],
     },

@@ -31,14 +31,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from metric_solver_ros.conversions import MAX_16UC1_MM, depth_to_16uc1, rounded_mm
+
 #: Storage plugins accepted by :class:`BagWriter`.
 STORAGES = ('mcap', 'sqlite3')
 #: Depth encodings :func:`depth_to_image_msg` writes.
 DEPTH_WRITE_ENCODINGS = ('32FC1', '16UC1')
 #: rosbag2 metadata version written (rosbags writes 8 or 9; 8 is the older, for compatibility).
 BAG_VERSION = 8
-#: Largest depth a ``16UC1`` image holds [mm] (65.535 m); farther GT is written as 0 (invalid).
-MAX_16UC1_MM = 65535
 
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
@@ -142,11 +142,6 @@ def rgb_to_compressed_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str,
         data=encoded.reshape(-1))
 
 
-def _rounded_mm(depth_m: np.ndarray) -> np.ndarray:
-    """Depth [m] as whole millimetres (float64, NaN / inf kept): what ``16UC1`` stores."""
-    return np.rint(np.asarray(depth_m, dtype=np.float64) * 1000.0)
-
-
 def depth_to_image_msg(depth_m: np.ndarray, stamp_ns: int, frame_id: str,
                        encoding: str = '32FC1') -> Any:
     """Build a depth ``sensor_msgs/Image`` (rosbags type).
@@ -169,10 +164,7 @@ def depth_to_image_msg(depth_m: np.ndarray, stamp_ns: int, frame_id: str,
     if encoding == '32FC1':
         values = depth_m.astype('<f4')
     elif encoding == '16UC1':
-        mm = _rounded_mm(depth_m)
-        with np.errstate(invalid='ignore'):
-            representable = np.isfinite(mm) & (mm >= 1) & (mm <= MAX_16UC1_MM)
-        values = np.where(representable, mm, 0).astype('<u2')
+        values = depth_to_16uc1(depth_m).astype('<u2')
     else:
         raise ValueError(f'depth encoding must be one of {DEPTH_WRITE_ENCODINGS}, got {encoding!r}')
     return get_typestore().types[IMAGE](
@@ -357,7 +349,7 @@ class _LostDepth:
 
     def add(self, depth_m: np.ndarray) -> None:
         """Count one frame's depth [m]."""
-        mm = _rounded_mm(depth_m)
+        mm = rounded_mm(depth_m)
         with np.errstate(invalid='ignore'):
             beyond = int(np.count_nonzero(np.isfinite(mm) & (mm > MAX_16UC1_MM)))
             self.valid += int(np.count_nonzero(np.isfinite(mm) & (mm > 0)))

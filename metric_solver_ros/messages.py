@@ -1,6 +1,7 @@
 """The node's output messages, built from an engine result without per-byte Python.
 
-One function per output topic: ``depth`` (:func:`depth_msg`, 32FC1 [m], REP 117),
+One function per output topic: ``depth`` (:func:`depth_msg`, 32FC1 [m], REP 117, or 16UC1
+[mm], REP 118),
 ``anchor_mask`` (:func:`mask_msg`, mono8, 255 = near), ``points`` (:func:`cloud_msg`, organised
 PointCloud2), ``depth/camera_info`` (:func:`depth_camera_info_msg`) and ``depth_info``
 (:func:`depth_info_msg`). Every message carries the input image's header. Array fields are filled
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from metric_solver_ros.conversions import POINTFIELD_FLOAT32, pack_cloud
+from metric_solver_ros.conversions import POINTFIELD_FLOAT32, depth_to_16uc1, pack_cloud
 from metric_solver_ros.msg import DepthInfo
 
 if TYPE_CHECKING:
@@ -46,8 +47,15 @@ def image_msg(header: Any, values: np.ndarray, encoding: str) -> Image:
     return msg
 
 
-def depth_msg(header: Any, depth_m: np.ndarray) -> Image:
-    """The ``depth`` image: 32FC1 [m], NaN undefined, +inf beyond the far limit (REP 117)."""
+def depth_msg(header: Any, depth_m: np.ndarray, encoding: str = '32FC1') -> Image:
+    """The ``depth`` image in ``encoding`` (one of ``parameters.DEPTH_ENCODINGS``).
+
+    32FC1: [m], NaN undefined, +inf beyond the far limit (REP 117). 16UC1: [mm], 0 for no
+    depth, also +inf and beyond 65.535 m (REP 118; :func:`~metric_solver_ros.conversions.
+    depth_to_16uc1`).
+    """
+    if encoding == '16UC1':
+        return image_msg(header, depth_to_16uc1(depth_m), '16UC1')
     return image_msg(header, depth_m, '32FC1')
 
 
@@ -119,7 +127,8 @@ def depth_statistics(depth_m: np.ndarray, near: np.ndarray
 
 
 def depth_info_msg(result: DepthResult, header: Any, anchor_mode: str,
-                   clock_ns: Callable[[], int], frames_skipped: int) -> DepthInfo:
+                   clock_ns: Callable[[], int], frames_skipped: int,
+                   requested_ns: int | None = None) -> DepthInfo:
     """The ``depth_info`` message of one result.
 
     Args:
@@ -129,9 +138,13 @@ def depth_info_msg(result: DepthResult, header: Any, anchor_mode: str,
         clock_ns: The node clock's time [ns] (0 under ``use_sim_time`` before the first
             /clock); read once the statistics are done, so the latency covers them.
         frames_skipped: Images replaced by a newer one before they were processed, so far.
+        requested_ns: For a re-decode of the last frame after an anchor change: when the
+            change was requested [ns, node clock]; None for a new image.
 
     Returns:
-        DepthInfo with ``latency_ms`` = now - image stamp [ms] (NaN without a stamp or a clock).
+        DepthInfo with ``latency_ms`` = now - image stamp [ms], or now - ``requested_ns`` for
+        a re-decode (``redecoded`` true: the header is the old frame's); NaN without a stamp
+        or a clock.
     """
     depth = result.depth_m
     msg = DepthInfo(header=header)
@@ -140,9 +153,11 @@ def depth_info_msg(result: DepthResult, header: Any, anchor_mode: str,
     (msg.near_fraction, msg.far_fraction, msg.min_depth, msg.median_depth,
      msg.max_depth) = depth_statistics(depth, result.near)
     msg.inference_ms = float(result.timings_ms.get('total', 0.0))
-    stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+    msg.redecoded = requested_ns is not None
+    since_ns = (requested_ns if msg.redecoded
+                else header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
     now_ns = clock_ns()
-    msg.latency_ms = float((now_ns - stamp_ns) / 1e6) if stamp_ns and now_ns else math.nan
+    msg.latency_ms = float((now_ns - since_ns) / 1e6) if since_ns and now_ns else math.nan
     msg.anchor_mode = anchor_mode
     msg.height, msg.width = depth.shape
     msg.frames_skipped = frames_skipped

@@ -35,13 +35,21 @@ OUTPUT_QUEUE_DEPTH = 100
 
 
 class NodeProcess:
-    """``depth_node`` in a subprocess; output captured in a log file."""
+    """``depth_node`` (or ``depth_lifecycle_node``) in a subprocess; output in a log file.
+
+    Args:
+        ros_args: Arguments after ``--ros-args``.
+        log_path: Where the process's stdout and stderr go.
+        env: Extra environment variables.
+        lifecycle: Start the lifecycle node (``metric_solver_ros.lifecycle_node``).
+    """
 
     def __init__(self, ros_args: list[str], log_path: pathlib.Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, lifecycle: bool = False) -> None:
         self.log_path = log_path
         self._log = open(log_path, 'w')  # noqa: SIM115 - closed in stop()
-        command = [sys.executable, '-m', 'metric_solver_ros.node', '--ros-args', *ros_args]
+        module = 'metric_solver_ros.lifecycle_node' if lifecycle else 'metric_solver_ros.node'
+        command = [sys.executable, '-m', module, '--ros-args', *ros_args]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                         env={**os.environ, 'PYTHONUNBUFFERED': '1',
                                              **(env or {})})
@@ -305,8 +313,8 @@ def stamp_ns(msg) -> int:
 
 
 def image_array(msg) -> np.ndarray:
-    """The pixels of a 32FC1 or mono8 Image as a numpy array."""
-    dtype = {'32FC1': np.float32, 'mono8': np.uint8}[msg.encoding]
+    """The pixels of a 32FC1, 16UC1 or mono8 Image as a numpy array."""
+    dtype = {'32FC1': np.float32, '16UC1': np.uint16, 'mono8': np.uint8}[msg.encoding]
     values = np.frombuffer(msg.data, dtype=dtype)
     return values.reshape(msg.height, msg.step // np.dtype(dtype).itemsize)[:, :msg.width]
 

@@ -2,7 +2,7 @@
 
 Nothing here imports rclpy at module level, so the tools that drive a node process
 (``node_client.py``) can use :class:`ExitWatchdog` without loading ROS. The shutdown sequence
-itself (README, "Transport") is :func:`metric_solver_ros.node.main`; this module holds its parts.
+itself (README, "Transport") is :func:`metric_solver_ros.node.run`; this module holds its parts.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from metric_solver_ros import messages
+from metric_solver_ros.conversions import depth_to_16uc1
 from metric_solver_ros.engine import DepthResult
 from metric_solver_ros.mailbox import Mailbox
 from metric_solver_ros.node_client import cloud_xyz, image_array, percentiles
@@ -26,8 +27,13 @@ def test_mailbox_keeps_only_the_latest_image_and_counts_the_dropped():
     assert box.take(timeout_s=0.0) == ('image', 'c') and box.dropped == 2
     # the new frame already uses the new anchor: the pending re-decode went with it
     assert box.take(timeout_s=0.01) is None
-    box.request_redecode()
-    assert box.take(timeout_s=0.0) == ('redecode', None)
+    box.request_redecode(7)
+    box.request_redecode(9)  # meets the pending one: its latency counts from the first
+    assert box.take(timeout_s=0.0) == ('redecode', 7)
+    assert box.take(timeout_s=0.01) is None
+    box.request_redecode(11)
+    box.clear()  # deactivated: nothing pending stays
+    assert box.take(timeout_s=0.01) is None
 
 
 def test_mailbox_wakes_the_waiting_worker():
@@ -128,3 +134,98 @@ def test_percentiles_of_latencies():
     assert short['p99'] == 3.96 and short['mean'] == 2.33
     assert percentiles([]) == {'n': 0, 'p50': None, 'p95': None, 'p99': None, 'mean': None,
                                'max': None}  # strict JSON: null, not NaN
+
+
+def test_16uc1_depth_is_millimetres_with_0_for_no_depth():
+    depth = np.array([[1.0, 0.0004, 0.0006, 65.535, 65.5354],
+                      [65.5356, 70.0, np.inf, np.nan, -1.0]], np.float32)
+    mm = depth_to_16uc1(depth)  # the one rule, also make-bag's (bagio)
+    assert mm.dtype == np.uint16
+    # REP 118: 0 = no depth, also for +inf and beyond 65.535 m (65535 mm)
+    np.testing.assert_array_equal(mm, [[1000, 0, 1, 65535, 65535], [0, 0, 0, 0, 0]])
+    msg = messages.depth_msg(header(3), depth, '16UC1')
+    assert (msg.encoding, msg.step, msg.width, msg.height) == ('16UC1', 10, 5, 2)
+    np.testing.assert_array_equal(image_array(msg), mm)
+    assert messages.depth_msg(header(3), depth).encoding == '32FC1'  # the default
+
+
+def test_redecoded_depth_info_measures_latency_from_the_anchor_request():
+    frame = result()
+    # the old frame's stamp is 5 s; the anchor was asked for at 9.9 s, published at 10 s
+    info = messages.depth_info_msg(frame, header(5), 'fixed', lambda: 10_000_000_000, 0,
+                                   requested_ns=9_900_000_000)
+    assert info.redecoded and info.latency_ms == pytest.approx(100.0)
+    assert info.header.stamp.sec == 5  # published under the original stamp
+    fresh = messages.depth_info_msg(frame, header(5), 'fixed', lambda: 5_010_000_000, 0)
+    assert not fresh.redecoded and fresh.latency_ms == pytest.approx(10.0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+FACTS = {'anchor': '10', 'device': 'cpu', 'precision': 'float32', 'model': 'm.safetensors'}
+
+
+def test_diagnostic_statistics_rate_latency_and_levels():
+    from metric_solver_ros.diagnostics import (
+        ERROR,
+        ERROR_HOLD_S,
+        KEYS,
+        OK,
+        WARN,
+        DepthStatistics,
+    )
+
+    clock = FakeClock()
+    stats = DepthStatistics(clock=clock, window_s=5.0)
+    for i in range(50):  # 10 Hz for 5 s, latencies 10..59 ms, inference 5 ms
+        clock.now_s += 0.1
+        stats.image_received()
+        stats.frame_published(10.0 + i, 5.0, redecoded=False)
+    stats.frame_published(1.0, 2.0, redecoded=True)  # a re-decode: no frame of the rate
+    report = stats.report(FACTS, 3, expected_rate_hz=0.0, subscribed=True, image_topic='/i')
+    assert report.level == OK and list(report.values) == list(KEYS)
+    assert float(report.values['rate_hz']) == pytest.approx(10.0, abs=0.21)
+    latencies = [10.0 + i for i in range(50)] + [1.0]
+    assert float(report.values['latency_p50_ms']) == pytest.approx(
+        np.percentile(latencies, 50), abs=0.05)
+    assert float(report.values['latency_p95_ms']) == pytest.approx(
+        np.percentile(latencies, 95), abs=0.05)
+    assert report.values['inference_p50_ms'] == '5.0'
+    assert report.values['frames_skipped'] == '3' and report.values['model'] == 'm.safetensors'
+
+    slow = stats.report(FACTS, 3, expected_rate_hz=30.0, subscribed=True, image_topic='/i')
+    assert slow.level == WARN and 'below expected_rate_hz 30 Hz' in slow.message
+
+    clock.now_s += 2.5  # no image for 2.5 s: WARN only while someone is subscribed
+    quiet = stats.report(FACTS, 3, expected_rate_hz=0.0, subscribed=True, image_topic='/i')
+    assert quiet.level == WARN and 'no image on /i for 2.5 s' in quiet.message
+    assert stats.report(FACTS, 3, 0.0, subscribed=False, image_topic='/i').level == OK
+
+    stats.engine_failed('image of 160x4 px: aspect ratio above 8:1 is not supported')
+    failed = stats.report(FACTS, 3, 0.0, subscribed=False, image_topic='/i')
+    assert failed.level == ERROR and 'aspect ratio' in failed.message
+    clock.now_s += ERROR_HOLD_S + 0.1  # the failure ages out
+    assert stats.report(FACTS, 3, 0.0, subscribed=False, image_topic='/i').level == OK
+    assert stats.report(FACTS, 3, 0.0, False, '/i').values['rate_hz'] == '0.00'
+
+
+def test_diagnostic_array_holds_one_status_with_every_key():
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from metric_solver_ros.diagnostics import KEYS, WARN, HealthReport, diagnostic_array
+
+    report = HealthReport(WARN, 'slow', {key: str(i) for i, key in enumerate(KEYS)})
+    msg = diagnostic_array(report, '/depth/metric_solver: depth', 'cuda:0', Time(sec=4))
+    (status,) = msg.status
+    assert status.level == DiagnosticStatus.WARN and status.message == 'slow'
+    assert status.name == '/depth/metric_solver: depth' and status.hardware_id == 'cuda:0'
+    assert [(kv.key, kv.value) for kv in status.values] == [(k, str(i))
+                                                            for i, k in enumerate(KEYS)]
+    assert msg.header.stamp.sec == 4
