@@ -15,8 +15,9 @@ Pure numpy and free of rclpy: the node, ``metric-solver eval`` and ``predict`` s
    take the wobble's std to about 0.4x).
 3. The frame is multiplied by ``exp(X - L_t)``: one multiplication per pixel.
 
-``full`` also smooths each pixel where the scene is static: after the scale step, a pixel within
-``pixel_static_tol`` (relative) of its filtered value of the previous frame becomes
+``full`` also smooths each pixel where the scene is static: after the scale step, the previous
+filtered frame is carried forward by the output's global scale change (a steady approach is not
+lagged behind), and a pixel within ``pixel_static_tol`` (relative) of it becomes
 ``(1 - pixel_keep) d + pixel_keep * previous``; any other pixel (something moved, or an edge
 passed) takes the new depth as it is. NaN and +inf pass through unchanged.
 
@@ -139,7 +140,8 @@ class TemporalFilter:
         if self._sample_log is None:
             return self._start(depth)
         sample_log = self._log_sample(depth)
-        change = sample_log - self._sample_log
+        with np.errstate(invalid='ignore'):  # inf - inf: not comparable, left out below
+            change = sample_log - self._sample_log
         finite = np.isfinite(change)
         settings = self.settings
         if finite.sum() * 10 < finite.size:
@@ -153,13 +155,15 @@ class TemporalFilter:
         innovation = raw_log - (self._smooth_log + self._trend)
         if abs(innovation) > settings.jump_log:
             return self._cut(depth)
-        self._smooth_log += self._trend + settings.scale_gain * innovation
+        moved_log = self._trend + settings.scale_gain * innovation  # output's change of scale
+        self._smooth_log += moved_log
         self._trend += settings.trend_gain * innovation
         self._raw_log = raw_log
         self._sample_log = sample_log
-        out = np.multiply(depth, np.float32(math.exp(self._smooth_log - raw_log)))
-        if self.mode == 'full':
-            self._blend_static(out)
+        with np.errstate(invalid='ignore'):
+            out = np.multiply(depth, np.float32(math.exp(self._smooth_log - raw_log)))
+            if self.mode == 'full':
+                self._blend_static(out, np.float32(math.exp(moved_log)))
         return out
 
     def _start(self, depth: np.ndarray) -> np.ndarray:
@@ -180,15 +184,22 @@ class TemporalFilter:
         return self._start(depth)
 
     def _log_sample(self, depth: np.ndarray) -> np.ndarray:
-        """The log depth on the sampling grid (NaN / inf where the depth is not a positive number)."""
+        """Log depth on the sampling grid (NaN / inf where the depth is no positive number)."""
         with np.errstate(divide='ignore', invalid='ignore'):
             return np.log(depth[::self._stride, ::self._stride])
 
-    def _blend_static(self, out: np.ndarray) -> None:
-        """``full``: blend static pixels of ``out`` (in place) with the last filtered frame."""
+    def _blend_static(self, out: np.ndarray, moved: np.float32) -> None:
+        """``full``: blend static pixels of ``out`` (in place) with the last filtered frame.
+
+        Args:
+            out: This frame after the scale step.
+            moved: Factor of the global scale change since the last frame (the last frame is
+                carried forward by it first, so a steady approach is not lagged behind).
+        """
         settings = self.settings
         diff, size, bound, static, keep_bits = self._scratch
-        np.subtract(self._pixels, out, out=diff)
+        np.multiply(self._pixels, moved, out=diff)
+        diff -= out
         np.abs(diff, out=size)
         np.multiply(out, np.float32(settings.pixel_static_tol), out=bound)
         np.less(size, bound, out=static)  # False wherever NaN or +inf is involved
