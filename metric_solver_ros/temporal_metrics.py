@@ -224,8 +224,8 @@ class TemporalSeries:
     def summary(self) -> dict[str, object]:
         """The metrics (module docstring) and their per-frame / per-pair series."""
         ratios = [r for r in self.ln_scale_ratio if r is not None]
-        steps = [abs(b - a) for a, b in zip(self.ln_scale_ratio[:-1], self.ln_scale_ratio[1:], strict=True)
-                 if a is not None and b is not None]
+        pairs = zip(self.ln_scale_ratio[:-1], self.ln_scale_ratio[1:], strict=True)
+        steps = [abs(b - a) for a, b in pairs if a is not None and b is not None]
         return {
             'frames': len(self.ln_scale_ratio),
             'scale_jitter': float(np.std(ratios)) if len(ratios) >= 2 else None,
