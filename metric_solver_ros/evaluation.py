@@ -52,6 +52,8 @@ DEFAULT_EVAL_ANCHORS_M: tuple[float, ...] = (2.0, 10.0, 40.0)
 PRED_TOPIC_NAME = 'pred_topic'
 #: Result name of multi-anchor fusion.
 FUSION_NAME = 'fusion'
+#: Result name of the automatic anchor selection (``anchor_modes``, ``auto``).
+AUTO_NAME = 'auto'
 #: Per-frame columns of ``metrics.csv`` after ``name, frame, frame_name, stamp_ns``.
 CSV_VALUE_COLUMNS = ('n_pixels', *METRIC_NAMES, 'pred_nan_fraction', 'mask_accuracy',
                      'delta1_aligned', 'scale_ratio', 'gt_median_m', 'scale_error', 'scale_slope')
@@ -204,21 +206,29 @@ class EnginePredictor:
     One encoder pass gives one result per anchor (``engine.infer_each``), named by
     :func:`anchor_name`, with its near mask scored against ``1[gt <= anchor]``. With ``fusion``,
     ``engine.redecode`` (re-using the cached encoder features) adds the multi-anchor fusion of
-    all anchors as result ``fusion``.
+    all anchors as result ``fusion``. With ``auto``, result ``auto`` is the depth at the anchor
+    an automatic selector (the node's ``auto`` mode) picked from the previous frames, also by
+    re-decoding; its switches are scored in :attr:`switches` (frames must come in order).
 
     Args:
         engine: A ``DepthEngine`` (``infer_each(image, anchors_m) -> list[DepthResult]``,
             ``redecode(anchors_m) -> DepthResult``; results have ``depth_m`` and ``near``).
         anchors_m: Anchors [m].
         fusion: Also evaluate the fusion of all anchors.
+        auto: An ``anchor_modes.AnchorSelector`` in its initial state, or None.
     """
 
-    def __init__(self, engine: Any, anchors_m: Sequence[float], fusion: bool = False) -> None:
+    def __init__(self, engine: Any, anchors_m: Sequence[float], fusion: bool = False,
+                 auto: Any = None) -> None:
+        from metric_solver_ros.anchor_metrics import AnchorSwitches
+
         if not anchors_m:
             raise ValueError('at least one anchor is needed')
         self.engine = engine
         self.anchors_m = tuple(float(a) for a in anchors_m)
         self.fusion = fusion
+        self.auto = auto
+        self.switches = AnchorSwitches()
 
     def __call__(self, frame: EvalFrame) -> dict[str, Prediction]:
         """Return ``{anchor=<a>: Prediction}`` (and ``fusion``) for one frame."""
@@ -228,6 +238,14 @@ class EnginePredictor:
         if self.fusion:
             # The features of this frame are cached: fusion costs only a decoder call.
             out[FUSION_NAME] = Prediction(self.engine.redecode(self.anchors_m).depth_m)
+        if self.auto is not None:
+            anchor = self.auto.current_m
+            depth = self.engine.redecode((anchor,)).depth_m
+            previous = self.switches.anchors_m[-1] if self.switches.anchors_m else anchor
+            before = None if previous == anchor else self.engine.redecode((previous,)).depth_m
+            self.switches.add(anchor, depth, before)
+            self.auto.update(depth)
+            out[AUTO_NAME] = Prediction(depth, decoded_m=(anchor,))
         return out
 
 
@@ -720,6 +738,7 @@ def _report_markdown(result: EvalResult, data: Mapping[str, Any],
             lines.append(f'| {name} | {metric} | ' + ' | '.join(cells) + ' |')
     lines += _consistency_markdown(data.get('anchor_consistency'))
     lines += _temporal_markdown(data.get('temporal'), config.get('temporal_filter'))
+    lines += _switches_markdown(data.get('anchor_switches'))
     lines += _far_markdown(data['far_decisions'])
     lines += ['', '## Plots', '']
     for key, path in plots.items():
@@ -768,6 +787,21 @@ def _temporal_markdown(temporal: Mapping[str, Mapping[str, Any]] | None,
             f'{_fmt(values["static_fraction"], 3)} | {_fmt(values["warped_error"])} | '
             f'{values["warped_pairs"]} | {values["still_camera_from"]} |')
     return lines
+
+
+def _switches_markdown(switches: Mapping[str, Any] | None) -> list[str]:
+    """Report section on the auto anchor mode's switches (empty without it)."""
+    if not switches:
+        return []
+    used = ', '.join(f'{a:g}' for a in switches['anchors_used_m'])
+    return ['', '## Auto anchor switches', '',
+            f'{switches["switches"]} switches in {switches["frames"]} frames (anchors used: '
+            f'{used} m). `median_jump`: median over switches of |ln median depth| between the '
+            'new and the old anchor on the same frame (what the switch alone changes); steps: '
+            'median |ln median depth change| between consecutive frames.', '',
+            '| median_jump | as a ratio | step at switch | step otherwise |', '|---|---|---|---|',
+            f'| {_fmt(switches["median_jump"])} | {_fmt(switches["median_jump_ratio"])} | '
+            f'{_fmt(switches["step_at_switch"])} | {_fmt(switches["step_otherwise"])} |']
 
 
 def _far_markdown(far: Mapping[str, Mapping[str, Any]]) -> list[str]:

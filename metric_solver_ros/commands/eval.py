@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             'only --pred-topic is evaluated)')
     model.add_argument('--fusion', action='store_true',
                        help='also evaluate multi-anchor fusion of all anchors ("fusion")')
+    model.add_argument('--auto-anchor', type=float, nargs='?', const=10.0, default=None,
+                       metavar='M', help='also evaluate the node\'s auto anchor mode ("auto"), '
+                       'starting at M (default 10) m; with a bag its switches are scored')
     metrics = parser.add_argument_group('metrics and outputs')
     metrics.add_argument('--cap', type=float, default=80.0,
                          help='GT cap [m]: 10 indoors, 80 outdoors in the paper '
@@ -123,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
     _check(args)
     config = _config(args)
-    use_model = args.pred_topic is None or args.anchors is not None or args.fusion
+    use_model = (args.pred_topic is None or args.anchors is not None or args.fusion
+                 or args.auto_anchor is not None)
     anchors = tuple(dict.fromkeys(args.anchors or evaluation.DEFAULT_EVAL_ANCHORS_M))
 
     if args.bag is not None:
@@ -175,7 +179,14 @@ def run(args: argparse.Namespace) -> int:
                       checkpoint=str(args.checkpoint) if args.checkpoint else 'bundled default',
                       precision=str(engine.dtype).replace('torch.', ''),
                       model=getattr(engine.config, 'preset', None))
-        predictors.append(evaluation.EnginePredictor(engine, anchors, fusion=args.fusion))
+        auto = None
+        if args.auto_anchor is not None:
+            from metric_solver_ros.anchor_modes import AnchorSelector
+
+            auto = AnchorSelector(engine.pool_m, engine.validate_anchors(args.auto_anchor)[0])
+        engine_predictor = evaluation.EnginePredictor(engine, anchors, fusion=args.fusion,
+                                                      auto=auto)
+        predictors.append(engine_predictor)
     else:
         config.update(anchors=None, fusion=False, checkpoint=None, device=None, precision=None,
                       flip_tta=None)
@@ -188,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     result = evaluation.evaluate(
         frames, predictor, min_depth_m=args.min_depth, cap_m=args.cap, examples=args.examples,
         total=total, temporal=args.bag is not None, static_camera=args.static_camera)
+    if use_model and args.auto_anchor is not None and args.bag is not None:
+        result.extra['anchor_switches'] = engine_predictor.switches.summary()
     paths = evaluation.write_outputs(result, args.out, config)
     print(f'{result.frames} frames, cap {args.cap:g} m (mean over frames):')
     for name, aggregator in result.results.items():
