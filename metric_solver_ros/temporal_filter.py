@@ -23,9 +23,10 @@ passed) takes the new depth as it is. NaN and +inf pass through unchanged.
 
 Resets (the next frame passes unchanged and starts a new history): :meth:`TemporalFilter.reset`,
 an anchor other than the last one, an image of another size, and a scene cut: more than
-``cut_fraction`` of the sampled pixels changed by more than ``cut_log`` in ln depth, fewer than a
-tenth of them comparable, or a global jump ``|r|`` beyond ``jump_log``. A new room is never
-blended with the old one.
+``cut_fraction`` of the sampled pixels changed by more than ``cut_log`` in ln depth relative to
+the frame's global change ``m_t`` (structure changed, not scale), fewer than a tenth of them
+comparable, or a global jump ``|r|`` beyond ``jump_log``. A new room is never blended with the
+old one.
 
 Cost: O(pixels), a few vectorised passes in float32 (``benchmarks/temporal_filter.py``).
 """
@@ -49,7 +50,7 @@ class TemporalFilterSettings:
         trend_gain: ``b``: share taken into the scale trend [0..a).
         pixel_keep: ``full``: weight of the past on a static pixel [0..1).
         pixel_static_tol: ``full``: largest relative change of a static pixel.
-        cut_log: A sampled pixel whose ``|ln change|`` exceeds this counts as changed.
+        cut_log: A sampled pixel whose ``|ln change - m_t|`` exceeds this counts as changed.
         cut_fraction: Share of changed pixels that makes a scene cut.
         jump_log: A global scale innovation ``|r|`` beyond this is a scene cut.
         sample_px: About how many pixels are sampled for the scale and the cut test.
@@ -147,10 +148,11 @@ class TemporalFilter:
         if finite.sum() * 10 < finite.size:
             return self._cut(depth)
         change = change[finite]
-        changed = np.count_nonzero(np.abs(change) > settings.cut_log)
+        step = float(np.partition(change, change.size // 2)[change.size // 2])
+        # Structure, not scale: a pixel changed when it moved away from the global change.
+        changed = np.count_nonzero(np.abs(change - np.float32(step)) > settings.cut_log)
         if changed > settings.cut_fraction * change.size:
             return self._cut(depth)
-        step = float(np.partition(change, change.size // 2)[change.size // 2])
         raw_log = self._raw_log + step
         innovation = raw_log - (self._smooth_log + self._trend)
         if abs(innovation) > settings.jump_log:
