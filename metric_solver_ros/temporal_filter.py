@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MODES = ('off', 'scale', 'full')
+#: Pixels per block of the per-pixel pass (its scratch arrays stay in the L2 cache).
+_BLOCK_PX = 65_536
 
 
 @dataclass(frozen=True)
@@ -162,10 +164,12 @@ class TemporalFilter:
         self._trend += settings.trend_gain * innovation
         self._raw_log = raw_log
         self._sample_log = sample_log
+        factor = np.float32(math.exp(self._smooth_log - raw_log))
+        if self.mode == 'scale':
+            return np.multiply(depth, factor)
+        out = np.empty_like(depth)
         with np.errstate(invalid='ignore'):
-            out = np.multiply(depth, np.float32(math.exp(self._smooth_log - raw_log)))
-            if self.mode == 'full':
-                self._blend_static(out, np.float32(math.exp(moved_log)))
+            self._blend_static(depth, factor, np.float32(math.exp(moved_log)), out)
         return out
 
     def _start(self, depth: np.ndarray) -> np.ndarray:
@@ -175,8 +179,9 @@ class TemporalFilter:
         self._sample_log = self._log_sample(depth)
         if self.mode == 'full':
             self._pixels = depth.copy()
-            self._scratch = (*(np.empty(depth.shape, np.float32) for _ in range(3)),
-                             np.empty(depth.shape, bool), np.empty(depth.shape, np.int32))
+            block = (max(1, _BLOCK_PX // depth.shape[1]), depth.shape[1])
+            self._scratch = (*(np.empty(block, np.float32) for _ in range(3)),
+                             np.empty(block, bool), np.empty(block, np.int32))
         return depth
 
     def _cut(self, depth: np.ndarray) -> np.ndarray:
@@ -190,24 +195,33 @@ class TemporalFilter:
         with np.errstate(divide='ignore', invalid='ignore'):
             return np.log(depth[::self._stride, ::self._stride])
 
-    def _blend_static(self, out: np.ndarray, moved: np.float32) -> None:
-        """``full``: blend static pixels of ``out`` (in place) with the last filtered frame.
+    def _blend_static(self, depth: np.ndarray, factor: np.float32, moved: np.float32,
+                      out: np.ndarray) -> None:
+        """``full``: the scale step, then static pixels blended with the last filtered frame.
 
         Args:
-            out: This frame after the scale step.
+            depth: This frame [m].
+            factor: Its scale correction.
             moved: Factor of the global scale change since the last frame (the last frame is
                 carried forward by it first, so a steady approach is not lagged behind).
+            out: Where the result goes, shaped like ``depth``.
         """
-        settings = self.settings
-        diff, size, bound, static, keep_bits = self._scratch
-        np.multiply(self._pixels, moved, out=diff)
-        diff -= out
-        np.abs(diff, out=size)
-        np.multiply(out, np.float32(settings.pixel_static_tol), out=bound)
-        np.less(size, bound, out=static)  # False wherever NaN or +inf is involved
-        # Zero the non-static differences bit-wise: NaN * 0 would stay NaN, NaN & 0 is 0.0.
-        np.negative(static, out=keep_bits, dtype=np.int32)
-        np.bitwise_and(diff.view(np.int32), keep_bits, out=diff.view(np.int32))
-        diff *= np.float32(settings.pixel_keep)
-        out += diff  # non-static pixels: + 0.0, so NaN and +inf stay as they are
-        np.copyto(self._pixels, out)
+        tol = np.float32(self.settings.pixel_static_tol)
+        keep = np.float32(self.settings.pixel_keep)
+        rows = self._scratch[0].shape[0]
+        for top in range(0, out.shape[0], rows):  # row blocks: the scratch stays in cache
+            frame, pixels = out[top:top + rows], self._pixels[top:top + rows]
+            diff, size, bound, static, keep_bits = (a[:frame.shape[0]] for a in self._scratch)
+            np.multiply(depth[top:top + rows], factor, out=frame)
+            np.multiply(pixels, moved, out=diff)
+            diff -= frame
+            np.abs(diff, out=size)
+            np.multiply(frame, tol, out=bound)
+            np.less(size, bound, out=static)  # False wherever NaN or +inf is involved
+            # Zero the non-static differences bit-wise: NaN * 0 stays NaN, NaN & 0 is 0.0.
+            np.copyto(keep_bits, static, casting='unsafe')  # 0 / 1 (a fast widening copy)
+            np.negative(keep_bits, out=keep_bits)  # 0 / all bits set
+            np.bitwise_and(diff.view(np.int32), keep_bits, out=diff.view(np.int32))
+            diff *= keep
+            frame += diff  # non-static pixels: + 0.0, so NaN and +inf stay as they are
+            np.copyto(pixels, frame)
