@@ -60,8 +60,8 @@ class TemporalFilterSettings:
 
     scale_gain: float = 0.25
     trend_gain: float = 0.02
-    pixel_keep: float = 0.6
-    pixel_static_tol: float = 0.05
+    pixel_keep: float = 0.75
+    pixel_static_tol: float = 0.1
     cut_log: float = math.log(1.25)
     cut_fraction: float = 0.5
     jump_log: float = 0.3
