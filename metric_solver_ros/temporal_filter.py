@@ -12,7 +12,7 @@ Pure numpy and free of rclpy: the node, ``metric-solver eval`` and ``predict`` s
    filter: ``X = X + v + a r``, ``v = v + b r`` with ``r = L_t - (X + v)``. The trend ``v``
    follows steady real changes (walking towards a wall) without lag, so the filter is
    motion-safe; ``a`` and ``b`` set how much frame-to-frame wobble is removed (the defaults
-   take the wobble's std to about 0.4x).
+   take the std of a white wobble to about 0.4x; slow drift is followed, as real motion is).
 3. The frame is multiplied by ``exp(X - L_t)``: one multiplication per pixel.
 
 ``full`` also smooths each pixel where the scene is static: after the scale step, the previous

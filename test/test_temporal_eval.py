@@ -169,7 +169,6 @@ def test_eval_without_tf_uses_the_users_static_camera(tmp_path):
     assert temporal['frames'] == 4 and len(temporal['ln_scale_ratio']) == 4
     with pytest.raises(ValueError, match='--static-camera'):
         eval_command.run(_parse(eval_command, ['--synthetic', 'indoor', '--static-camera']))
-    # Independent synthetic scenes are not consecutive: no temporal section.
     assert eval_command.sibling_info_topic('/cam/image_raw/compressed',
                                            {'/cam/camera_info': bagio.CAMERA_INFO}) == \
         '/cam/camera_info'
