@@ -370,13 +370,16 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
                    info_topic: str = '/camera/color/camera_info',
                    frame_id: str = 'camera_color_optical_frame', rate_hz: float = 10.0,
                    depth_encoding: str = '32FC1', compressed: bool = False,
-                   start_ns: int = 1_700_000_000_000_000_000) -> int:
-    """Write RGB-D frames as image, camera_info and ground-truth depth topics.
+                   start_ns: int = 1_700_000_000_000_000_000, tf_topic: str = '/tf',
+                   world_frame: str = 'map') -> int:
+    """Write RGB-D frames as image, camera_info and ground-truth depth topics (and /tf).
 
-    Frame ``i`` gets header stamp and log time ``start_ns + i / rate_hz`` on all three topics
+    Frame ``i`` gets header stamp and log time ``start_ns + i / rate_hz`` on all topics
     (depth registered to the colour camera, hence one frame id). CameraInfo is written for frames
     whose intrinsics are known. With ``compressed`` the image is a JPEG ``CompressedImage`` on
-    ``image_topic + '/compressed'`` (the image_transport name).
+    ``image_topic + '/compressed'`` (the image_transport name). A frame with a pose
+    (``pose_world_cam``, 4x4 camera-to-world) adds a ``tf2_msgs/TFMessage`` on ``tf_topic``:
+    ``world_frame`` -> ``frame_id`` at the frame's stamp.
 
     ``16UC1`` cannot hold finite GT beyond 65.535 m (:data:`MAX_16UC1_MM`), which it writes as 0
     (invalid). The bag is still written, since the nearer GT stays useful, and a warning on
@@ -396,10 +399,14 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
             :func:`depth_to_image_msg`).
         compressed: Write the image as JPEG ``CompressedImage``.
         start_ns: Stamp of the first frame [ns since the epoch].
+        tf_topic: Topic of the camera poses.
+        world_frame: Parent frame of the camera poses.
 
     Returns:
         Number of frames written.
     """
+    from metric_solver_ros.bagtf import tf_message
+
     if not rate_hz > 0:
         raise ValueError(f'rate must be > 0 Hz, got {rate_hz}')
     if depth_encoding not in DEPTH_WRITE_ENCODINGS:
@@ -425,6 +432,9 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
                                                       depth_encoding), stamp_ns)
             if depth_encoding == '16UC1':
                 lost.add(frame.depth_m)
+            pose = getattr(frame, 'pose_world_cam', None)
+            if pose is not None:
+                bag.write(tf_topic, tf_message(pose, stamp_ns, world_frame, frame_id), stamp_ns)
             count += 1
     if lost.beyond:
         print(f'warning: {path}: {lost.describe()} beyond {MAX_16UC1_MM / 1000:g} m, which '

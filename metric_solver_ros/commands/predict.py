@@ -6,6 +6,7 @@ Examples::
     metric-solver predict frames/*.png --anchors 2 10 40 --camera-info camera.yaml \\
         --points-stride 2 --max-range 20 --out predict_out
     metric-solver predict img.png --anchor 10 --fx 525 --fy 525 --cx 319.5 --cy 239.5
+    metric-solver predict frames/ --anchor 10 --temporal-filter scale --out predict_seq
 
 Outputs in ``--out``, per image ``<stem>``:
 
@@ -17,6 +18,11 @@ Outputs in ``--out``, per image ``<stem>``:
   depth.
 - ``<stem>.ply``: with intrinsics only; the finite points within ``--max-range`` (camera optical
   frame [m], coloured), one per ``--points-stride``-th pixel in x and y.
+
+A folder stands for its image files in name order (a recorded sequence). With
+``--temporal-filter scale|full`` the images are one stream, filtered in the order given as the
+node filters its topic (``metric_solver_ros.temporal_filter``); every output then holds the
+filtered depth (the PLY points are moved along their rays to it).
 
 Intrinsics come from ``--fx --fy --cx --cy`` (at the image resolution) or from a ROS
 camera_calibration YAML (``--camera-info``); the YAML's intrinsics are rescaled to each image's
@@ -40,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``metric-solver predict``."""
     parser.add_argument('images', nargs='+', type=pathlib.Path, metavar='IMAGE',
                         help='8-bit colour or grey image files (anything OpenCV reads: PNG, '
-                             'JPEG, ...); 16-bit and float files (depth maps) are refused')
+                             'JPEG, ...) or folders of them (taken in name order); 16-bit and '
+                             'float files (depth maps) are refused')
     anchors = parser.add_mutually_exclusive_group()
     anchors.add_argument('--anchor', type=float, default=10.0, metavar='M',
                          help='anchor depth [m]: pixels nearer than it use the near branch '
@@ -48,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     anchors.add_argument('--anchors', type=float, nargs='+', default=None, metavar='M',
                          help='several anchors [m], fused per pixel (multi-anchor fusion)')
     add_model_arguments(parser)
+    parser.add_argument('--temporal-filter', choices=('off', 'scale', 'full'), default='off',
+                        help='treat the images as one sequence and filter its depth over time: '
+                             'scale smooths the global scale, full also static pixels '
+                             '(default: %(default)s)')
     out = parser.add_argument_group('outputs')
     out.add_argument('--out', type=pathlib.Path, default=pathlib.Path('predict_out'),
                      help='output directory, created if needed (default: %(default)s)')
@@ -138,7 +149,29 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f'--max-range must be >= 0 m, got {args.max_range}')
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise FileNotFoundError(f'no checkpoint at {args.checkpoint}')
+    args.images = expand_folders(args.images)
     _check_images(args.images)
+
+
+def expand_folders(paths: list[pathlib.Path]) -> list[pathlib.Path]:
+    """Replace each folder by the image files in it (OpenCV-readable), in name order.
+
+    Raises:
+        ValueError: If a folder holds no image.
+    """
+    import cv2
+
+    out: list[pathlib.Path] = []
+    for path in paths:
+        if not path.is_dir():
+            out.append(path)
+            continue
+        images = sorted((p for p in path.iterdir()
+                         if p.is_file() and cv2.haveImageReader(str(p))), key=lambda p: p.name)
+        if not images:
+            raise ValueError(f'no image file in the folder {path}')
+        out.extend(images)
+    return out
 
 
 def _check_images(paths: list[pathlib.Path]) -> None:
@@ -263,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
 
     from metric_solver_ros.conversions import scale_intrinsics
     from metric_solver_ros.engine import PointsRequest
+    from metric_solver_ros.temporal_filter import TemporalFilter
     from metric_solver_ros.visualize import (
         depth_figure,
         write_depth_png_mm,
@@ -281,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
     anchors = engine.validate_anchors(args.anchors if args.anchors is not None else args.anchor)
     max_range_m = args.max_range if args.max_range > 0 else math.inf
     args.out.mkdir(parents=True, exist_ok=True)
+    stream = TemporalFilter(args.temporal_filter)
 
     scaled_notes: set[tuple[int, int]] = set()
     progress = tqdm(args.images, unit='image', disable=len(args.images) < 2)
@@ -308,25 +343,52 @@ def run(args: argparse.Namespace) -> int:
                     rgb, intrinsics = upright(rgb, shown, intrinsics)
                 except ValueError as exc:
                     progress.write(f'note: {path}: {exc}; predicting it as stored')
+        filtering = args.temporal_filter != 'off'
         request = None if intrinsics is None else PointsRequest(
             intrinsics=tuple(float(v) for v in intrinsics), stride=args.points_stride,
-            max_range_m=max_range_m, with_rgb=True)
+            max_range_m=math.inf if filtering else max_range_m, with_rgb=True)
         result = engine.infer(rgb, anchors, points=request)
 
         base = args.out / path.stem
         depth = result.depth_m.astype(np.float32, copy=False)
+        cloud = result.points_m
+        if filtering:
+            filtered = stream.apply(depth, anchors)
+            if cloud is not None:
+                cloud = _moved_points(cloud, depth, filtered, args.points_stride, max_range_m)
+            depth = filtered
         np.save(f'{base}_depth.npy', depth)
         write_depth_png_mm(f'{base}_depth_mm.png', depth)
         write_rgb_png(f'{base}_depth.png', depth_figure(depth))
         if not cv2.imwrite(f'{base}_mask.png', result.near.astype(np.uint8) * np.uint8(255)):
             raise OSError(f'could not write {base}_mask.png')
         points = None
-        if result.points_m is not None:
-            points = write_ply(f'{base}.ply', result.points_m, result.points_rgb)
+        if cloud is not None:
+            points = write_ply(f'{base}.ply', cloud, result.points_rgb)
         progress.write(_summary_line(path, depth, result, points))
     print(f'wrote {len(args.images)} image(s) to {args.out}/ (anchors '
-          f'{", ".join(f"{a:g}" for a in anchors)} m, device {engine.device})')
+          f'{", ".join(f"{a:g}" for a in anchors)} m, device {engine.device}, temporal filter '
+          f'{args.temporal_filter})')
     return 0
+
+
+def _moved_points(points_m: Any, raw_m: Any, filtered_m: Any, stride: int,
+                  max_range_m: float) -> Any:
+    """Move organised points along their rays from the raw to the filtered depth.
+
+    Args:
+        points_m: float [h, w, 3] camera-frame points [m] of every ``stride``-th pixel.
+        raw_m: The depth [m] they were back-projected from, [H, W].
+        filtered_m: The filtered depth [m], [H, W].
+        stride: Pixel stride of the points.
+        max_range_m: Points farther than this [m] become NaN.
+    """
+    with np.errstate(invalid='ignore', divide='ignore'):
+        factor = filtered_m[::stride, ::stride] / raw_m[::stride, ::stride]
+        moved = points_m * factor[..., None].astype(np.float32)
+        if math.isfinite(max_range_m):
+            moved[np.linalg.norm(moved, axis=-1) > max_range_m] = np.nan
+    return moved
 
 
 def _summary_line(path: pathlib.Path, depth_m: Any, result: Any, points: int | None) -> str:
