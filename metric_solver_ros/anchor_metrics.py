@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from metric_solver_ros.anchor_modes import AnchorSelector
+from metric_solver_ros.anchor_modes import AnchorSelector, ScaleHandover
 from metric_solver_ros.metrics import DEPTH_BANDS_M, clip_prediction, valid_gt_mask
 
 #: A sky pixel (GT +inf) counts as right when predicted beyond this [m] or +inf.
@@ -200,12 +200,13 @@ class AnchorSwitches:
     def __init__(self) -> None:
         self.anchors_m: list[float] = []
         self.jumps: list[float] = []
+        self.raw_jumps: list[float] = []
         self.steps_at_switch: list[float] = []
         self.steps_otherwise: list[float] = []
         self._last_log: float | None = None
 
     def add(self, anchor_m: float, depth_m: np.ndarray,
-            before_m: np.ndarray | None = None) -> None:
+            before_m: np.ndarray | None = None, raw_m: np.ndarray | None = None) -> None:
         """Add one frame.
 
         Args:
@@ -213,13 +214,18 @@ class AnchorSwitches:
             depth_m: The published depth [m].
             before_m: When the anchor just changed, the same frame decoded at the previous
                 anchor [m].
+            raw_m: The new anchor's own depth when the published one was corrected (a
+                ``anchor_modes.ScaleHandover``); None: the published depth is its own.
         """
         switched = bool(self.anchors_m) and float(anchor_m) != self.anchors_m[-1]
         log_median = _log_median(depth_m)
         if switched and before_m is not None:
             before = _log_median(before_m)
+            raw = log_median if raw_m is None else _log_median(raw_m)
             if before is not None and log_median is not None:
                 self.jumps.append(abs(log_median - before))
+            if before is not None and raw is not None:
+                self.raw_jumps.append(abs(raw - before))
         if self._last_log is not None and log_median is not None:
             step = abs(log_median - self._last_log)
             (self.steps_at_switch if switched else self.steps_otherwise).append(step)
@@ -227,13 +233,18 @@ class AnchorSwitches:
         self._last_log = log_median
 
     def summary(self) -> dict[str, object]:
-        """``frames``, ``switches``, ``median_jump`` (and as a ratio), the steps, the anchors."""
+        """``frames``, ``switches``, ``median_jump`` (and as a ratio), the steps, the anchors.
+
+        ``median_jump`` is the published depth's jump at a switch; ``median_raw_jump`` the two
+        anchors' own disagreement on that frame (what a scale handover hides; equal without).
+        """
         switches = sum(a != b for a, b in zip(self.anchors_m[:-1], self.anchors_m[1:],
                                                strict=True))
         jump = _median(self.jumps)
         return {
             'frames': len(self.anchors_m), 'switches': switches,
             'median_jump': jump, 'median_jump_ratio': None if jump is None else math.exp(jump),
+            'median_raw_jump': _median(self.raw_jumps),
             'step_at_switch': _median(self.steps_at_switch),
             'step_otherwise': _median(self.steps_otherwise),
             'anchors_used_m': sorted(set(self.anchors_m)),
@@ -242,7 +253,8 @@ class AnchorSwitches:
 
 
 def score_auto_anchor(decode: Callable[[int, float], np.ndarray], frames: int,
-                      selector: AnchorSelector) -> dict[str, object]:
+                      selector: AnchorSelector,
+                      handover: ScaleHandover | None = None) -> dict[str, object]:
     """Run an automatic anchor selector over a sequence and score its switches.
 
     Args:
@@ -250,6 +262,7 @@ def score_auto_anchor(decode: Callable[[int, float], np.ndarray], frames: int,
             features); called once per frame, twice at a switch.
         frames: Number of consecutive frames.
         selector: The selector (``anchor_modes``), in its initial state.
+        handover: Correct the published scale at switches as the node does, or None.
 
     Returns:
         :meth:`AnchorSwitches.summary`.
@@ -258,9 +271,14 @@ def score_auto_anchor(decode: Callable[[int, float], np.ndarray], frames: int,
     previous = None
     for index in range(frames):
         anchor = selector.current_m
-        depth = decode(index, anchor)
+        raw = decode(index, anchor)
         before = decode(index, previous) if previous not in (None, anchor) else None
-        switches.add(anchor, depth, before)
+        depth = raw
+        if handover is not None:
+            if before is not None:
+                handover.start(before, raw)
+            depth = handover.apply(raw)
+        switches.add(anchor, depth, before, raw)
         selector.update(depth)
         previous = anchor
     return switches.summary()

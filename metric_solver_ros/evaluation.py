@@ -208,7 +208,8 @@ class EnginePredictor:
     ``engine.redecode`` (re-using the cached encoder features) adds the multi-anchor fusion of
     all anchors as result ``fusion``. With ``auto``, result ``auto`` is the depth at the anchor
     an automatic selector (the node's ``auto`` mode) picked from the previous frames, also by
-    re-decoding; its switches are scored in :attr:`switches` (frames must come in order).
+    re-decoding, with the node's scale handover at switches (``anchor_modes.ScaleHandover``);
+    its switches are scored in :attr:`switches` (frames must come in order).
 
     Args:
         engine: A ``DepthEngine`` (``infer_each(image, anchors_m) -> list[DepthResult]``,
@@ -221,6 +222,7 @@ class EnginePredictor:
     def __init__(self, engine: Any, anchors_m: Sequence[float], fusion: bool = False,
                  auto: Any = None) -> None:
         from metric_solver_ros.anchor_metrics import AnchorSwitches
+        from metric_solver_ros.anchor_modes import ScaleHandover
 
         if not anchors_m:
             raise ValueError('at least one anchor is needed')
@@ -229,6 +231,7 @@ class EnginePredictor:
         self.fusion = fusion
         self.auto = auto
         self.switches = AnchorSwitches()
+        self.handover = ScaleHandover()
 
     def __call__(self, frame: EvalFrame) -> dict[str, Prediction]:
         """Return ``{anchor=<a>: Prediction}`` (and ``fusion``) for one frame."""
@@ -240,10 +243,13 @@ class EnginePredictor:
             out[FUSION_NAME] = Prediction(self.engine.redecode(self.anchors_m).depth_m)
         if self.auto is not None:
             anchor = self.auto.current_m
-            depth = self.engine.redecode((anchor,)).depth_m
+            raw = self.engine.redecode((anchor,)).depth_m
             previous = self.switches.anchors_m[-1] if self.switches.anchors_m else anchor
             before = None if previous == anchor else self.engine.redecode((previous,)).depth_m
-            self.switches.add(anchor, depth, before)
+            if before is not None:
+                self.handover.start(before, raw)
+            depth = self.handover.apply(raw)
+            self.switches.add(anchor, depth, before, raw)
             self.auto.update(depth)
             out[AUTO_NAME] = Prediction(depth, decoded_m=(anchor,))
         return out
@@ -797,11 +803,15 @@ def _switches_markdown(switches: Mapping[str, Any] | None) -> list[str]:
     return ['', '## Auto anchor switches', '',
             f'{switches["switches"]} switches in {switches["frames"]} frames (anchors used: '
             f'{used} m). `median_jump`: median over switches of |ln median depth| between the '
-            'new and the old anchor on the same frame (what the switch alone changes); steps: '
-            'median |ln median depth change| between consecutive frames.', '',
-            '| median_jump | as a ratio | step at switch | step otherwise |', '|---|---|---|---|',
+            'published depth and the old anchor\'s on the same frame (what the switch changes, '
+            'after the scale handover); `raw jump`: the new anchor\'s own depth against the '
+            'old (the anchors\' disagreement the handover hides); steps: median |ln median '
+            'depth change| between consecutive frames.', '',
+            '| median_jump | as a ratio | raw jump | step at switch | step otherwise |',
+            '|---|---|---|---|---|',
             f'| {_fmt(switches["median_jump"])} | {_fmt(switches["median_jump_ratio"])} | '
-            f'{_fmt(switches["step_at_switch"])} | {_fmt(switches["step_otherwise"])} |']
+            f'{_fmt(switches.get("median_raw_jump"))} | {_fmt(switches["step_at_switch"])} | '
+            f'{_fmt(switches["step_otherwise"])} |']
 
 
 def _far_markdown(far: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -46,6 +46,7 @@ from metric_solver_ros import messages
 from metric_solver_ros.anchor_modes import AnchorSelector, RoiOutsideImage
 from metric_solver_ros.camera_info_pairing import CameraInfoPairing, PairedInfo
 from metric_solver_ros.conversions import MessageError, compressed_to_rgb, image_to_rgb
+from metric_solver_ros.depth_stream import DepthStream
 from metric_solver_ros.diagnostics import PERIOD_S, DepthStatistics, diagnostic_array
 from metric_solver_ros.engine import (
     DepthEngine,
@@ -114,6 +115,7 @@ class DepthNodeCore:
         self._publishing = threading.Lock()  # held while a result goes out; deactivate waits
         self.fixed, values = declare_parameters(node)
         self._settings = settings_from(values, _sorted_anchors)
+        self._stream = DepthStream(self._settings.temporal_filter)
         self.engine: DepthEngine | None = None
         self._selector: AnchorSelector | None = None
         self._active = False
@@ -305,6 +307,8 @@ class DepthNodeCore:
                                or new.anchor_mode != old.anchor_mode)
             if anchors_changed and self._selector is not None:
                 self._selector.reset(new.anchor)
+            if anchors_changed:
+                self._stream.anchor_set()
         self._apply_engine_settings(new)
         if anchors_changed and self.engine is not None:
             # at most once a second: a planner may set it at control rate
@@ -320,6 +324,7 @@ class DepthNodeCore:
             engine.flip_tta = settings.flip_tta
             engine.far_limit_m = settings.far_limit or None
             engine.fusion = settings.fusion
+        self._stream.set_filter(settings.temporal_filter)
 
     def _request_anchor(self, anchor_m: float) -> tuple[SetParametersResult, str]:
         """Set one anchor through the parameter path; a fusion list is cleared.
@@ -430,6 +435,7 @@ class DepthNodeCore:
             return
         self._oom_streak = 0
         self._last_frame = (msg.header, paired, rgb)
+        result = self._corrected(result, msg.header, anchors, settings)
         self._publish(result, msg.header, paired, settings)
         if settings.anchor_mode != 'fixed':
             self._follow_scene(result, settings)
@@ -447,6 +453,7 @@ class DepthNodeCore:
                 self._log.warn('roi_outside', f'anchor_mode roi: {exc}: anchor kept at '
                                f'{before:g} m; set `roi` within the image')
         if after != before:
+            self._stream.anchor_switched(before)
             self._node.get_logger().info(f'{settings.anchor_mode} anchor: {before:g} m -> '
                                          f'{after:g} m')
 
@@ -483,7 +490,22 @@ class DepthNodeCore:
 
         result = self._run_engine(redecode, 're-decode dropped')
         if result is not None:
+            result = self._corrected(result, header, anchors, settings)
             self._publish(result, header, paired, settings, requested_ns)
+
+    def _corrected(self, result: DepthResult, header: Any, anchors: tuple[float, ...],
+                   settings: RuntimeSettings) -> DepthResult:
+        """The result after the scale handover and the temporal filter (``depth_stream``)."""
+        engine = self.engine
+
+        def decode_at(anchor_m: float) -> Any:
+            redecoded = self._run_engine(lambda: engine.redecode((anchor_m,)), 'handover')
+            return None if redecoded is None else redecoded.depth_m
+
+        stamp = header.stamp
+        return self._stream.correct(
+            result, header.frame_id, stamp.sec * 1_000_000_000 + stamp.nanosec, anchors,
+            decode_at, settings.points_stride, settings.points_max_range or math.inf)
 
     def _run_engine(self, call: Callable[[], DepthResult], what: str) -> DepthResult | None:
         """``call()``; None when the engine refused (logged as ``what``) or ran out of memory."""

@@ -21,6 +21,7 @@ from typing import Any
 from metric_solver_ros.anchor_modes import MODES as ANCHOR_MODES
 from metric_solver_ros.conversions import DEPTH_ENCODINGS as DEPTH_IMAGE_ENCODINGS
 from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES
+from metric_solver_ros.temporal_filter import MODES as TEMPORAL_FILTER_MODES
 
 IMAGE_TRANSPORTS = ('raw', 'compressed')
 #: Encodings of the ``depth`` output: 32FC1 metres (REP 117), 16UC1 millimetres (REP 118).
@@ -105,6 +106,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=ANCHOR_MODES),
     ParamSpec('roi', [0, 0, 0, 0], 'Region of interest for anchor_mode roi: x, y, width, height '
               '[px] in the input image; width or height 0 = the whole image.'),
+    ParamSpec('temporal_filter', 'off', 'Temporal filter of the published depth: off; scale '
+              '(smooths the per-frame global scale, motion-safe); full (also smooths static '
+              'pixels, resets where the scene moves). It resets itself on an anchor change, a '
+              'scene cut, a new camera frame or a stamp going back (docs/EVALUATION.md).',
+              choices=TEMPORAL_FILTER_MODES),
     ParamSpec('flip_tta', False, 'Average the network outputs of the image and its mirror '
               '(about 2x the network time).'),
     ParamSpec('far_limit', 200.0, 'Depths beyond this [m] are published as +inf ("too far"). '
@@ -157,6 +163,7 @@ class RuntimeSettings:
     fusion: str
     anchor_mode: str
     roi: tuple[int, int, int, int]
+    temporal_filter: str
     flip_tta: bool
     far_limit: float
     publish_points: bool
@@ -224,9 +231,9 @@ def validate_changes(current: RuntimeSettings, changes: Mapping[str, Any],
             if value not in rules:
                 raise ValueError(f'fusion must be one of {", ".join(rules)}, got {value!r}')
             updates[name] = value
-        elif name == 'anchor_mode':
-            if value not in ANCHOR_MODES:
-                raise ValueError(f'anchor_mode must be one of {", ".join(ANCHOR_MODES)}, '
+        elif name in ('anchor_mode', 'temporal_filter'):
+            if value not in spec.choices:
+                raise ValueError(f'{name} must be one of {", ".join(spec.choices)}, '
                                  f'got {value!r}')
             updates[name] = value
         elif name == 'roi':

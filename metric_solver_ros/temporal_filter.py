@@ -225,3 +225,25 @@ class TemporalFilter:
             diff *= keep
             frame += diff  # non-static pixels: + 0.0, so NaN and +inf stay as they are
             np.copyto(pixels, frame)
+
+
+def move_points(points_m: np.ndarray, raw_m: np.ndarray, filtered_m: np.ndarray, stride: int,
+                max_range_m: float) -> np.ndarray:
+    """Move organised points along their rays from the raw to the filtered depth.
+
+    Args:
+        points_m: float [h, w, 3] camera-frame points [m] of every ``stride``-th pixel.
+        raw_m: The depth [m] they were back-projected from, [H, W].
+        filtered_m: The filtered depth [m], [H, W].
+        stride: Pixel stride of the points.
+        max_range_m: Points farther than this [m] become NaN.
+
+    Returns:
+        The moved points, float32 [h, w, 3] (NaN where either depth is not finite).
+    """
+    with np.errstate(invalid='ignore', divide='ignore'):
+        factor = filtered_m[::stride, ::stride] / raw_m[::stride, ::stride]
+        moved = points_m * factor[..., None].astype(np.float32)
+        if math.isfinite(max_range_m):
+            moved[np.linalg.norm(moved, axis=-1) > max_range_m] = np.nan
+    return moved

@@ -11,7 +11,7 @@ import pytest
 
 from metric_solver_ros import evaluation
 from metric_solver_ros.anchor_metrics import AnchorSwitches, score_auto_anchor
-from metric_solver_ros.anchor_modes import AnchorSelector
+from metric_solver_ros.anchor_modes import AnchorSelector, ScaleHandover
 
 POOL_M = (0.5, 1.0, 2.0, 4.0, 6.0, 10.0, 20.0, 40.0, 80.0, 120.0)
 
@@ -34,6 +34,22 @@ def test_a_switch_jump_is_measured_on_the_same_frame():
     assert summary['step_at_switch'] == pytest.approx(math.log(1.1), abs=1e-6)
     assert summary['step_otherwise'] == pytest.approx(0.0)
     assert calls.count((4, 10.0)) == 1 and len(calls) == len(scene_m) + 1  # one extra decode
+
+
+def test_the_scale_handover_removes_the_jump_and_fades_to_the_new_anchor():
+    scene_m = [5, 5, 15, 15] + [15] * 20
+
+    def decode(index, anchor_m):
+        return np.full((4, 6), scene_m[index] * (1.1 if anchor_m >= 20 else 1.0), np.float32)
+
+    summary = score_auto_anchor(decode, len(scene_m), AnchorSelector(POOL_M, 10.0),
+                                ScaleHandover(frames=10))
+    assert summary['switches'] == 1
+    assert summary['median_jump'] == pytest.approx(0.0, abs=1e-6)  # published: no jump
+    assert summary['median_raw_jump'] == pytest.approx(math.log(1.1), abs=1e-6)
+    assert summary['step_at_switch'] == pytest.approx(0.0, abs=1e-6)
+    # the correction fades in ten equal steps of ln(1.1) / 10: no step larger than that
+    assert summary['step_otherwise'] <= math.log(1.1) / 10 + 1e-6
 
 
 def test_no_switch_no_jump():

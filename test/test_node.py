@@ -310,7 +310,7 @@ def test_an_explicit_anchor_ends_auto_mode_and_says_so(node):
     assert probe.set_parameters(anchor=10.0)[0].successful
 
 
-def test_fusion_rule_is_a_dynamic_parameter(node):
+def test_fusion_rule_and_temporal_filter_are_dynamic_parameters(node):
     from metric_solver_ros.model.fusion import DEFAULT_FUSION
 
     process, probe = node
@@ -320,6 +320,14 @@ def test_fusion_rule_is_a_dynamic_parameter(node):
     assert not result.successful and 'fusion must be one of' in result.reason
     assert probe.get_parameter('fusion') == 'finest'
     assert probe.set_parameters(fusion=DEFAULT_FUSION)[0].successful
+    assert probe.get_parameter('temporal_filter') == 'off'
+    assert probe.set_parameters(temporal_filter='full')[0].successful
+    for stamp in (71_000_000_000, 71_100_000_000):  # the second frame is filtered
+        depth = image_array(request(probe, stamp, keys=('depth', 'points'))['depth'])
+        assert np.isfinite(depth).any()
+    result = probe.set_parameters(temporal_filter='kalman')[0]
+    assert not result.successful and 'temporal_filter must be one of' in result.reason
+    assert probe.set_parameters(temporal_filter='off')[0].successful
     result = probe.set_parameters(depth_encoding='16UC1')[0]
     assert not result.successful and 'read-only' in result.reason.lower()
 

@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
 
     from metric_solver_ros.conversions import scale_intrinsics
     from metric_solver_ros.engine import PointsRequest
-    from metric_solver_ros.temporal_filter import TemporalFilter
+    from metric_solver_ros.temporal_filter import TemporalFilter, move_points
     from metric_solver_ros.visualize import (
         depth_figure,
         write_depth_png_mm,
@@ -355,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
         if filtering:
             filtered = stream.apply(depth, anchors)
             if cloud is not None:
-                cloud = _moved_points(cloud, depth, filtered, args.points_stride, max_range_m)
+                cloud = move_points(cloud, depth, filtered, args.points_stride, max_range_m)
             depth = filtered
         np.save(f'{base}_depth.npy', depth)
         write_depth_png_mm(f'{base}_depth_mm.png', depth)
@@ -370,25 +370,6 @@ def run(args: argparse.Namespace) -> int:
           f'{", ".join(f"{a:g}" for a in anchors)} m, device {engine.device}, temporal filter '
           f'{args.temporal_filter})')
     return 0
-
-
-def _moved_points(points_m: Any, raw_m: Any, filtered_m: Any, stride: int,
-                  max_range_m: float) -> Any:
-    """Move organised points along their rays from the raw to the filtered depth.
-
-    Args:
-        points_m: float [h, w, 3] camera-frame points [m] of every ``stride``-th pixel.
-        raw_m: The depth [m] they were back-projected from, [H, W].
-        filtered_m: The filtered depth [m], [H, W].
-        stride: Pixel stride of the points.
-        max_range_m: Points farther than this [m] become NaN.
-    """
-    with np.errstate(invalid='ignore', divide='ignore'):
-        factor = filtered_m[::stride, ::stride] / raw_m[::stride, ::stride]
-        moved = points_m * factor[..., None].astype(np.float32)
-        if math.isfinite(max_range_m):
-            moved[np.linalg.norm(moved, axis=-1) > max_range_m] = np.nan
-    return moved
 
 
 def _summary_line(path: pathlib.Path, depth_m: Any, result: Any, points: int | None) -> str:
