@@ -47,9 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``metric-solver`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
-    from metric_solver_ros.backends.threads import prefer_passive_waiting
-
-    prefer_passive_waiting()  # before any command imports torch (OpenMP reads it at load)
     args = build_parser().parse_args(argv)
     module = importlib.import_module(args._module)
     try:

@@ -54,6 +54,7 @@ class _OpenVinoGraph:
         self._outputs = [port.get_any_name() for port in self._compiled.outputs]
         # What the CPU runs: the bf16 hint falls back to f32 without bf16 instructions.
         self.precision = self._compiled.get_property('INFERENCE_PRECISION_HINT').to_string()
+        self.threads = int(self._compiled.get_property('INFERENCE_NUM_THREADS'))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # share_inputs: no copy of the tokens; outputs are copied (the cache outlives a request)
@@ -70,6 +71,7 @@ class _OrtGraph:
         self._session = ort.InferenceSession(str(path), options, providers=list(providers))
         self._outputs = [o.name for o in self._session.get_outputs()]
         self.precision = 'f32'
+        self.threads = int(self._session.get_session_options().intra_op_num_threads)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._outputs, self._session.run(self._outputs, feeds), strict=True))
@@ -205,11 +207,14 @@ class GraphBackend:
     # ------------------------------------------------------------------------ the seam
 
     def describe(self) -> str:
-        """Runtime, device and the precision the runtime reports, for logs and benchmarks."""
-        precisions = sorted({g.precision for pair in self._graphs.values() for g in pair})
-        shown = '/'.join(precisions) if precisions else self.precision
-        threads = f', {self.num_threads} threads' if self.num_threads else ''
-        return f'{self.target} {shown}{threads}'
+        """Runtime, device, and the precision and threads the runtime reports (0: its default).
+
+        Before the first frame (nothing compiled yet) the requested settings are shown.
+        """
+        graphs = [g for pair in self._graphs.values() for g in pair]
+        precision = '/'.join(sorted({g.precision for g in graphs})) or self.precision
+        threads = sorted({g.threads for g in graphs}) or [self.num_threads or 0]
+        return f'{self.target} {precision}, threads {"/".join(map(str, threads))}'
 
     def graphs(self, input_hw: tuple[int, int]) -> tuple[Any, Any]:
         """The compiled (encoder, decoder) for a network input size, exported when missing."""

@@ -63,9 +63,10 @@ def apply_torch_threads(num_threads: int) -> None:
 def prefer_passive_waiting() -> bool:
     """Ask OpenMP to put idle threads to sleep instead of spinning (``OMP_WAIT_POLICY``).
 
-    Only an OpenMP runtime loaded after this call reads it, so call it before importing torch
-    (the ``metric-solver`` command line and the node's entry point do); a value already in the
-    environment is kept.
+    Only an OpenMP runtime loaded after this call reads it, so it must run before torch is
+    imported: ``metric_solver_ros/__init__.py`` calls it, which covers the node, the command line
+    and any program that imports this package before torch. A value already in the environment
+    is kept (``OMP_WAIT_POLICY=ACTIVE`` restores spinning).
 
     Returns:
         Whether the setting can still take effect (torch not imported yet).
