@@ -243,7 +243,9 @@ class DepthEngine:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.config = model.config
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        # The ONNX runtimes take float32 graphs and inputs; the precision is their hint.
+        self._net_dtype = torch.float32 if backend in GRAPH_BACKENDS else self.dtype
+        self.model = model.to(device=self.device, dtype=self._net_dtype).eval()
         self.pool_m: tuple[float, ...] = tuple(float(a) for a in self.config.anchor_pool_m)
         self.input_size = int(input_size or min(self.config.input_size))
         if self.input_size < self.config.patch_size:
@@ -408,6 +410,7 @@ class DepthEngine:
         if self.device.type != 'cpu':
             old_device = self.device
             self.device, self.dtype = torch.device('cpu'), torch.float32
+            self._net_dtype = torch.float32
             self.model.to(device=self.device, dtype=self.dtype)
             self._mean, self._std = self._mean.cpu(), self._std.cpu()
             if self._runtime is not None:  # ONNX Runtime on CUDA: its CPU provider now
@@ -512,7 +515,7 @@ class DepthEngine:
         x = chw.float().div_(255.0)
         x = F.interpolate(x, size=net_hw, mode='bilinear', align_corners=False,
                           antialias=net_hw[0] < height or net_hw[1] < width)
-        x = ((x - self._mean) / self._std).to(self.dtype)
+        x = ((x - self._mean) / self._std).to(self._net_dtype)
         flipped = self.flip_tta
         if flipped:
             x = torch.cat([x, x.flip(-1)], dim=0)
