@@ -10,12 +10,15 @@ delta1 of backend vs torch (``max(b / t, t / b) < 1.25`` over pixels finite in b
 ``|ln(b / t)|`` and the share of pixels where both agree on finite vs +inf.
 
     python benchmarks/backends.py [--num-threads 2] [--input-size 196] [--rounds 3] [--json]
+    python benchmarks/backends.py --rounds 0 --realdata ../shared/realdata   # parity only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pathlib
 import statistics
 
 import numpy as np
@@ -34,20 +37,20 @@ def main() -> int:
     parser.add_argument('--input-size', type=int, default=196, help='network short side [px]')
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
-    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--rounds', type=int, default=3, help='timing rounds (0: parity only)')
+    parser.add_argument('--realdata', type=pathlib.Path, default=None,
+                        help='folder with manifest.json (default: ../shared/realdata)')
     parser.add_argument('--iters', type=int, default=10, help='timed runs per stage and round')
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     args = parser.parse_args()
 
-    from metric_solver_ros.checkpoint import load_checkpoint
+    # Our package first: it sets OMP_WAIT_POLICY before torch loads OpenMP, as in the node.
+    from metric_solver_ros.checkpoint import default_model_path, load_checkpoint
     from metric_solver_ros.commands.bench import measure
-    from metric_solver_ros.demo import realdata_images
-    from metric_solver_ros.engine import DepthEngine
+    from metric_solver_ros.demo import REALDATA
+    from metric_solver_ros.engine import DepthEngine, network_input_size
 
-    if args.checkpoint is None:
-        from metric_solver_ros.checkpoint import default_model_path
-
-        args.checkpoint = str(default_model_path())
+    args.checkpoint = args.checkpoint or str(default_model_path())
     engines = {}
     for label, backend, precision in CONFIGS:
         engines[label] = DepthEngine(load_checkpoint(args.checkpoint), device='cpu',
@@ -58,8 +61,9 @@ def main() -> int:
         for label, engine in engines.items():
             rounds[label].append(measure(engine, args.width, args.height, warmup=3,
                                          iters=args.iters))
+    parity = _parity(engines, _real_images(args.realdata or REALDATA))
     rows = []
-    for label, engine in engines.items():
+    for label, engine in engines.items() if args.rounds else ():
         row = {'backend': label, 'detail': engine.backend_description}
         row.update({key: statistics.median(r[key] for r in rounds[label]) for key in KEYS})
         row['fps'] = 1000.0 / row['single_ms']
@@ -68,21 +72,36 @@ def main() -> int:
         rows.append(row)
     for row in rows:
         row['speedup_vs_torch'] = rows[0]['single_ms'] / row['single_ms']
-    parity = _parity(engines, realdata_images())
-    first = rounds['torch'][0]
+    import torch
+
     result = {'rows': rows, 'parity': parity, 'num_threads': args.num_threads,
-              'image': [args.height, args.width], 'input_size': first['input_size'],
-              'rounds': args.rounds, 'iters': args.iters, 'torch': first['torch'],
-              'checkpoint': args.checkpoint}
+              'image': [args.height, args.width],
+              'input_size': list(network_input_size((args.height, args.width), args.input_size,
+                                                    14)),
+              'rounds': args.rounds, 'iters': args.iters, 'torch': torch.__version__,
+              'checkpoint': args.checkpoint,
+              'details': {label: e.backend_description for label, e in engines.items()}}
     print(json.dumps(result) if args.json else _tables(result))
     return 0
+
+
+def _real_images(root: pathlib.Path) -> list[tuple[str, np.ndarray]]:
+    """``(id, rgb uint8)`` of every sample in ``root/manifest.json`` (none if it is absent)."""
+    from metric_solver_ros.data.rgbd_folder import read_rgb
+
+    manifest = root / 'manifest.json'
+    if not manifest.is_file():
+        print(f'no {manifest}: parity skipped')
+        return []
+    return [(entry['id'], read_rgb(root / entry['rgb']))
+            for entry in json.loads(manifest.read_text())['samples']]
 
 
 def _parity(engines: dict, images: list) -> list[dict]:
     """Fused depth of each backend vs torch on every real image."""
     reference = engines['torch']
     records = []
-    for name, rgb, _ in images:
+    for name, rgb in images:
         expected = reference.infer(rgb, PARITY_ANCHORS_M).depth_m
         for label, engine in engines.items():
             if label == 'torch':
@@ -103,18 +122,20 @@ def _tables(result: dict) -> str:
     net_h, net_w = result['input_size']
     lines = [f'{result["checkpoint"]} | image {result["image"][1]}x{result["image"][0]} -> '
              f'network {net_w}x{net_h} | {result["num_threads"]} threads | medians of '
-             f'{result["rounds"]} rounds x {result["iters"]} runs | torch {result["torch"]}', '',
-             '| backend | frame, 1 anchor [ms] | frames/s | vs torch | encoder [ms] | '
-             'decoder 1 anchor [ms] | batched-4 / single | re-decode / single |',
-             '|---|---|---|---|---|---|---|---|']
+             f'{result["rounds"]} rounds x {result["iters"]} runs | torch {result["torch"]} | '
+             f'OMP_WAIT_POLICY {os.environ.get("OMP_WAIT_POLICY", "unset")}', '']
+    if result['rows']:
+        lines += ['| backend | frame, 1 anchor [ms] | frames/s | vs torch | encoder [ms] | '
+                  'decoder 1 anchor [ms] | batched-4 / single | re-decode / single |',
+                  '|---|---|---|---|---|---|---|---|']
     for row in result['rows']:
         lines.append(
             f'| {row["backend"]} | {row["single_ms"]:.1f} | {row["fps"]:.1f} | '
             f'{row["speedup_vs_torch"]:.2f}x | {row["encoder_ms"]:.1f} | '
             f'{row["decoder1_ms"]:.1f} | {row["batched4_over_single"]:.2f} | '
             f'{row["redecode_over_single"]:.2f} |')
-    lines += ['', 'What ran: ' + '; '.join(f'{r["backend"]} = {r["detail"]}'
-                                          for r in result['rows']), '',
+    lines += ['', 'What ran: ' + '; '.join(f'{label} = {detail}'
+                                          for label, detail in result['details'].items()), '',
               '| backend | image | delta1 vs torch | median abs ln ratio | finite/inf agree |',
               '|---|---|---|---|---|']
     for rec in result['parity']:

@@ -10,8 +10,8 @@ image in, depth out) in a process of its own for ``--seconds``:
 
 and prints each frame rate relative to running alone (fair share beside one other process on the
 same cores: 50 %), plus the neighbour's own rate. The engine runs as the node would: ``num_threads``
-(0: the default rule) and ``OMP_WAIT_POLICY=PASSIVE`` (``backends.threads``); ``--spin`` runs it
-with OpenMP's default waiting instead, to see what that costs.
+(0: the default rule) and ``OMP_WAIT_POLICY=PASSIVE`` (set by our package before torch loads);
+``--spin`` imports torch first, leaving OpenMP's default waiting, to see what that costs.
 
     python benchmarks/cpu_sharing.py --backends torch openvino --seconds 10
     python benchmarks/cpu_sharing.py --backends torch --num-threads 2 --spin --json
@@ -99,15 +99,12 @@ def _run_engine(args: argparse.Namespace, backend: str, neighbours: list[list[st
              for role in neighbours]
     try:
         time.sleep(1.0 if procs else 0.0)  # the neighbours are up and busy
-        env = dict(base_env)
-        if not args.spin:
-            env['OMP_WAIT_POLICY'] = 'PASSIVE'
         out = subprocess.run(
             [sys.executable, script, '--role', 'engine', '--backend', backend,
              '--num-threads', str(args.num_threads), '--input-size', str(args.input_size),
              '--width', str(args.width), '--height', str(args.height),
-             '--seconds', str(args.seconds)],
-            env=env, check=True, capture_output=True, text=True).stdout
+             '--seconds', str(args.seconds), *(['--spin'] if args.spin else [])],
+            env=base_env, check=True, capture_output=True, text=True).stdout
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT)
@@ -119,6 +116,8 @@ def _run_engine(args: argparse.Namespace, backend: str, neighbours: list[list[st
 
 
 def _engine(args: argparse.Namespace) -> int:
+    if args.spin:  # torch (OpenMP) loaded before our package: the library's default waiting
+        import torch  # noqa: F401
     import numpy as np
 
     from metric_solver_ros.engine import DepthEngine
