@@ -25,6 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from metric_solver_ros.backends import GRAPH_BACKENDS, BackendError, check_backend
+from metric_solver_ros.backends.graph import open_runtime, settle_auto
+from metric_solver_ros.backends.threads import apply_torch_threads, resolve_num_threads
 from metric_solver_ros.model import MetricSolver
 from metric_solver_ros.model.fusion import DEFAULT_FUSION, FUSION_RULES, fuse_decoded
 from metric_solver_ros.model.representation import decode as decode_outputs
@@ -203,20 +206,39 @@ class DepthEngine:
             launch-bound on GPUs, a graph launches a whole stage at once. No effect on the CPU;
             not combined with ``compile``. If a capture fails the engine logs why and runs
             eagerly.
+        backend: What runs the network (``metric_solver_ros.backends``): ``torch``,
+            ``openvino`` or ``onnxruntime`` (its ONNX export, made per input size on first use
+            and cached in ``onnx_cache_dir``), or ``auto`` (torch on CUDA; on the CPU OpenVINO
+            when installed and faster than torch on the first frame's encoder).
+        num_threads: CPU threads of torch and the ONNX runtimes (process-wide for torch); 0
+            picks ``backends.threads.default_num_threads()``; None leaves the defaults.
+        onnx_cache_dir: Where ONNX exports are kept (None: ``~/.cache/metric_solver_ros/onnx``).
     """
 
     def __init__(self, model: MetricSolver, device: str = 'auto', precision: str = 'auto',
                  input_size: int | None = None, resize_mode: str = 'keep_aspect',
                  flip_tta: bool = False, far_limit_m: float | None = None,
-                 compile: bool = False, cuda_graphs: bool = False,
+                 compile: bool = False, cuda_graphs: bool = False, backend: str = 'torch',
+                 num_threads: int | None = None, onnx_cache_dir: str | None = None,
                  fusion: str = DEFAULT_FUSION) -> None:
         if compile and cuda_graphs:
             raise EngineError('compile and cuda_graphs exclude each other (torch.compile\'s '
                               'mode="reduce-overhead" captures its own graphs)')
+        try:
+            backend = check_backend(backend)
+            self.num_threads = resolve_num_threads(num_threads)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        if backend in GRAPH_BACKENDS and (compile or cuda_graphs):
+            raise EngineError(f'compile and cuda_graphs apply to backend torch, not {backend}')
+        if self.num_threads is not None:
+            apply_torch_threads(self.num_threads)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.config = model.config
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        # The ONNX runtimes take float32 graphs and inputs; the precision is their hint.
+        self._net_dtype = torch.float32 if backend in GRAPH_BACKENDS else self.dtype
+        self.model = model.to(device=self.device, dtype=self._net_dtype).eval()
         self.pool_m: tuple[float, ...] = tuple(float(a) for a in self.config.anchor_pool_m)
         self.input_size = int(input_size or min(self.config.input_size))
         if self.input_size < self.config.patch_size:
@@ -237,6 +259,33 @@ class DepthEngine:
             self._decode = torch.compile(self.model.decode)
         self._graphs = CudaGraphs() if cuda_graphs else None
         self._cache: _FrameCache | None = None
+        self._onnx_cache_dir = onnx_cache_dir
+        try:  # a GraphBackend (ONNX runtime) in place of the torch modules, or None
+            self._runtime, self._backend_note = open_runtime(
+                backend, self.model, self.device, self.dtype, self.num_threads, onnx_cache_dir,
+                requested_device=device)
+        except BackendError as exc:
+            raise EngineError(str(exc)) from None
+        # backend auto on the CPU: OpenVINO against torch, timed on the first frame
+        self._auto_pending = backend == 'auto' and self._runtime is not None
+        if self._runtime is not None and not self._auto_pending:
+            self._encode = self._runtime.encode
+
+    @property
+    def backend(self) -> str:
+        """What runs the network: ``torch``, ``openvino``, ``onnxruntime`` (``auto`` pending)."""
+        if self._auto_pending:
+            return 'auto'
+        return self._runtime.runtime if self._runtime is not None else 'torch'
+
+    @property
+    def backend_description(self) -> str:
+        """The backend with its runtime, device, precision, threads and ``auto``'s timing."""
+        if self._auto_pending:
+            return 'auto (undecided until the first frame)'
+        if self._runtime is not None:
+            return f'{self._backend_note}: {self._runtime.describe()}'
+        return self._backend_note
 
     @classmethod
     def from_checkpoint(cls, path: str | None = None, **kwargs) -> DepthEngine:
@@ -357,8 +406,14 @@ class DepthEngine:
         if self.device.type != 'cpu':
             old_device = self.device
             self.device, self.dtype = torch.device('cpu'), torch.float32
+            self._net_dtype = torch.float32
             self.model.to(device=self.device, dtype=self.dtype)
             self._mean, self._std = self._mean.cpu(), self._std.cpu()
+            if self._runtime is not None:  # ONNX Runtime on CUDA: its CPU provider now
+                self._runtime, _ = open_runtime(self._runtime.runtime, self.model, self.device,
+                                                self.dtype, self.num_threads,
+                                                self._onnx_cache_dir)
+                self._encode = self._runtime.encode
             if old_device.type == 'cuda':
                 torch.cuda.empty_cache()
             return f'moved from {old_device} to the CPU (fp32)'
@@ -456,10 +511,15 @@ class DepthEngine:
         x = chw.float().div_(255.0)
         x = F.interpolate(x, size=net_hw, mode='bilinear', align_corners=False,
                           antialias=net_hw[0] < height or net_hw[1] < width)
-        x = ((x - self._mean) / self._std).to(self.dtype)
+        x = ((x - self._mean) / self._std).to(self._net_dtype)
         flipped = self.flip_tta
         if flipped:
             x = torch.cat([x, x.flip(-1)], dim=0)
+        if self._auto_pending:
+            self._auto_pending = False
+            self._runtime, self._backend_note = settle_auto(self._runtime, self.model.encode, x)
+            if self._runtime is not None:
+                self._encode = self._runtime.encode
         self._sync()
         encoded = time.perf_counter()
         if self.cuda_graphs:
@@ -483,27 +543,11 @@ class DepthEngine:
         start = time.perf_counter()
         count = len(anchors)
         anchors_t = torch.tensor(anchors, dtype=torch.float32, device=self.device)
-        features = cache.features
-        if cache.flipped:
-            # Batch: A anchors for the image, then A for its mirror (features batch 2 -> 2A).
-            features = tuple((t.repeat_interleave(count, 0), c.repeat_interleave(count, 0))
-                             for t, c in features)
-            anchors_net = anchors_t.repeat(2)
+        if self._runtime is not None:
+            # One decoder run per encoded image (and its mirror): the same image-major batch.
+            outputs = self._runtime.decode(cache.features, anchors_t, cache.patch_hw)
         else:
-            anchors_net = anchors_t
-        if self.cuda_graphs:
-            patch_hw = cache.patch_hw
-
-            def decode(*flat: torch.Tensor) -> dict[str, torch.Tensor]:
-                pairs = tuple(zip(flat[0:-1:2], flat[1:-1:2], strict=True))
-                return self._decode(pairs, flat[-1], patch_hw, check_anchors=False)
-
-            flat = tuple(t for pair in features for t in pair) + (anchors_net,)
-            # Static outputs, valid until this graph's next replay: every use below copies
-            # (float, interpolate) before returning.
-            outputs = self._graphs.run(('decode', patch_hw), decode, flat)
-        else:
-            outputs = self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
+            outputs = self._decode_torch(cache, anchors_t)
         fused = fuse and count > 1
         rule = self.fusion  # once: another thread may change it
         logits = {}
@@ -558,6 +602,31 @@ class DepthEngine:
                         timings_ms=dict(timings))
             for i, group in enumerate(groups)
         ]
+
+    def _decode_torch(self, cache: _FrameCache, anchors_t: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+        """The torch modules' decoder batch: image-major, all anchors of each image."""
+        count = len(anchors_t)
+        features = cache.features
+        if cache.flipped:
+            # Batch: A anchors for the image, then A for its mirror (features batch 2 -> 2A).
+            features = tuple((t.repeat_interleave(count, 0), c.repeat_interleave(count, 0))
+                             for t, c in features)
+            anchors_net = anchors_t.repeat(2)
+        else:
+            anchors_net = anchors_t
+        if self.cuda_graphs:
+            patch_hw = cache.patch_hw
+
+            def decode(*flat: torch.Tensor) -> dict[str, torch.Tensor]:
+                pairs = tuple(zip(flat[0:-1:2], flat[1:-1:2], strict=True))
+                return self._decode(pairs, flat[-1], patch_hw, check_anchors=False)
+
+            flat = tuple(t for pair in features for t in pair) + (anchors_net,)
+            # Static outputs, valid until this graph's next replay: every use in
+            # _decode_cached copies (float, interpolate) before returning.
+            return self._graphs.run(('decode', patch_hw), decode, flat)
+        return self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
 
     def _back_project(self, depth_m: torch.Tensor, cache: _FrameCache,
                       request: PointsRequest) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -44,6 +44,7 @@ from std_msgs.msg import Float32
 
 from metric_solver_ros import messages
 from metric_solver_ros.anchor_modes import AnchorSelector, RoiOutsideImage
+from metric_solver_ros.backends import BackendError
 from metric_solver_ros.camera_info_pairing import CameraInfoPairing, PairedInfo
 from metric_solver_ros.conversions import MessageError, compressed_to_rgb, image_to_rgb
 from metric_solver_ros.depth_stream import DepthStream
@@ -230,8 +231,9 @@ class DepthNodeCore:
             return DepthEngine.from_checkpoint(
                 path, device=fixed['device'], precision=fixed['precision'],
                 input_size=fixed['input_size'] or None, resize_mode=fixed['resize_mode'],
-                compile=fixed['compile'], cuda_graphs=fixed['cuda_graphs'])
-        except (CheckpointError, EngineError, FileNotFoundError) as exc:
+                compile=fixed['compile'], cuda_graphs=fixed['cuda_graphs'],
+                backend=fixed['backend'], num_threads=fixed['num_threads'])
+        except (CheckpointError, EngineError, BackendError, FileNotFoundError) as exc:
             raise StartupError(f'cannot start: {exc}') from exc
 
     def _create_endpoints(self) -> None:
@@ -280,8 +282,9 @@ class DepthNodeCore:
                  else '32FC1 [m] (NaN undefined, +inf beyond the far limit)')
         self._node.get_logger().info(
             f'ready: model {self._model_name} (preset {engine.config.preset}), device '
-            f'{engine.device}{graphs}, precision {_precision(engine)}, '
-            f'input short side {engine.input_size} px ({engine.resize_mode}), anchor '
+            f'{engine.device}{graphs}, precision {_precision(engine)}, backend '
+            f'{engine.backend_description}, input short side {engine.input_size} px '
+            f'({engine.resize_mode}), anchor '
             f'pool {", ".join(f"{a:g}" for a in engine.pool_m)} m, anchors in effect '
             f'{self._describe_anchors()}, outputs: depth {depth}, anchor_mask mono8, points '
             f'[m], image {self.image_topic} ({self.fixed["image_transport"]})')

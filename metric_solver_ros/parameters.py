@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from metric_solver_ros.anchor_modes import MODES as ANCHOR_MODES
+from metric_solver_ros.backends import BACKENDS
 from metric_solver_ros.conversions import DEPTH_ENCODINGS as DEPTH_IMAGE_ENCODINGS
 from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES
 from metric_solver_ros.temporal_filter import MODES as TEMPORAL_FILTER_MODES
@@ -91,6 +92,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '+inf beyond the far limit, REP 117) or 16UC1 (millimetres, REP 118: 0 = no '
               'depth, also for +inf and for depths beyond 65.535 m).', read_only=True,
               choices=DEPTH_ENCODINGS),
+    ParamSpec('backend', 'torch', 'What runs the network: torch; openvino or onnxruntime (the '
+              'model\'s ONNX export, made at the first frame\'s network size and cached in '
+              '~/.cache/metric_solver_ros/onnx); auto: torch on CUDA, on the CPU OpenVINO when '
+              'installed and faster than torch on the first frame.', read_only=True,
+              choices=BACKENDS),
+    ParamSpec('num_threads', 0, 'CPU threads of the network (torch and the ONNX runtimes); '
+              '0 = every usable core, at most 4. Idle threads sleep instead of spinning; set it '
+              'below the core count to leave cores to other nodes.', read_only=True,
+              int_range=(0, 256, 1)),
     # --- dynamic
     ParamSpec('anchor', 10.0, 'Anchor depth [m]: pixels nearer than it use the near branch. '
               'Small for manipulation (0.5-2), large for navigation (20-120). Must lie in the '

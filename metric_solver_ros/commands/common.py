@@ -1,6 +1,6 @@
 """Options shared by several commands, each defined once.
 
-The model options (eval, predict) and the bag options (eval, replay).
+The model options (eval, predict, bench) and the bag options (eval, replay).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ DEFAULT_DEPTH_TOPIC = '/camera/depth/image_raw'
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add ``--checkpoint``, ``--device``, ``--precision``, ``--flip-tta``; return the group."""
+    """Add the model options (checkpoint, device, precision, flip TTA, runtime); return them."""
     model = parser.add_argument_group('model')
     model.add_argument('--checkpoint', type=pathlib.Path, default=None,
                        help='Metric-Solver safetensors checkpoint (default: the bundled model)')
@@ -26,7 +26,21 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     model.add_argument('--flip-tta', action='store_true',
                        help='average the image and its mirror (the paper\'s evaluation protocol; '
                             'about 2x the network time)')
+    add_runtime_arguments(model)
     return model
+
+
+def add_runtime_arguments(group) -> None:
+    """Add ``--backend`` and ``--num-threads`` (README "Runtimes") to a parser or group."""
+    from metric_solver_ros.backends import BACKENDS
+
+    group.add_argument('--backend', default='torch', choices=BACKENDS,
+                       help='what runs the network: torch, openvino / onnxruntime (an ONNX '
+                            'export made on first use and cached), or auto (default: '
+                            '%(default)s)')
+    group.add_argument('--num-threads', '--threads', type=int, default=None, metavar='N',
+                       help='CPU threads of the network (0: every usable core, at most 4; '
+                            'default: the libraries\' own)')
 
 
 def engine_from_args(args: argparse.Namespace):
@@ -35,7 +49,8 @@ def engine_from_args(args: argparse.Namespace):
 
     return DepthEngine.from_checkpoint(
         None if args.checkpoint is None else str(args.checkpoint), device=args.device,
-        precision=args.precision, flip_tta=args.flip_tta)
+        precision=args.precision, flip_tta=args.flip_tta, backend=args.backend,
+        num_threads=args.num_threads)
 
 
 def add_bag_arguments(group: Any, bag_group: Any = None,
