@@ -18,6 +18,7 @@ from metric_solver_ros.backends.threads import default_num_threads, resolve_num_
 from metric_solver_ros.checkpoint import default_model_path, load_checkpoint
 from metric_solver_ros.cli import main
 from metric_solver_ros.engine import DepthEngine, EngineError, PointsRequest
+from metric_solver_ros.model.fusion import DEFAULT_FUSION
 
 RUNTIMES = ('openvino', 'onnxruntime')
 INPUT_SIZE = 56  # 4:3 images -> a 56x70 network input: quick on 2 cores
@@ -80,7 +81,18 @@ def test_fusion_redecode_and_points_take_the_same_paths(engines, runtime, image)
     expected = reference.infer(image, anchors, points=points)
     got = engine.infer(image, anchors, points=points)
     _assert_depth_close(got.depth_m, expected.depth_m)
-    assert (got.anchor_index == expected.anchor_index).mean() > 0.999
+    assert (got.near == expected.near).mean() > 0.999
+    for rule in ('finest', 'covering'):  # the rule that names one anchor per pixel, and not
+        reference.fusion = engine.fusion = rule
+        try:
+            index, reference_index = (e.infer(image, anchors).anchor_index
+                                      for e in (engine, reference))
+        finally:
+            reference.fusion = engine.fusion = DEFAULT_FUSION
+        if rule == 'finest':
+            assert (index == reference_index).mean() > 0.999
+        else:
+            assert index is None and reference_index is None
     assert got.points_m.shape == expected.points_m.shape == (36, 48, 3)
     valid = np.isfinite(expected.points_m)
     assert np.array_equal(np.isfinite(got.points_m), valid)
