@@ -102,8 +102,9 @@ def work_dir(out: pathlib.Path) -> pathlib.Path:
 def training_config(opts: DistillOptions, work: pathlib.Path, teacher: TeacherFile) -> Any:
     """The ``TrainConfig`` of the run: distill's defaults < ``--config`` < the options.
 
-    Defaults (docs/DISTILL.md): encoder lr 2e-5 from the teacher's weights, 3e-4 from scratch;
-    warmup a twentieth of the steps (at most 500); DataLoader workers on a GPU machine.
+    Defaults (docs/DISTILL.md): encoder lr 2e-5 from the teacher's weights, 3e-4 from scratch,
+    cosine to a tenth of it; warmup a twentieth of the steps (at most 500); DataLoader workers
+    on a GPU machine.
 
     Raises:
         ValueError: ``--config`` sets a field that distill sets itself (``DISTILL_FIELDS``).
@@ -124,7 +125,7 @@ def training_config(opts: DistillOptions, work: pathlib.Path, teacher: TeacherFi
         if clash:
             raise ValueError(f'--config {opts.config}: {", ".join(clash)} are set by distill '
                              f'itself (--preset, --steps, --out, the teacher)')
-    lr = 2e-5 if opts.init_from_teacher else 3e-4
+    lr = float(given.get('lr', 2e-5 if opts.init_from_teacher else 3e-4))
     defaults = {'lr': lr, 'min_lr': lr / 10, 'warmup_steps': min(500, opts.steps // 20),
                 'eval_interval': 0, 'num_workers': 4 if torch.cuda.is_available() else 0}
     options = {'batch_size': opts.batch_size, 'image_size': opts.image_size,
@@ -143,7 +144,7 @@ def preparation_key(opts: DistillOptions, teacher: TeacherFile, cfg: Any) -> str
               'source': opts.source.describe(), 'holdout_fraction': opts.holdout_fraction,
               'teacher_input_px': opts.teacher_input_px, 'preset': opts.preset,
               'init_from_teacher': opts.init_from_teacher, 'image_size': list(cfg.image_size),
-              'seed': cfg.seed}
+              'model': cfg.model, 'seed': cfg.seed}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
@@ -198,6 +199,7 @@ def distill(opts: DistillOptions) -> dict[str, Any] | None:
     from metric_solver_ros.checkpoint import (
         RESERVED_METADATA,
         load_checkpoint,
+        read_checkpoint_config,
         read_checkpoint_metadata,
         save_checkpoint,
     )
@@ -216,18 +218,14 @@ def distill(opts: DistillOptions) -> dict[str, Any] | None:
         data = prepare(opts, cfg, teacher, work, key)
     else:
         data = wait_prepared(work, key)
-    try:
-        summary = train.train(cfg)
-    except ValueError as error:
-        if 'holds a run with other settings' not in str(error):
-            raise
-        raise ValueError(f'{work / "run"} holds a run with other training settings; remove it '
-                         f'(the labels stay) or choose another --out\n{error}') from None
+    # The run-defining settings (init_from, preset, model, data) are fixed or in the key: a
+    # run in the work folder is always this one's to resume.
+    summary = train.train(cfg)
     if rank != 0:
         return None
 
-    pool_m = train.training_pool(cfg, torch.tensor(load_checkpoint(
-        work / STUDENT_INIT).config.anchor_pool_m)).tolist()
+    pool_m = train.training_pool(cfg, torch.tensor(read_checkpoint_config(
+        work / STUDENT_INIT).anchor_pool_m)).tolist()
     anchors_m = spread_anchors(pool_m, MAX_ANCHORS)
     cap_m = teacher.label_cap_m or DEFAULT_CAP_M
     device = cfg.device  # 'auto' is cuda:0 where the training was on a GPU

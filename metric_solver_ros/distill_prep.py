@@ -135,13 +135,14 @@ def _encoder_fits(model: Any, state: dict[str, Any]) -> bool:
 
 
 def init_student(preset: str, image_size: tuple[int, int], teacher: Teacher | None,
-                 seed: int) -> tuple[Any, str]:
+                 seed: int, overrides: dict[str, Any] | None = None) -> tuple[Any, str]:
     """The student's starting weights and a description (several lines with an import report).
 
-    With a ``teacher``: its encoder when the architectures match (all encoder tensors fit),
-    else none of it; its head (DA-V2: into both heads, ``checkpoint.import_depth_anything_v2``;
-    ours: every tensor of the same name and shape, the anchor pool only if it is the same)
-    where shapes allow. Without: a new ``preset`` model.
+    The student is ``preset`` with ``input_size = image_size`` and the config ``overrides``
+    (``TrainConfig.model``). With a ``teacher``: its encoder when the architectures match (all
+    encoder tensors fit), else none of it; its head (DA-V2: into both heads,
+    ``checkpoint.import_depth_anything_v2``; ours: every tensor of the same name and shape, the
+    anchor pool only if it is the same) where shapes allow.
     """
     import torch
 
@@ -156,7 +157,8 @@ def init_student(preset: str, image_size: tuple[int, int], teacher: Teacher | No
     state = teacher.state_dict() if teacher is not None else {}
     dav2 = teacher is not None and teacher.file.kind == 'dav2-metric'
     settings = official_encoder_settings(state) if dav2 else {}
-    model = create_model(get_config(preset, input_size=tuple(image_size), **settings))
+    model = create_model(get_config(preset, **{'input_size': tuple(image_size), **settings,
+                                               **(overrides or {})}))
     if teacher is None:
         return model, f'a new {preset} model'
     encoder = _encoder_fits(model, state)
@@ -215,7 +217,7 @@ def prepare(opts: DistillOptions, cfg: Any, teacher_file: TeacherFile, work: pat
     count = label_frames(teacher, opts.source, work / 'labels' / 'all', short_side_px)
     trained, held = split_holdout(work / 'labels', count, opts.holdout_fraction)
     model, origin = init_student(opts.preset, cfg.image_size,
-                                 teacher if opts.init_from_teacher else None, cfg.seed)
+                                 teacher if opts.init_from_teacher else None, cfg.seed, cfg.model)
     print(origin, flush=True)
     save_checkpoint(work / STUDENT_INIT, model, {'distill_init': origin.splitlines()[0]})
     del teacher, model
