@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 
 import cv2
@@ -326,3 +327,35 @@ def test_eval_baseline_is_a_row_of_the_same_report(tmp_path, capsys):
     assert '| baseline=dav2-metric |' in (tmp_path / 'eval' / 'report.md').read_text()
     assert cli(['eval', '--synthetic', 'indoor', '--baseline', 'dav2:x', '--out',
                 str(tmp_path / 'bad')]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_labels_once_and_trains_on_every_rank(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from metric_solver_ros.model import DepthAnythingV2Config, create_depth_anything_v2
+
+    torch.manual_seed(0)
+    config = DepthAnythingV2Config(preset='custom', embed_dim=64, depth=4, features=16,
+                                   out_channels=(8, 16, 32, 64), max_depth_m=MAX_DEPTH_M)
+    torch.save(create_depth_anything_v2(config).state_dict(), tmp_path / 'teacher.pth')
+    write_frames(tmp_path / 'frames', synthetic_scenes(6, seed=2)['image'])
+    (tmp_path / 'cpu.yaml').write_text('num_threads: 1\n')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           '-m', 'metric_solver_ros.distill', '--teacher',
+           f'dav2-metric:{tmp_path / "teacher.pth"}:20', '--teacher-input-size', '28',
+           '--images', str(tmp_path / 'frames'), '--preset', 'tiny', '--steps', '2',
+           '--batch-size', '2', '--image-size', '28', '42', '--device', 'cpu',
+           '--config', str(tmp_path / 'cpu.yaml'), '--out', str(tmp_path / 'student.safetensors')]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count('labelling images:') == 1  # rank 0 only; rank 1 waited
+    ends = re.findall(r'\[rank (\d)\] step (\d+) param_digest ([0-9a-f]{64})', result.stdout)
+    assert sorted(rank for rank, _, _ in ends) == ['0', '1'], result.stdout[-3000:]
+    assert ends[0][1:] == ends[1][1:] == ('2', ends[0][2])  # same step, same weights
+    assert result.stdout.count('student vs teacher on 1 held-out frames') == 1
+    assert (tmp_path / 'student.safetensors').is_file()
