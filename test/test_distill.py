@@ -99,6 +99,33 @@ def test_a_metric_solver_teacher_is_the_fusion_over_its_pool(tmp_path):
     assert np.array_equal(teacher.depth_m(rgb), engine.infer(rgb, anchors).depth_m)
 
 
+def test_a_student_starts_from_a_metric_solver_teacher_where_names_and_shapes_fit(tmp_path):
+    from metric_solver_ros.checkpoint import save_checkpoint
+    from metric_solver_ros.distill_prep import init_student
+    from metric_solver_ros.model import create_model, get_config
+
+    torch.manual_seed(3)
+    same = tmp_path / 'tiny.safetensors'
+    save_checkpoint(same, create_model(get_config('tiny', input_size=(56, 70))))
+    teacher = load_teacher(find_teacher(parse_teacher(f'metric-solver:{same}')), 'cpu')
+    student, origin = init_student('tiny', (28, 42), teacher, seed=0)
+    assert '(encoder and head)' in origin and student.config.input_size == (28, 42)
+    assert all(torch.equal(value, teacher.state_dict()[key])
+               for key, value in student.state_dict().items())
+    # Another pool and another encoder width: no encoder, no pool, the heads where they fit.
+    other = tmp_path / 'other.safetensors'
+    save_checkpoint(other, create_model(get_config('tiny', embed_dim=96, num_heads=2,
+                                                   anchor_pool_m=(1.0, 10.0))))
+    teacher = load_teacher(find_teacher(parse_teacher(f'metric-solver:{other}')), 'cpu')
+    student, origin = init_student('tiny', (28, 42), teacher, seed=0)
+    assert '(head only (the encoders differ))' in origin
+    assert 'anchor_pool.embeddings: another anchor pool' in origin
+    theirs, ours = teacher.state_dict(), student.state_dict()
+    assert not torch.equal(ours['pretrained.cls_token'][..., :96], theirs['pretrained.cls_token'])
+    key = 'near_head.scratch.refinenet1.out_conv.weight'  # head_features 16 in both
+    assert torch.equal(ours[key], theirs[key])
+
+
 # ----------------------------------------------------------------------------- frames, labels
 
 
