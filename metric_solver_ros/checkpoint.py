@@ -38,9 +38,9 @@ FORMAT = 'metric_solver'
 FORMAT_VERSION = '1'
 RESERVED_METADATA = ('format', 'format_version', 'config')
 
-DEFAULT_MODEL_PATH: pathlib.Path = pathlib.Path(__file__).resolve().parent / 'models' / \
+DEFAULT_MODEL_PATH: pathlib.Path = pathlib.Path(__file__).resolve().parent / 'weights' / \
     'default.safetensors'
-"""The bundled default model (package data ``metric_solver_ros/models/default.safetensors``)."""
+"""The bundled default model (package data ``metric_solver_ros/weights/default.safetensors``)."""
 
 PathLike = str | os.PathLike
 
@@ -426,6 +426,38 @@ def official_encoder_settings(state_dict: Mapping[str, Tensor]) -> dict[str, obj
     return {'num_register_tokens': int(tokens.shape[1]), **_REGISTER_MODEL_SETTINGS}
 
 
+def _encoder_size(state_dict: Mapping[str, Tensor], prefix: str) -> tuple[int, int] | None:
+    """``(token width, block count)`` of the encoder under ``prefix``, None without cls_token.
+
+    The block count is the highest ``blocks.i`` index + 1 (0 without blocks).
+    """
+    token = state_dict.get(prefix + 'cls_token')
+    if token is None or token.dim() == 0:
+        return None
+    pattern = re.compile(re.escape(prefix) + r'blocks\.(\d+)\.')
+    blocks = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
+    return int(token.shape[-1]), max(blocks) + 1 if blocks else 0
+
+
+def official_encoder_size(state_dict: Mapping[str, Tensor]) -> tuple[int, int] | None:
+    """Token width and block count of the encoder of an official file, from tensor shapes only.
+
+    Args:
+        state_dict: From :func:`load_official_state_dict`: DINOv2 keys (``cls_token``,
+            ``blocks.i.*``) or Depth Anything V2's (``pretrained.cls_token``, ...).
+
+    Returns:
+        ``(embed_dim, depth)``, or None when the file has no ``cls_token`` (not an encoder).
+    """
+    return _encoder_size(state_dict, '') or _encoder_size(state_dict, 'pretrained.')
+
+
+def preset_of_encoder(embed_dim: int, depth: int) -> str | None:
+    """The preset whose encoder has this token width and block count, or None."""
+    return next((name for name, config in PRESETS.items()
+                 if (config.embed_dim, config.depth) == (embed_dim, depth)), None)
+
+
 def import_official(state_dict: Mapping[str, Tensor], preset: str, kind: str | None = None,
                     **overrides: object) -> tuple[MetricSolver, ImportReport, str]:
     """Build ``preset`` for an official file and import it; refuse an incomplete encoder.
@@ -480,14 +512,11 @@ def infer_depth_anything_v2_preset(state_dict: Mapping[str, Tensor]) -> str:
     Raises:
         CheckpointError: No encoder tensors, or a width / block count of no DA-V2 preset.
     """
-    token = state_dict.get('pretrained.cls_token')
-    if token is None or token.dim() == 0:
+    size = _encoder_size(state_dict, 'pretrained.')
+    if size is None:
         raise CheckpointError('cannot tell the Depth Anything V2 preset: no pretrained.cls_token '
                               '(not a DA-V2 file?); pass the preset')
-    embed_dim = int(token.shape[-1])
-    blocks = {int(m.group(1)) for k in state_dict
-              if (m := re.match(r'pretrained\.blocks\.(\d+)\.', k))}
-    depth = max(blocks) + 1 if blocks else 0
+    embed_dim, depth = size
     matches = [p for p in DAV2_PRESETS if PRESETS[p].embed_dim == embed_dim]
     if len(matches) > 1:
         matches = [p for p in matches if PRESETS[p].depth == depth]

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                'play a bag into a running node, record its answers into a bag, report latency'),
     'bench': ('metric_solver_ros.commands.bench',
               'time the stages of a frame (encoder, decoders, batched vs sequential anchors)'),
+    'export': ('metric_solver_ros.commands.export',
+               'the model as ONNX graphs (encoder, anchor-batched decoder) + JSON sidecar'),
     'make-bag': ('metric_solver_ros.commands.make_bag',
                  'write an RGB-D rosbag2 (image, camera_info, GT depth) from a folder or '
                  'synthetic scenes'),

@@ -10,7 +10,11 @@ The pipeline has three replaceable parts:
   :func:`topic_predictor` returns a depth topic recorded in the bag (``pred_topic``), with no
   model at all;
 * :func:`evaluate`, which scores every result at GT resolution with
-  :class:`metric_solver_ros.metrics.MetricAggregator`, and :func:`write_outputs`.
+  :class:`metric_solver_ros.metrics.MetricAggregator` (and, for consecutive frames, with
+  :class:`metric_solver_ros.temporal_metrics.TemporalSeries`), and :func:`write_outputs`.
+
+:class:`FilteredPredictor` runs each result of a predictor through its own
+:class:`metric_solver_ros.temporal_filter.TemporalFilter`, in frame order.
 
 Predictions whose resolution differs from the GT's are resized to it: depth bilinearly after the
 clip of :func:`metric_solver_ros.metrics.clip_prediction` (+inf counts as the cap), NaN pixels
@@ -40,6 +44,7 @@ from metric_solver_ros.metrics import (
     clip_prediction,
     valid_gt_mask,
 )
+from metric_solver_ros.temporal_metrics import TemporalSeries
 
 #: Anchors evaluated when none are given [m].
 DEFAULT_EVAL_ANCHORS_M: tuple[float, ...] = (2.0, 10.0, 40.0)
@@ -47,6 +52,8 @@ DEFAULT_EVAL_ANCHORS_M: tuple[float, ...] = (2.0, 10.0, 40.0)
 PRED_TOPIC_NAME = 'pred_topic'
 #: Result name of multi-anchor fusion.
 FUSION_NAME = 'fusion'
+#: Result name of the automatic anchor selection (``anchor_modes``, ``auto``).
+AUTO_NAME = 'auto'
 #: Per-frame columns of ``metrics.csv`` after ``name, frame, frame_name, stamp_ns``.
 CSV_VALUE_COLUMNS = ('n_pixels', *METRIC_NAMES, 'pred_nan_fraction', 'mask_accuracy',
                      'delta1_aligned', 'scale_ratio', 'gt_median_m', 'scale_error', 'scale_slope')
@@ -64,11 +71,14 @@ class Prediction(NamedTuple):
         depth_m: float HxW depth [m] (+inf too far, NaN undefined), any resolution.
         near: Optional bool HxW near mask of an anchor result.
         anchor_m: Anchor [m] the mask refers to (None: the mask is not scored).
+        decoded_m: Anchors [m] the depth was decoded at when they change from frame to frame
+            (automatic selection); a temporal filter resets when they do. None: fixed.
     """
 
     depth_m: np.ndarray
     near: np.ndarray | None = None
     anchor_m: float | None = None
+    decoded_m: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -82,6 +92,8 @@ class EvalFrame:
         stamp_ns: Header stamp of the image [ns], None for in-memory samples.
         name: Human-readable frame name.
         pred_depth_m: Depth [m] from a prediction topic of the bag, if one was paired.
+        pose_world_cam: 4x4 camera-to-world pose (from the bag's /tf), if known.
+        intrinsics: ``(fx, fy, cx, cy)`` [px] at the image resolution, if known.
     """
 
     index: int
@@ -90,6 +102,8 @@ class EvalFrame:
     stamp_ns: int | None = None
     name: str = ''
     pred_depth_m: np.ndarray | None = None
+    pose_world_cam: np.ndarray | None = None
+    intrinsics: tuple[float, float, float, float] | None = None
 
 
 #: A predictor maps a frame to named predictions.
@@ -102,7 +116,10 @@ class BagFrames:
     An image (``sensor_msgs/Image`` or ``CompressedImage``) becomes a frame when a GT depth
     message, and a prediction-topic message if one is named, lie within ``tolerance_ns`` of its
     header stamp (see :func:`metric_solver_ros.bagio.pair_by_stamp`). Images without partners are
-    skipped and counted in :attr:`stats`.
+    skipped and counted in :attr:`stats`. When the bag has ``/tf`` or ``/tf_static``, each
+    frame gets the pose of the image's ``header.frame_id`` at its stamp
+    (:class:`metric_solver_ros.bagtf.PoseLookup`, within ``tolerance_ns``); with ``info_topic``,
+    the intrinsics of its first CameraInfo.
 
     Args:
         path: Bag directory, ``.mcap`` or ``.db3`` file.
@@ -111,17 +128,29 @@ class BagFrames:
         pred_topic: Optional predicted depth topic (same encodings).
         tolerance_ns: Largest header-stamp difference of a pair [ns].
         max_frames: Keep the first frames only.
+        info_topic: Optional CameraInfo topic of the image.
+        poses: Read camera poses from the bag's tf topics.
     """
 
     def __init__(self, path: str | pathlib.Path, image_topic: str, depth_topic: str, *,
                  pred_topic: str | None = None, tolerance_ns: int = 20_000_000,
-                 max_frames: int | None = None) -> None:
-        from metric_solver_ros.bagio import SyncedReader
+                 max_frames: int | None = None, info_topic: str | None = None,
+                 poses: bool = True) -> None:
+        from metric_solver_ros.bagio import SyncedReader, first_message
+        from metric_solver_ros.bagtf import PoseLookup
 
         self.image_topic, self.depth_topic, self.pred_topic = image_topic, depth_topic, pred_topic
         others = [depth_topic] + ([pred_topic] if pred_topic else [])
         self.reader = SyncedReader(path, image_topic, others, tolerance_ns, max_frames)
         self.stats = self.reader.stats
+        self.tolerance_ns = tolerance_ns
+        self.poses = PoseLookup.from_bag(path) if poses else None
+        self.intrinsics = None
+        if info_topic:
+            from metric_solver_ros.conversions import camera_info_to_intrinsics
+
+            info = first_message(path, info_topic)
+            self.intrinsics = None if info is None else camera_info_to_intrinsics(info)
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -138,18 +167,30 @@ class BagFrames:
             is_compressed = hasattr(image_msg, 'format') and not hasattr(image_msg, 'encoding')
             image = compressed_to_rgb(image_msg) if is_compressed else image_to_rgb(image_msg)
             pred = (depth_image_to_m(synced.msgs[self.pred_topic]) if self.pred_topic else None)
+            pose = None
+            if self.poses is not None:
+                found = self.poses.lookup(image_msg.header.frame_id, synced.stamp_ns,
+                                          self.tolerance_ns)
+                pose = None if found is None else found[1]
             yield EvalFrame(
                 index=synced.index, image=image,
                 gt_depth_m=depth_image_to_m(synced.msgs[self.depth_topic]),
-                stamp_ns=synced.stamp_ns, name=str(synced.stamp_ns), pred_depth_m=pred)
+                stamp_ns=synced.stamp_ns, name=str(synced.stamp_ns), pred_depth_m=pred,
+                pose_world_cam=pose, intrinsics=self.intrinsics)
 
 
 def sample_frames(samples: Iterable[Any]) -> Iterator[EvalFrame]:
-    """Wrap Sample-like objects (``image``, ``depth_m``, optional ``name``) as frames."""
+    """Wrap Sample-like objects as frames.
+
+    Samples have ``image`` and ``depth_m``, optionally ``name``, ``intrinsics`` and
+    ``pose_world_cam``.
+    """
     for index, sample in enumerate(samples):
         yield EvalFrame(index=index, image=np.asarray(sample.image),
                         gt_depth_m=np.asarray(sample.depth_m, dtype=np.float32),
-                        name=str(getattr(sample, 'name', '') or index))
+                        name=str(getattr(sample, 'name', '') or index),
+                        pose_world_cam=getattr(sample, 'pose_world_cam', None),
+                        intrinsics=getattr(sample, 'intrinsics', None))
 
 
 def topic_predictor(frame: EvalFrame) -> dict[str, Prediction]:
@@ -165,21 +206,32 @@ class EnginePredictor:
     One encoder pass gives one result per anchor (``engine.infer_each``), named by
     :func:`anchor_name`, with its near mask scored against ``1[gt <= anchor]``. With ``fusion``,
     ``engine.redecode`` (re-using the cached encoder features) adds the multi-anchor fusion of
-    all anchors as result ``fusion``.
+    all anchors as result ``fusion``. With ``auto``, result ``auto`` is the depth at the anchor
+    an automatic selector (the node's ``auto`` mode) picked from the previous frames, also by
+    re-decoding, with the node's scale handover at switches (``anchor_modes.ScaleHandover``);
+    its switches are scored in :attr:`switches` (frames must come in order).
 
     Args:
         engine: A ``DepthEngine`` (``infer_each(image, anchors_m) -> list[DepthResult]``,
             ``redecode(anchors_m) -> DepthResult``; results have ``depth_m`` and ``near``).
         anchors_m: Anchors [m].
         fusion: Also evaluate the fusion of all anchors.
+        auto: An ``anchor_modes.AnchorSelector`` in its initial state, or None.
     """
 
-    def __init__(self, engine: Any, anchors_m: Sequence[float], fusion: bool = False) -> None:
+    def __init__(self, engine: Any, anchors_m: Sequence[float], fusion: bool = False,
+                 auto: Any = None) -> None:
+        from metric_solver_ros.anchor_metrics import AnchorSwitches
+        from metric_solver_ros.anchor_modes import ScaleHandover
+
         if not anchors_m:
             raise ValueError('at least one anchor is needed')
         self.engine = engine
         self.anchors_m = tuple(float(a) for a in anchors_m)
         self.fusion = fusion
+        self.auto = auto
+        self.switches = AnchorSwitches()
+        self.handover = ScaleHandover()
 
     def __call__(self, frame: EvalFrame) -> dict[str, Prediction]:
         """Return ``{anchor=<a>: Prediction}`` (and ``fusion``) for one frame."""
@@ -189,6 +241,49 @@ class EnginePredictor:
         if self.fusion:
             # The features of this frame are cached: fusion costs only a decoder call.
             out[FUSION_NAME] = Prediction(self.engine.redecode(self.anchors_m).depth_m)
+        if self.auto is not None:
+            anchor = self.auto.current_m
+            raw = self.engine.redecode((anchor,)).depth_m
+            previous = self.switches.anchors_m[-1] if self.switches.anchors_m else anchor
+            before = None if previous == anchor else self.engine.redecode((previous,)).depth_m
+            if before is not None:
+                self.handover.start(before, raw)
+            depth = self.handover.apply(raw)
+            self.switches.add(anchor, depth, before, raw)
+            self.auto.update(depth)
+            out[AUTO_NAME] = Prediction(depth, decoded_m=(anchor,))
+        return out
+
+
+class FilteredPredictor:
+    """A predictor whose every result goes through its own temporal filter, in frame order.
+
+    Args:
+        predictor: The predictor filtered.
+        mode: ``'off'``, ``'scale'`` or ``'full'`` (see :mod:`metric_solver_ros.temporal_filter`).
+        settings: Filter tuning (default: the filter's).
+    """
+
+    def __init__(self, predictor: Predictor, mode: str, settings: Any = None) -> None:
+        from metric_solver_ros.temporal_filter import MODES
+
+        if mode not in MODES:
+            raise ValueError(f'temporal filter mode must be one of {MODES}, got {mode!r}')
+        self.predictor, self.mode, self.settings = predictor, mode, settings
+        self.filters: dict[str, Any] = {}
+
+    def __call__(self, frame: EvalFrame) -> dict[str, Prediction]:
+        """Return the predictor's results with filtered depth (masks unchanged)."""
+        from metric_solver_ros.temporal_filter import TemporalFilter
+
+        out = {}
+        for name, prediction in self.predictor(frame).items():
+            prediction = Prediction(*prediction)
+            flt = self.filters.get(name)
+            if flt is None:
+                flt = self.filters[name] = TemporalFilter(self.mode, self.settings)
+            anchor = prediction.decoded_m if prediction.decoded_m else prediction.anchor_m
+            out[name] = prediction._replace(depth_m=flt.apply(prediction.depth_m, anchor))
         return out
 
 
@@ -283,6 +378,8 @@ class EvalResult:
         cap_m: GT cap [m].
         consistency: Consistency across the anchor results (None with fewer than two).
         far: ``{result name: far (sky) decisions}``.
+        temporal: ``{result name: temporal metrics}`` (empty unless asked for).
+        extra: More sections of ``metrics.json`` (e.g. ``anchor_switches``).
     """
 
     results: dict[str, MetricAggregator]
@@ -292,6 +389,8 @@ class EvalResult:
     cap_m: float
     consistency: AnchorConsistency | None = None
     far: dict[str, FarDecisions] = field(default_factory=dict)
+    temporal: dict[str, TemporalSeries] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Return the ``metrics.json`` content without ``config`` (see :func:`write_outputs`)."""
@@ -316,6 +415,9 @@ class EvalResult:
         }
         if self.consistency is not None and self.consistency.per_frame:
             data['anchor_consistency'] = self.consistency.summary()
+        if self.temporal:
+            data['temporal'] = {n: t.summary() for n, t in self.temporal.items()}
+        data.update(self.extra)
         return data
 
 
@@ -331,7 +433,8 @@ def _example_indices(total: int | None, count: int) -> set[int]:
 def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
              min_depth_m: float = DEFAULT_MIN_DEPTH_M, cap_m: float = DEFAULT_CAP_M,
              examples: int = 3, total: int | None = None,
-             progress: bool | None = None) -> EvalResult:
+             progress: bool | None = None, temporal: bool = False,
+             static_camera: bool = False) -> EvalResult:
     """Run ``predictor`` on every frame and score each result against the GT.
 
     Args:
@@ -343,6 +446,10 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
         total: Number of frames, if known (progress bar and example spread; default
             ``len(frames)`` when it has one).
         progress: Show a tqdm bar; None shows it only on a terminal.
+        temporal: The frames are consecutive (a bag, a sequence): also score each result
+            over time (:mod:`metric_solver_ros.temporal_metrics`).
+        static_camera: The user states the camera is still (temporal metrics of frames
+            without poses).
 
     Returns:
         The aggregated results.
@@ -354,6 +461,7 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
     keep = _example_indices(total, examples)
     results: dict[str, MetricAggregator] = {}
     far: dict[str, FarDecisions] = {}
+    series: dict[str, TemporalSeries] = {}
     consistency = AnchorConsistency(min_depth_m=min_depth_m, cap_m=cap_m)
     kept: list[Example] = []
     count = 0
@@ -371,6 +479,7 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
             example = Example(frame.index, frame.name, image, gt)
             kept.append(example)
         by_anchor: dict[float, np.ndarray] = {}
+        intrinsics = _intrinsics_at(frame, gt.shape)
         for name, prediction in predictor(frame).items():
             prediction = Prediction(*prediction)
             far.setdefault(name, FarDecisions(min_depth_m=min_depth_m)).add(
@@ -385,12 +494,28 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
                 results[name] = aggregator
             record = aggregator.add(prediction.depth_m, gt, prediction.near)
             record.update(frame=frame.index, frame_name=frame.name, stamp_ns=frame.stamp_ns)
+            if temporal:
+                series.setdefault(name, TemporalSeries(
+                    min_depth_m=min_depth_m, cap_m=cap_m, static_camera=static_camera)).add(
+                    prediction.depth_m, gt, frame.pose_world_cam, intrinsics)
             if example is not None:
                 example.depth_m[name] = prediction.depth_m
         if len(by_anchor) >= 2:
             consistency.add(by_anchor, gt)
         count += 1
-    return EvalResult(results, count, kept, min_depth_m, cap_m, consistency, far)
+    return EvalResult(results, count, kept, min_depth_m, cap_m, consistency, far, series)
+
+
+def _intrinsics_at(frame: EvalFrame, shape: tuple[int, int]) -> tuple[float, ...] | None:
+    """The frame's intrinsics at the GT resolution ``shape`` (H, W), or None."""
+    if frame.intrinsics is None:
+        return None
+    from metric_solver_ros.conversions import scale_intrinsics
+
+    height, width = np.asarray(frame.image).shape[:2]
+    if (height, width) == tuple(shape):
+        return tuple(float(v) for v in frame.intrinsics)
+    return scale_intrinsics(frame.intrinsics, (width, height), (shape[1], shape[0]))
 
 
 def _jsonable(value: Any) -> Any:
@@ -469,7 +594,8 @@ def write_plots(result: EvalResult, out: pathlib.Path) -> dict[str, pathlib.Path
         out: Directory for the PNGs.
 
     Returns:
-        ``{plot name: path}``: ``abs_rel_vs_depth``, ``summary`` and ``example_<index>``.
+        ``{plot name: path}``: ``abs_rel_vs_depth``, ``summary``, ``temporal`` (with temporal
+        metrics) and ``example_<index>``.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
@@ -514,11 +640,35 @@ def write_plots(result: EvalResult, out: pathlib.Path) -> dict[str, pathlib.Path
     paths['summary'] = out / 'summary.png'
     fig.savefig(paths['summary'], dpi=100)
 
+    if result.temporal:
+        paths['temporal'] = out / 'temporal.png'
+        _temporal_figure(result.temporal).savefig(paths['temporal'], dpi=100)
+
     for example in result.examples:
         key = f'example_{example.index:04d}'
         paths[key] = out / f'{key}.png'
         _example_figure(example, result.min_depth_m, result.cap_m).savefig(paths[key], dpi=100)
     return paths
+
+
+def _temporal_figure(temporal: Mapping[str, TemporalSeries]) -> Any:
+    """Per frame: ln(median prediction / median GT); per pair: flicker and warped error."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 6.5), layout='constrained')
+    axes = fig.subplots(3, 1, sharex=True)
+    series = (('ln_scale_ratio', 'ln(median pred / median GT)', 0),
+              ('flicker', 'flicker (static px)', 1), ('warped_error', 'warped error', 1))
+    for ax, (key, label, offset) in zip(axes, series, strict=True):
+        for name, values in temporal.items():
+            ys = np.array([np.nan if v is None else v for v in getattr(values, key)], float)
+            ax.plot(np.arange(len(ys)) + offset, ys, marker='o', markersize=2, label=name)
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_title('Depth over time (pairs plotted at their later frame)')
+    axes[0].legend(fontsize=8)
+    axes[-1].set_xlabel('frame')
+    return fig
 
 
 def _example_figure(example: Example, min_depth_m: float, cap_m: float) -> Any:
@@ -593,6 +743,8 @@ def _report_markdown(result: EvalResult, data: Mapping[str, Any],
                      for b in band_names]
             lines.append(f'| {name} | {metric} | ' + ' | '.join(cells) + ' |')
     lines += _consistency_markdown(data.get('anchor_consistency'))
+    lines += _temporal_markdown(data.get('temporal'), config.get('temporal_filter'))
+    lines += _switches_markdown(data.get('anchor_switches'))
     lines += _far_markdown(data['far_decisions'])
     lines += ['', '## Plots', '']
     for key, path in plots.items():
@@ -617,6 +769,49 @@ def _consistency_markdown(consistency: Mapping[str, Any] | None) -> list[str]:
         lines.append(f'| {band} m | {_fmt(values["scale_spread"])} | '
                      f'{_fmt(values["pixel_log_spread"])} | {values["frames"]} |')
     return lines
+
+
+def _temporal_markdown(temporal: Mapping[str, Mapping[str, Any]] | None,
+                       filter_mode: str | None) -> list[str]:
+    """Report section on depth over time (empty without temporal metrics)."""
+    if not temporal:
+        return []
+    lines = ['', '## Over time', '',
+             f'Consecutive frames in order (temporal filter: `{filter_mode or "off"}`). '
+             '`scale_jitter`: std over frames of ln(median prediction / median GT); '
+             '`scale_step`: median |frame-to-frame change| of it; `flicker`: median over static '
+             'pixels of |frame-to-frame ln depth change|, mean over pairs (static: GT unchanged '
+             'within 1 %, or GT holes of a still camera); `warped_error`: each frame\'s '
+             'prediction carried into the next with the known camera motion, median |ln '
+             'error| (needs poses and intrinsics). Plot: `temporal.png`.', '',
+             '| result | frames | scale_jitter | scale_step | flicker | static share | '
+             'warped_error | warped pairs | still camera from |', '|' + '---|' * 9]
+    for name, values in temporal.items():
+        lines.append(
+            f'| {name} | {values["frames"]} | {_fmt(values["scale_jitter"])} | '
+            f'{_fmt(values["scale_step"])} | {_fmt(values["flicker"])} | '
+            f'{_fmt(values["static_fraction"], 3)} | {_fmt(values["warped_error"])} | '
+            f'{values["warped_pairs"]} | {values["still_camera_from"]} |')
+    return lines
+
+
+def _switches_markdown(switches: Mapping[str, Any] | None) -> list[str]:
+    """Report section on the auto anchor mode's switches (empty without it)."""
+    if not switches:
+        return []
+    used = ', '.join(f'{a:g}' for a in switches['anchors_used_m'])
+    return ['', '## Auto anchor switches', '',
+            f'{switches["switches"]} switches in {switches["frames"]} frames (anchors used: '
+            f'{used} m). `median_jump`: median over switches of |ln median depth| between the '
+            'published depth and the old anchor\'s on the same frame (what the switch changes, '
+            'after the scale handover); `raw jump`: the new anchor\'s own depth against the '
+            'old (the anchors\' disagreement the handover hides); steps: median |ln median '
+            'depth change| between consecutive frames.', '',
+            '| median_jump | as a ratio | raw jump | step at switch | step otherwise |',
+            '|---|---|---|---|---|',
+            f'| {_fmt(switches["median_jump"])} | {_fmt(switches["median_jump_ratio"])} | '
+            f'{_fmt(switches.get("median_raw_jump"))} | {_fmt(switches["step_at_switch"])} | '
+            f'{_fmt(switches["step_otherwise"])} |']
 
 
 def _far_markdown(far: Mapping[str, Mapping[str, Any]]) -> list[str]:

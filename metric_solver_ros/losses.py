@@ -83,12 +83,15 @@ class LossWeights:
         tf: Weight of the far-depth L2 term ``lambda_tf``.
         mask: Weight of the mask BCE term ``lambda_m``.
         silog: Weight of the auxiliary scale-invariant log term (not in the paper; 0 = off).
+        consistency: Weight of the cross-anchor consistency term (not in the paper; 0 = off;
+            > 0: each image is decoded at two anchors, see :func:`consistency_loss`).
     """
 
     sn: float = 1.0
     tf: float = 1.0
     mask: float = 0.05
     silog: float = 0.0
+    consistency: float = 0.0
 
 
 def resize_depth_nearest(depth_m: Tensor, size_hw: tuple[int, int]) -> Tensor:
@@ -174,14 +177,20 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
 
     Returns:
         float32 scalars: ``'loss'`` (the weighted total, differentiable), ``'loss_sn'``,
-        ``'loss_tf'``, ``'loss_mask'`` and ``'loss_silog'`` (unweighted terms; 0 for a term the
-        config drops or whose weight is 0), and ``'near_fraction'`` (near pixels / valid pixels,
-        detached; a monitor of the sampled anchors).
+        ``'loss_tf'``, ``'loss_mask'``, ``'loss_silog'`` and ``'loss_consistency'`` (unweighted
+        terms; 0 for a term the config drops or whose weight is 0), and ``'near_fraction'``
+        (near pixels / valid pixels, detached; a monitor of the sampled anchors).
     """
     weights = weights or LossWeights()
     d_sn_logit = outputs['d_sn_logit']
     batch = d_sn_logit.shape[0]
     depth = resize_depth_nearest(depth_m.to(d_sn_logit.device), tuple(d_sn_logit.shape[-2:]))
+    paired = weights.consistency > 0
+    if paired:
+        if batch != 2 * depth.shape[0]:
+            raise ValueError(f'the consistency term needs every image at two anchors: {batch} '
+                             f'outputs for {depth.shape[0]} depth maps')
+        depth = depth.repeat(2, 1, 1, 1)
     if depth.shape[0] != batch:
         raise ValueError(f'depth batch {depth.shape[0]} != output batch {batch}')
     a = anchors_m.to(device=depth.device, dtype=torch.float32).reshape(-1, 1, 1, 1)
@@ -233,8 +242,10 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
         finite = valid & ~censored & torch.isfinite(depth) & (depth <= reach_m)
         loss_silog = silog_loss(soft_fused_depth(outputs, anchors_m, config), depth, finite)
 
+    loss_consistency = consistency_loss(outputs, anchors_m, depth, config) if paired else zero
+
     loss = (weights.sn * loss_sn + weights.tf * loss_tf + weights.mask * loss_mask
-            + weights.silog * loss_silog)
+            + weights.silog * loss_silog + weights.consistency * loss_consistency)
     near_fraction = (near_valid.sum() / valid.sum().clamp(min=1)).float().detach()
     return {
         'loss': loss,
@@ -242,5 +253,37 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
         'loss_tf': loss_tf,
         'loss_mask': loss_mask,
         'loss_silog': loss_silog,
+        'loss_consistency': loss_consistency,
         'near_fraction': near_fraction,
     }
+
+
+def consistency_loss(outputs: dict[str, Tensor], anchors_m: Tensor, depth_m: Tensor,
+                     config: MetricSolverConfig) -> Tensor:
+    """Cross-anchor consistency: the same images decoded at two anchors should agree.
+
+    ``outputs`` hold 2B decodes: images ``0..B-1`` at the anchors ``anchors_m[:B]``, then the
+    same images at ``anchors_m[B:]`` (``MetricSolver.decode`` with A = 2 Bf). The term is the
+    mean over the trusted pixels of ``(ln p1 - ln p2) ** 2``, ``p`` the differentiable
+    :func:`soft_fused_depth` of each decode. Trusted: finite valid GT within both anchors' reach
+    (the representation says nothing beyond ``a + ln(1 / d_tf_eps) / k``); both decodes get the
+    gradient.
+
+    Args:
+        outputs: Logits of the 2B decodes, each [2B, 1, h, w], all three heads.
+        anchors_m: The 2B anchors [m].
+        depth_m: GT depth [m] at the output resolution, [2B, 1, h, w] (the B maps twice).
+        config: The model config.
+
+    Returns:
+        float32 scalar (0 when no pixel is trusted).
+    """
+    if not (config.mask_head and config.far_head):
+        raise ValueError('the consistency term needs the mask and far heads (the fused depth)')
+    half = depth_m.shape[0] // 2
+    a = anchors_m.float().reshape(-1, 1, 1, 1).to(depth_m.device)
+    reach_m = torch.minimum(a[:half], a[half:]) + far_limit_m(0.0, config.k, config.d_tf_eps)
+    depth = depth_m[:half].float()
+    trusted = (depth > 0) & torch.isfinite(depth) & (depth <= reach_m)
+    log_p = torch.log(soft_fused_depth(outputs, anchors_m, config).clamp(min=1e-6))
+    return masked_mean((log_p[:half] - log_p[half:]) ** 2, trusted)

@@ -209,19 +209,25 @@ def training_pool(cfg: TrainConfig, pool_m: torch.Tensor) -> torch.Tensor:
 
 def sample_anchors(cfg: TrainConfig, pool_m: torch.Tensor, n: int, step: int, micro: int = 0,
                    rank: int = 0) -> torch.Tensor:
-    """The ``n`` training anchors [m] of one micro-batch (CPU tensor).
+    """The training anchors [m] of one micro-batch of ``n`` images (CPU tensor).
 
     ``anchor_sampling: pool``: one per image, uniform over ``pool_m`` (its anchors up to
     ``anchor_max_m``: :func:`training_pool`), drawn from a generator seeded by (seed, step,
     micro-step, rank), so a resumed run draws what an uninterrupted one would; ``fixed``:
-    ``fixed_anchor_m`` for all.
+    ``fixed_anchor_m`` for all. With the consistency term on (a 5th loss weight > 0) every
+    image gets a second, different pool anchor: ``2 n`` anchors, the first ``n`` as without it
+    (``MetricSolver.decode`` then decodes each image twice).
     """
-    if cfg.anchor_sampling == 'pool':
-        pool_m = training_pool(cfg, pool_m)
-        g = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([cfg.seed, step, micro, rank]).generate_state(1)[0]))
-        return pool_m[torch.randint(len(pool_m), (n,), generator=g)]
-    return torch.full((n,), cfg.fixed_anchor_m)
+    if cfg.anchor_sampling != 'pool':
+        return torch.full((n,), cfg.fixed_anchor_m)
+    pool_m = training_pool(cfg, pool_m)
+    g = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([cfg.seed, step, micro, rank]).generate_state(1)[0]))
+    first = torch.randint(len(pool_m), (n,), generator=g)
+    if LossWeights(*cfg.loss_weights).consistency <= 0 or len(pool_m) < 2:
+        return pool_m[first]
+    second = (first + torch.randint(1, len(pool_m), (n,), generator=g)) % len(pool_m)
+    return pool_m[torch.cat([first, second])]
 
 
 def loss_terms(model: torch.nn.Module, ctx: Any, images: torch.Tensor, depth_m: torch.Tensor,
@@ -425,14 +431,16 @@ class RunLog:
     def train_step(self, step: int, terms: dict[str, float], lr: float, grad_norm: float,
                    rate: float, elapsed_s: float, cfg: TrainConfig, world: int) -> None:
         """A ``train`` record: mean loss terms, ``lr``, rate [steps/s], ``elapsed_s`` [s]."""
-        silog = LossWeights(*cfg.loss_weights).silog > 0
+        weights = LossWeights(*cfg.loss_weights)
         self({'kind': 'train', 'step': step, **terms, 'lr': lr, 'grad_norm': grad_norm,
               'steps_per_s': rate,
               'images_per_s': rate * cfg.batch_size * cfg.grad_accum_steps * world,
               'elapsed_s': elapsed_s},
              f'step {step:6d} | loss {terms["loss"]:.4f} (sn {terms["loss_sn"]:.4f} '
              f'tf {terms["loss_tf"]:.4f} mask {terms["loss_mask"]:.4f}'
-             + (f' silog {terms["loss_silog"]:.4f}' if silog else '')
+             + (f' silog {terms["loss_silog"]:.4f}' if weights.silog > 0 else '')
+             + (f' consistency {terms["loss_consistency"]:.4f}' if weights.consistency > 0
+                else '')
              + f') | lr {lr:.2e} | grad {grad_norm:.2f} | {rate:.2f} steps/s | '
              f'{elapsed_s / 60:.1f} min')
 

@@ -122,7 +122,9 @@ class TrainConfig:
     loss_weights: tuple[float, ...] = field(default=(1.0, 1.0, 0.05), metadata={'help': (
         "(near L2, far L2, mask BCE) weights, the paper's (1.0, 1.0, 0.05); a 4th value "
         'weights the auxiliary SILog term on the fused depth (not in the paper; '
-        '``losses.py``), e.g. ``[1.0, 1.0, 0.05, 0.1]``.')})
+        '``losses.py``), e.g. ``[1.0, 1.0, 0.05, 0.1]``; a 5th the cross-anchor consistency '
+        'term (each image decoded at two different pool anchors; needs ``anchor_sampling: '
+        'pool``), e.g. ``[1.0, 1.0, 0.05, 0.1, 0.1]``.')})
     # system
     device: str = field(default='auto', metadata={'help': (
         '``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``), ``cpu``, '
@@ -160,7 +162,10 @@ class TrainConfig:
                                  f'{value!r}') from None
         checks = [
             (len(self.image_size) == 2 and min(self.image_size) > 0, 'image_size must be (H, W)'),
-            (len(self.loss_weights) in (3, 4), 'loss_weights must be 3 or 4 numbers'),
+            (len(self.loss_weights) in (3, 4, 5), 'loss_weights must be 3 to 5 numbers'),
+            (len(self.loss_weights) < 5 or self.loss_weights[4] <= 0
+             or self.anchor_sampling == 'pool',
+             'the consistency weight (5th loss weight) needs anchor_sampling: pool'),
             (len(self.augment_scale_range) == 2, 'augment_scale_range must be (lo, hi)'),
             (self.batch_size >= 1 and self.grad_accum_steps >= 1, 'batch sizes must be >= 1'),
             (self.max_steps >= 1, 'max_steps must be >= 1'),

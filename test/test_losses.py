@@ -9,11 +9,13 @@ import torch
 
 from metric_solver_ros.losses import (
     LossWeights,
+    consistency_loss,
     masked_mean,
     metric_solver_loss,
     resize_depth_nearest,
 )
 from metric_solver_ros.model import get_config
+from metric_solver_ros.model.representation import soft_fused_depth
 
 FULL = get_config('tiny')
 NO_MASK = get_config('tiny', mask_head=False)
@@ -226,7 +228,6 @@ def test_silog_term_by_hand_and_off_by_default():
 
 def test_silog_term_averages_images_and_needs_the_fused_depth():
     from metric_solver_ros.losses import silog_loss
-    from metric_solver_ros.model.representation import soft_fused_depth
 
     # Image 0 exactly right; image 1 uniformly 2x too far (scale only: (1 - 0.85) ln(2)^2);
     # image 2 has no valid pixel and does not count.
@@ -244,6 +245,26 @@ def test_silog_term_averages_images_and_needs_the_fused_depth():
     with pytest.raises(ValueError, match='mask and far heads'):
         metric_solver_loss(_outputs((1, 1, 1, 1), config=ONE_HEAD), _depth([[1.0]]),
                            torch.tensor([2.0]), ONE_HEAD, LossWeights(silog=0.1))
+
+
+def test_consistency_term_by_hand_and_its_pairing_check():
+    depth = _depth([[1.0, 5.0], [INF, 0.0]])  # two finite valid pixels, sky, invalid
+    anchors = torch.tensor([2.0, 20.0])  # the one image at 2 m, then at 20 m
+    outputs = _outputs((2, 1, 2, 2), d_sn=0.0, mask=0.0, d_tf=0.0)
+    # the same logits at both anchors: soft depths differ by the anchor scaling
+    fused = soft_fused_depth(outputs, anchors, FULL)
+    e = torch.log(fused[0]) - torch.log(fused[1])
+    expected = float((e[0, 0, :2] ** 2).mean())  # only the finite valid pixels are trusted
+    terms = metric_solver_loss(outputs, depth, anchors, FULL, LossWeights(consistency=1.0))
+    assert terms['loss_consistency'].item() == pytest.approx(expected, rel=1e-5)
+    agree = consistency_loss(_outputs((2, 1, 2, 2), d_sn=1.0, mask=5.0, d_tf=1.0),
+                             torch.tensor([4.0, 4.0]), depth.repeat(2, 1, 1, 1), FULL)
+    assert agree.item() == 0.0
+    with pytest.raises(ValueError, match='two anchors'):
+        metric_solver_loss(_outputs((1, 1, 2, 2)), depth, torch.tensor([2.0]), FULL,
+                           LossWeights(consistency=1.0))
+    assert metric_solver_loss(_outputs((1, 1, 2, 2)), depth, torch.tensor([2.0]),
+                              FULL)['loss_consistency'] == 0.0
 
 
 def test_censored_depths_are_far_bounds_below_the_cap_and_unknown_above():

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .config import IMAGENET_MEAN, IMAGENET_STD, PRESETS, MetricSolverConfig, get_config
 from .dinov2 import DinoVisionTransformer
 from .dpt import DPTHead
+from .metric_solver import build_module
 
 DAV2_PRESETS: tuple[str, ...] = ('vits', 'vitb', 'vitl', 'vitg')
 """The encoders Depth Anything V2 was released with."""
@@ -267,11 +268,4 @@ def create_depth_anything_v2(preset: str | DepthAnythingV2Config,
         config = preset
     else:
         config = DepthAnythingV2Config(preset=preset, max_depth_m=max_depth_m)
-    if device is not None:
-        with torch.device(device):
-            model = DepthAnythingV2(config)
-    else:
-        model = DepthAnythingV2(config)
-    if dtype is not None:
-        model.to(dtype=dtype)
-    return model.eval()
+    return build_module(DepthAnythingV2, config, device, dtype)
