@@ -529,6 +529,28 @@ def infer_depth_anything_v2_preset(state_dict: Mapping[str, Tensor]) -> str:
                           f'the preset')
 
 
+def _dav2_custom_sizes(state_dict: Mapping[str, Tensor]) -> dict[str, object] | None:
+    """``custom`` config sizes read from a DA-V2-layout state dict whose width is no preset's.
+
+    None when the token width is a preset's: such a file is that preset (a truncated one is
+    then refused key by key, never read as a smaller custom model).
+    """
+    token = state_dict.get('pretrained.cls_token')
+    if token is None or token.dim() == 0:
+        return None
+    embed_dim = int(token.shape[-1])
+    if any(PRESETS[p].embed_dim == embed_dim for p in DAV2_PRESETS):
+        return None
+    blocks = {int(m.group(1)) for k in state_dict
+              if (m := re.match(r'pretrained\.blocks\.(\d+)\.', k))}
+    projects = [state_dict.get(f'depth_head.projects.{i}.weight') for i in range(4)]
+    layer_rn = state_dict.get('depth_head.scratch.layer1_rn.weight')
+    if not blocks or any(p is None for p in projects) or layer_rn is None:
+        return None
+    return {'embed_dim': embed_dim, 'depth': max(blocks) + 1, 'features': int(layer_rn.shape[0]),
+            'out_channels': tuple(int(p.shape[0]) for p in projects)}
+
+
 def depth_anything_v2_from_state_dict(state_dict: Mapping[str, Tensor],
                                       preset: str | None = None,
                                       max_depth_m: float | None = None,
@@ -540,7 +562,9 @@ def depth_anything_v2_from_state_dict(state_dict: Mapping[str, Tensor],
     Args:
         state_dict: From :func:`load_official_state_dict` (``pretrained.*``, ``depth_head.*``).
         preset: 'vits', 'vitb', 'vitl', 'vitg'; None: told from the shapes
-            (:func:`infer_depth_anything_v2_preset`).
+            (:func:`infer_depth_anything_v2_preset`), or, for a token width of no preset, a
+            ``custom`` config of the file's sizes (``DepthAnythingV2Config``: the same layout,
+            ``embed_dim / 64`` heads).
         max_depth_m: The metric model's ``max_depth`` [m] (20 Hypersim, 80 Virtual KITTI) or
             None for the relative model: the keys cannot tell them apart, the caller must.
         device: Where to put the model (default CPU).
@@ -551,7 +575,10 @@ def depth_anything_v2_from_state_dict(state_dict: Mapping[str, Tensor],
         CheckpointError: Unknown preset, or missing / unexpected / wrongly shaped keys (a few of
             each named, then a count).
     """
-    if preset is None:
+    custom = _dav2_custom_sizes(state_dict) if preset in (None, 'custom') else None
+    if custom is not None:
+        preset = 'custom'
+    elif preset is None:
         try:
             preset = infer_depth_anything_v2_preset(state_dict)
         except CheckpointError as exc:
@@ -559,7 +586,7 @@ def depth_anything_v2_from_state_dict(state_dict: Mapping[str, Tensor],
     try:
         # Registers and their interpolation settings follow the file, as for our own import.
         config = DepthAnythingV2Config(preset=preset, max_depth_m=max_depth_m,
-                                       **official_encoder_settings(state_dict))
+                                       **official_encoder_settings(state_dict), **(custom or {}))
     except ValueError as exc:
         raise CheckpointError(f'{source}: {exc}') from None
     model = create_depth_anything_v2(config, device='meta')

@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 'write a Metric-Solver checkpoint initialised from official DINOv2 / DA-V2 files'),
     'info': ('metric_solver_ros.commands.info', 'print the config and parameter counts of a model'),
     'train': ('metric_solver_ros.commands.train', 'train or fine-tune a Metric-Solver model'),
+    'distill': ('metric_solver_ros.commands.distill',
+                'teach a Metric-Solver student with a metric teacher (DA-V2 or ours) on your '
+                'images, video or bag; no ground truth needed'),
     'eval': ('metric_solver_ros.commands.eval',
              'accuracy on a rosbag (or synthetic scenes): metrics.json, metrics.csv, report.md'),
     'predict': ('metric_solver_ros.commands.predict',

@@ -46,6 +46,12 @@ Decisions the paper leaves open:
     (train such a model with a fixed anchor, e.g. 80 m, for the paper's baseline).
 
   Both use :func:`~metric_solver_ros.model.representation.capped_near_target`.
+- **Censored depths** (``label_cap_m > 0``; distillation from a teacher whose depth saturates at
+  its maximum, ``docs/DISTILL.md``): a pixel at or beyond the cap is known only to lie beyond
+  it. It is never a near or SILog pixel. For an anchor below the cap it is taught as far (mask
+  target 0) and its far prediction only as a bound: ``relu(d_tf - exp(-k (cap - a)))^2``
+  (a depth of at least the cap costs nothing). For an anchor at or above the cap nothing is
+  known about it: it is left out of every term.
 """
 
 from __future__ import annotations
@@ -154,8 +160,8 @@ def silog_loss(pred_m: Tensor, depth_m: Tensor, valid: Tensor,
 
 
 def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: Tensor,
-                       config: MetricSolverConfig,
-                       weights: LossWeights | None = None) -> dict[str, Tensor]:
+                       config: MetricSolverConfig, weights: LossWeights | None = None,
+                       label_cap_m: float = 0.0) -> dict[str, Tensor]:
     """Compute the Metric-Solver training loss of one batch (module docstring: the choices).
 
     Args:
@@ -166,6 +172,8 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
         anchors_m: Anchor depth [m] of each image, shape [B].
         config: The model config (``k``, ``mask_head``, ``far_head``).
         weights: Term weights (default: the paper's 1.0, 1.0, 0.05, no SILog).
+        label_cap_m: Depths >= this [m] are lower bounds ("censored", e.g. a teacher's
+            saturated maximum; 0: none): see the module docstring.
 
     Returns:
         float32 scalars: ``'loss'`` (the weighted total, differentiable), ``'loss_sn'``,
@@ -189,25 +197,36 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
     if a.shape[0] != batch:
         raise ValueError(f'{a.shape[0]} anchors for a batch of {batch}; need one per image')
     targets = depth_to_targets(depth, a, config.k)
-    valid = targets['valid']
+    valid, near_valid, far_valid = targets['valid'], targets['near_valid'], targets['far_valid']
+    censored = torch.zeros_like(valid)
+    beyond = censored  # censored pixels known to lie beyond their image's anchor
+    if label_cap_m > 0:
+        censored = valid & (depth >= label_cap_m)
+        beyond = censored & (a < label_cap_m)
+        near_valid, far_valid = near_valid & ~censored, far_valid & ~censored
+    known = valid & (~censored | beyond)  # the pixels whose mask target is known
     zero = torch.zeros((), dtype=torch.float32, device=depth.device)
 
     d_sn = torch.sigmoid(d_sn_logit.float())
     if config.mask_head and config.far_head:
-        loss_sn = masked_mean((d_sn - targets['d_sn']) ** 2, targets['near_valid'])
+        loss_sn = masked_mean((d_sn - targets['d_sn']) ** 2, near_valid)
     else:  # truncated / capped near target over every valid pixel (sky: d / a = inf -> 1)
-        loss_sn = masked_mean((d_sn - capped_near_target(depth, a)) ** 2, valid)
+        capped_known = valid & ~(censored & (a > label_cap_m))  # min(d, a) / a is 1 there
+        loss_sn = masked_mean((d_sn - capped_near_target(depth, a)) ** 2, capped_known)
 
     if config.far_head:
         d_tf = torch.sigmoid(outputs['d_tf_logit'].float())
-        loss_tf = masked_mean((d_tf - targets['d_tf']) ** 2, targets['far_valid'])
+        # A censored pixel lies beyond the cap: its d_tf is at most the cap's (one-sided).
+        bound = torch.exp(-config.k * (label_cap_m - a)) if label_cap_m > 0 else zero
+        error = torch.where(beyond, F.relu(d_tf - bound) ** 2, (d_tf - targets['d_tf']) ** 2)
+        loss_tf = masked_mean(error, far_valid | beyond)
     else:
         loss_tf = zero
 
     if config.mask_head:
         bce = F.binary_cross_entropy_with_logits(
             outputs['mask_logit'].float(), targets['mask'], reduction='none')
-        loss_mask = masked_mean(bce, valid)
+        loss_mask = masked_mean(bce, known)
     else:
         loss_mask = zero
 
@@ -220,14 +239,14 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
         # have a log error the fused depth could reduce: both are "infinitely far" to it.
         reach_m = anchors_m.float().reshape(-1, 1, 1, 1).to(depth.device) + far_limit_m(
             0.0, config.k, config.d_tf_eps)  # (the far limit is the anchor plus this)
-        finite = valid & torch.isfinite(depth) & (depth <= reach_m)
+        finite = valid & ~censored & torch.isfinite(depth) & (depth <= reach_m)
         loss_silog = silog_loss(soft_fused_depth(outputs, anchors_m, config), depth, finite)
 
     loss_consistency = consistency_loss(outputs, anchors_m, depth, config) if paired else zero
 
     loss = (weights.sn * loss_sn + weights.tf * loss_tf + weights.mask * loss_mask
             + weights.silog * loss_silog + weights.consistency * loss_consistency)
-    near_fraction = (targets['near_valid'].sum() / valid.sum().clamp(min=1)).float().detach()
+    near_fraction = (near_valid.sum() / valid.sum().clamp(min=1)).float().detach()
     return {
         'loss': loss,
         'loss_sn': loss_sn,

@@ -84,6 +84,13 @@ class TrainConfig:
         'always ``fixed_anchor_m`` (the "fixed anchor" ablation).')})
     fixed_anchor_m: float = field(default=10.0, metadata={'help': (
         'The anchor of ``anchor_sampling: fixed`` [m].')})
+    anchor_max_m: float = field(default=0.0, metadata={'help': (
+        '``pool`` sampling draws only the pool anchors <= this [m] (0: the whole pool); e.g. '
+        "a distillation teacher's range (``metric-solver distill``).")})
+    label_cap_m: float = field(default=0.0, metadata={'help': (
+        'Depths >= this [m] are lower bounds, not measurements (a teacher that saturates at '
+        'its maximum depth): taught as far for anchors below it, with a far depth of at least '
+        'this, never as a metric depth (``losses.py``); 0: off.')})
     # optimisation
     batch_size: int = field(default=8, metadata={'help': 'Images per process per micro-step.'})
     grad_accum_steps: int = field(default=1, metadata={'help': (
@@ -165,6 +172,8 @@ class TrainConfig:
             (self.lr > 0 and 0 <= self.min_lr <= self.lr, 'need lr > 0 and 0 <= min_lr <= lr'),
             (self.warmup_steps >= 0 and self.lr_decay_steps >= 0, 'step counts must be >= 0'),
             (0.0 <= self.ema_decay < 1.0, 'ema_decay must be in [0, 1)'),
+            (self.anchor_max_m >= 0 and self.label_cap_m >= 0,
+             'anchor_max_m and label_cap_m must be >= 0 (0: off)'),
             (self.anchor_sampling in ('pool', 'fixed'), "anchor_sampling: 'pool' or 'fixed'"),
             (self.amp in ('auto', 'bf16', 'off'), "amp: 'auto', 'bf16' or 'off'"),
             (self.log_interval >= 1, 'log_interval must be >= 1'),

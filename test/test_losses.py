@@ -265,3 +265,34 @@ def test_consistency_term_by_hand_and_its_pairing_check():
                            LossWeights(consistency=1.0))
     assert metric_solver_loss(_outputs((1, 1, 2, 2)), depth, torch.tensor([2.0]),
                               FULL)['loss_consistency'] == 0.0
+
+
+def test_censored_depths_are_far_bounds_below_the_cap_and_unknown_above():
+    # label_cap 10 m; pixels: 3 m (a measurement) and 12 m (>= the cap: "at least 10 m").
+    depth = _depth([[3.0, 12.0]])
+    outputs = _outputs((1, 1, 1, 2))  # every sigmoid = 0.5
+    # Anchor 2 (below the cap): both far; the censored pixel's far term is one-sided against
+    # exp(-k (10 - 2)) and its mask target is far, like the measured one's.
+    low = metric_solver_loss(outputs, depth, torch.tensor([2.0]), FULL, label_cap_m=10.0)
+    bound = math.exp(-K * 8.0)
+    assert low['loss_tf'].item() == pytest.approx(
+        ((0.5 - math.exp(-K * 1.0)) ** 2 + max(0.5 - bound, 0.0) ** 2) / 2, rel=1e-6)
+    assert low['loss_mask'].item() == pytest.approx(LN2, rel=1e-6)
+    assert low['loss_sn'].item() == 0.0
+    # A far prediction beyond the bound costs nothing: d_tf = sigmoid(-5) < bound.
+    beyond = metric_solver_loss(_outputs((1, 1, 1, 2), d_tf=-5.0), _depth([[12.0, 12.0]]),
+                                torch.tensor([2.0]), FULL, label_cap_m=10.0)
+    assert beyond['loss_tf'].item() == 0.0
+    # Anchor 20 (above the cap): the censored pixel is in no term; 3 m is near.
+    high = metric_solver_loss(outputs, depth, torch.tensor([20.0]), FULL, label_cap_m=10.0)
+    assert high['loss_sn'].item() == pytest.approx((0.5 - 3.0 / 20.0) ** 2, rel=1e-6)
+    assert high['loss_tf'].item() == 0.0 and high['near_fraction'].item() == 0.5
+    # Without a cap the 12 m pixel is a measurement: near at anchor 20.
+    plain = metric_solver_loss(outputs, depth, torch.tensor([20.0]), FULL)
+    assert plain['loss_sn'].item() == pytest.approx(
+        ((0.5 - 0.15) ** 2 + (0.5 - 0.6) ** 2) / 2, rel=1e-6)
+    # The capped-target ablation: a censored pixel is "1" only for anchors up to the cap.
+    for anchor, expected in ((5.0, ((0.5 - 0.6) ** 2 + 0.25) / 2), (20.0, (0.5 - 0.15) ** 2)):
+        capped = metric_solver_loss(_outputs((1, 1, 1, 2), config=ONE_HEAD), depth,
+                                    torch.tensor([anchor]), ONE_HEAD, label_cap_m=10.0)
+        assert capped['loss_sn'].item() == pytest.approx(expected, rel=1e-6), anchor

@@ -26,6 +26,7 @@ from metric_solver_ros.train import (
     optimizer_step,
     sample_anchors,
     train,
+    training_pool,
 )
 from metric_solver_ros.train_config import (
     TrainConfig,
@@ -62,6 +63,19 @@ def test_sample_anchors_are_reproducible_per_step_and_from_the_pool():
         assert not torch.equal(first, sample_anchors(cfg, pool_m, 64, **other))
     fixed = TrainConfig(anchor_sampling='fixed', fixed_anchor_m=4.0)
     assert sample_anchors(fixed, pool_m, 3, step=0).tolist() == [4.0, 4.0, 4.0]
+
+
+def test_anchor_max_keeps_the_pool_anchors_up_to_it():
+    pool_m = torch.tensor(create_model('tiny').config.anchor_pool_m)
+    capped = TrainConfig(anchor_max_m=20.0)
+    assert training_pool(capped, pool_m).tolist() == [0.5, 1.0, 2.0, 4.0, 6.0, 10.0, 20.0]
+    drawn = sample_anchors(capped, pool_m, 256, step=3)
+    assert set(drawn.tolist()) == {0.5, 1.0, 2.0, 4.0, 6.0, 10.0, 20.0}
+    assert torch.equal(training_pool(TrainConfig(), pool_m), pool_m)  # 0: the whole pool
+    with pytest.raises(ValueError, match='below every pool anchor'):
+        training_pool(TrainConfig(anchor_max_m=0.3), pool_m)
+    with pytest.raises(ValueError, match='anchor_max_m'):
+        TrainConfig(anchor_max_m=-1.0)
 
 
 def test_normalized_images_scales_uint8_and_takes_floats_as_they_are():

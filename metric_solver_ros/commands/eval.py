@@ -8,6 +8,8 @@ Examples::
     metric-solver eval --bag my_bag --pred-topic /depth/depth --cap 10 --out eval_topic
     metric-solver eval --synthetic indoor --seed 0 --frames 8 --anchors 10 --cap 10
     metric-solver eval --bag walk_bag --anchors 10 --cap 10 --temporal-filter scale
+    metric-solver eval --bag my_bag --anchors 10 --fusion --cap 10 \\
+        --baseline dav2-metric:depth_anything_v2_metric_hypersim_vits   # the peer, side by side
 
 The bag is read offline and deterministically (header stamps, see ``metric_solver_ros.bagio``).
 Outputs in ``--out``: ``metrics.json``, ``metrics.csv``, ``report.md`` and its PNG plots.
@@ -56,6 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             'only --pred-topic is evaluated)')
     model.add_argument('--fusion', action='store_true',
                        help='also evaluate multi-anchor fusion of all anchors ("fusion")')
+    model.add_argument('--baseline', action='append', default=[],
+                       metavar='KIND:PATH_OR_NAME[:MAX_DEPTH]',
+                       help='also evaluate this teacher-kind model as a row "baseline=KIND" of '
+                            'the same report, e.g. dav2-metric:depth_anything_v2_metric_'
+                            'hypersim_vits (a registered name in the weights cache, or a file '
+                            'with :MAX_DEPTH [m]); repeatable')
+    model.add_argument('--baseline-input-size', type=int, default=None, metavar='PX',
+                       help="shorter side of a baseline's network input [px] (default: 518 "
+                            'for DA-V2)')
     model.add_argument('--auto-anchor', type=float, nargs='?', const=10.0, default=None,
                        metavar='M', help='also evaluate the node\'s auto anchor mode ("auto"), '
                        'starting at M (default 10) m; with a bag its switches are scored')
@@ -95,6 +106,34 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f'--frames must be >= 1, got {args.frames}')
     if args.anchors is not None and any(not a > 0 for a in args.anchors):
         raise ValueError(f'anchors must be > 0 m, got {args.anchors}')
+    from metric_solver_ros.teacher import parse_teacher
+
+    for text in args.baseline:
+        parse_teacher(text)  # a malformed --baseline fails before anything is read
+
+
+def baseline_predictors(args: argparse.Namespace) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The ``--baseline`` predictors (rows ``baseline=KIND``) and their records for the config.
+
+    Two baselines of one kind are told apart by their file: ``baseline=KIND:FILE``.
+    """
+    from metric_solver_ros.teacher import (
+        find_teacher,
+        load_teacher,
+        parse_teacher,
+        teacher_predictor,
+    )
+
+    files = [find_teacher(parse_teacher(text)) for text in args.baseline]
+    kinds = [f.kind for f in files]
+    predictors, records = [], []
+    for file in files:
+        name = f'baseline={file.kind}' + (f':{file.path.name}' if kinds.count(file.kind) > 1
+                                          else '')
+        teacher = load_teacher(file, args.device, args.baseline_input_size)
+        predictors.append(teacher_predictor(teacher, name))
+        records.append({'name': name, **file.describe(), 'input_px': teacher.input_px})
+    return predictors, records
 
 
 def sibling_info_topic(image_topic: str, topics: dict[str, str]) -> str | None:
@@ -188,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
                       flip_tta=None)
     if args.pred_topic:
         predictors.append(evaluation.topic_predictor)
+    if args.baseline:
+        baselines, config['baseline'] = baseline_predictors(args)
+        predictors.extend(baselines)
     predictor = evaluation.combine_predictors(*predictors)
     if args.temporal_filter != 'off':
         predictor = evaluation.FilteredPredictor(predictor, args.temporal_filter)
