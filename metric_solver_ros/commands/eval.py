@@ -157,7 +157,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and write the outputs; return 0, or raise ValueError / FileNotFoundError."""
-    from metric_solver_ros import evaluation
+    from metric_solver_ros import eval_report, evaluation
 
     _check(args)
     config = _config(args)
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         total=total, temporal=args.bag is not None, static_camera=args.static_camera)
     if use_model and args.auto_anchor is not None and args.bag is not None:
         result.extra['anchor_switches'] = engine_predictor.switches.summary()
-    paths = evaluation.write_outputs(result, args.out, config)
+    paths = eval_report.write_outputs(result, args.out, config)
     print(f'{result.frames} frames, cap {args.cap:g} m (mean over frames):')
     for name, aggregator in result.results.items():
         means = aggregator.frame_mean()
