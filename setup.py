@@ -15,7 +15,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=['metric_solver_ros', 'metric_solver_ros.*']),
-    package_data={'metric_solver_ros': ['models/*.safetensors', 'models/*.json']},
+    package_data={'metric_solver_ros': ['weights/*.safetensors', 'weights/*.json']},
     install_requires=[
         'numpy>=1.24',
         'torch>=2.1',
@@ -29,6 +29,7 @@ setup(
     entry_points={
         'console_scripts': [
             'depth_node = metric_solver_ros.node:main',
+            'depth_lifecycle_node = metric_solver_ros.lifecycle_node:main',
             'metric-solver = metric_solver_ros.cli:main',
         ],
     },

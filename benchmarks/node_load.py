@@ -43,7 +43,13 @@ import time
 
 import numpy as np
 
-from metric_solver_ros.node_client import NodeProcess, close_spun_node, stamp_ns, wait_for
+from metric_solver_ros.node_client import (
+    NodeProcess,
+    close_spun_node,
+    percentiles,
+    stamp_ns,
+    wait_for,
+)
 
 
 def rss_mb(pid: int) -> float:
@@ -142,14 +148,9 @@ def node_side(sent: list[int], infos: list[tuple[int, float, float, int]]) -> di
     if not mine:
         return {'node_answered': 0}
     return {'node_answered': len(mine),
-            'node_latency_ms': percentiles([i[1] for i in mine], 50, 99),
-            'inference_ms': percentiles([i[2] for i in mine], 50, 99),
+            'node_latency_ms': percentiles([i[1] for i in mine], (50, 99), ndigits=2),
+            'inference_ms': percentiles([i[2] for i in mine], (50, 99), ndigits=2),
             'node_frames_skipped': mine[-1][3] - mine[0][3]}
-
-
-def percentiles(values, *qs: int) -> dict[str, float]:
-    """``{'p50': ..., ...}`` of ``values`` for each percentile in ``qs``, rounded to 0.01."""
-    return {f'p{q}': round(float(np.percentile(values, q)), 2) for q in qs}
 
 
 _GENERIC_FILES = ('threading.py', '<frozen runpy>', 'torch/nn/modules/module.py',
@@ -205,20 +206,18 @@ def summarise(sent: list[int], answers: list[tuple[int, int]], windows: int) -> 
     sent_set = set(sent)
     latencies = {s: (r - s) / 1e6 for s, r in answers if s in sent_set}
     answered = sorted(latencies)
-    values = np.array([latencies[s] for s in answered]) if answered else np.array([np.nan])
     result = {
         'published': len(sent), 'answered': len(answered),
         'answered_fraction': round(len(answered) / max(len(sent), 1), 4),
-        'latency_ms': percentiles(values, 50, 95, 99),
+        'latency_ms': percentiles([latencies[s] for s in answered], ndigits=2),
     }
     if len(answered) >= 2 * windows:
         t0 = sent[0]
         chunks = np.array_split(np.array(answered), windows)
         series = []
         for chunk in chunks:
-            lat = np.array([latencies[s] for s in chunk])
             series.append({'t_s': round(float((chunk[0] - t0) / 1e9), 1),
-                           **percentiles(lat, 50, 99), 'n': len(chunk)})
+                           **percentiles([latencies[s] for s in chunk], (50, 99), ndigits=2)})
         t_min = np.array([w['t_s'] for w in series]) / 60.0
         p50 = np.array([w['p50'] for w in series])
         slope = float(np.polyfit(t_min, p50, 1)[0]) if len(series) > 1 else 0.0

@@ -27,7 +27,7 @@ def main() -> None:
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from metric_solver_ros import node
+    from metric_solver_ros import messages
     from metric_solver_ros.checkpoint import default_model_path, load_checkpoint
     from metric_solver_ros.conversions import image_to_rgb
     from metric_solver_ros.engine import DepthEngine, PointsRequest
@@ -35,7 +35,7 @@ def main() -> None:
     engine = DepthEngine(load_checkpoint(default_model_path()), device='cpu')
     rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
     msg = Image(height=480, width=640, encoding='rgb8', step=640 * 3)
-    msg.data = node._as_uint8_array(rgb)
+    msg.data = messages.as_uint8_array(rgb)
     points = PointsRequest(intrinsics=(500.0, 500.0, 320.0, 240.0), stride=2, with_rgb=True)
     header = Header()
 
@@ -51,11 +51,10 @@ def main() -> None:
 
     stages = {
         'image_to_rgb': lambda: image_to_rgb(msg),
-        'depth_msg': lambda: node._image_msg(header, depth, '32FC1'),
-        'mask_msg': lambda: node._image_msg(header, result.near.astype(np.uint8) * np.uint8(255),
-                                            'mono8'),
-        'cloud_msg': lambda: node._cloud_msg(header, result.points_m, result.points_rgb),
-        'depth_info_stats': lambda: node.depth_statistics(depth, result.near),
+        'depth_msg': lambda: messages.depth_msg(header, depth),
+        'mask_msg': lambda: messages.mask_msg(header, result.near),
+        'cloud_msg': lambda: messages.cloud_msg(header, result.points_m, result.points_rgb),
+        'depth_info_stats': lambda: messages.depth_statistics(depth, result.near),
     }
     times = {name: ms(work) for name, work in stages.items()}
     engine_ms = ms(lambda: engine.infer(rgb, (10.0,), points=points))

@@ -6,8 +6,11 @@ nuScenes outdoors at anchor 80 m / cap 80 m (sparse projected-LiDAR ground truth
 protocol of training (``train_data.EVAL_SETS``). Metrics as in ``metric-solver eval``
 (``evaluation.evaluate``, GT resolution, mean over the valid pixels of each image), plus the
 scale diagnostics: ``scale`` is median(GT) / median(prediction) (1 = right metric scale) and
-``d1 aligned`` is delta1 after that correction (structure only). The images are evaluation
-inputs only, never training data (../shared/realdata/README.md).
+``d1 aligned`` is delta1 after that correction (structure only). Per scene kind it also prints
+the best constant-depth guess: the one depth, searched on a log grid of 0.5-80 m, whose mean
+delta1 over the kind's images is highest (an oracle: the constant is chosen on the same
+images), beside the model's mean delta1. The images are evaluation inputs only, never training
+data (../shared/realdata/README.md).
 
     python benchmarks/realdata.py [--checkpoint FILE] [--realdata DIR] [--threads 2]
 """
@@ -17,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+
+import numpy as np
 
 
 def main() -> None:
@@ -43,6 +48,7 @@ def main() -> None:
     print(f'model: {args.checkpoint or "bundled default"}\n')
     print('| image | GT | anchor / cap [m] | delta1 | AbsRel | RMSE [m] | scale | d1 aligned |')
     print('|---|---|---|---|---|---|---|---|')
+    by_kind: dict[str, list[tuple[float, np.ndarray, float]]] = {}
     for entry in manifest['samples']:
         image = read_rgb(root / entry['rgb'])
         gt_m = read_depth(root / entry['depth'], entry['depth_scale'])  # 0 = invalid
@@ -55,6 +61,25 @@ def main() -> None:
               f'{anchor_m:g} / {cap_m:g} | {record["delta1"]:.3f} | {record["abs_rel"]:.3f} | '
               f'{record["rmse"]:.2f} | {record["scale_ratio"]:.2f} | '
               f'{record["delta1_aligned"]:.3f} |')
+        by_kind.setdefault(entry['scene_type'], []).append((record['delta1'], gt_m, cap_m))
+    print('\n| scene kind | images | model delta1 (mean) | best constant [m] | its delta1 |')
+    print('|---|---|---|---|---|')
+    for kind, rows in by_kind.items():
+        constant_m, constant_d1 = best_constant(rows)
+        print(f'| {kind} | {len(rows)} | {np.mean([r[0] for r in rows]):.3f} | {constant_m:.2f} '
+              f'| {constant_d1:.3f} |')
+
+
+def best_constant(rows: list[tuple[float, np.ndarray, float]]) -> tuple[float, float]:
+    """The constant depth [m] with the highest mean delta1 over ``(_, gt_m, cap_m)`` rows."""
+    from metric_solver_ros.metrics import compute_metrics
+
+    best = (0.0, -1.0)
+    for constant_m in np.geomspace(0.5, 80.0, 200):
+        d1 = float(np.mean([compute_metrics(np.full_like(gt, constant_m), gt, cap_m=cap)['delta1']
+                            for _, gt, cap in rows]))
+        best = max(best, (float(constant_m), d1), key=lambda b: b[1])
+    return best
 
 
 if __name__ == '__main__':

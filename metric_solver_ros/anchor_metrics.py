@@ -22,15 +22,24 @@ are finite and in ``(min_depth_m, cap_m]``; predictions are clipped to ``[min_de
   lost). A far limit ``L`` (the node's ``far_limit``: depths beyond it published as +inf) turns
   both into a trade-off curve: ``curve`` gives, for each limit of ``FAR_LIMITS_M``, the share of
   sky and of surfaces predicted beyond it. Pooled over pixels of all frames.
+
+* **Automatic anchor switches** (``auto`` mode over consecutive frames, :class:`AnchorSwitches`,
+  :func:`score_auto_anchor`): at a switch, the frame after it is also decoded at the anchor
+  before it; ``median_jump`` is the median over switches of ``|ln median(depth at the new
+  anchor) - ln median(depth at the old anchor)|`` on that same frame: the jump the switch alone
+  puts into the published depth (0: seamless). ``step_at_switch`` / ``step_otherwise``: median
+  ``|ln median depth change|`` between consecutive published frames with / without a switch
+  (what a consumer sees, scene motion included). Medians over the finite predicted pixels.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from metric_solver_ros.anchor_modes import AnchorSelector, ScaleHandover
 from metric_solver_ros.metrics import DEPTH_BANDS_M, clip_prediction, valid_gt_mask
 
 #: A sky pixel (GT +inf) counts as right when predicted beyond this [m] or +inf.
@@ -168,3 +177,108 @@ class FarDecisions:
                 'surface_beyond': [share(c, self.surface_pixels) for c in self.surface_beyond],
             },
         }
+
+
+def _log_median(depth_m: np.ndarray) -> float | None:
+    """The log of the median finite positive depth [m], or None without one."""
+    depth_m = np.asarray(depth_m)
+    with np.errstate(invalid='ignore'):
+        finite = depth_m[np.isfinite(depth_m) & (depth_m > 0)]
+    return float(np.log(np.median(finite))) if finite.size else None
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+class AnchorSwitches:
+    """Records the anchors an automatic selector used over consecutive frames (module docstring).
+
+    Call :meth:`add` once per frame, in order.
+    """
+
+    def __init__(self) -> None:
+        self.anchors_m: list[float] = []
+        self.jumps: list[float] = []
+        self.raw_jumps: list[float] = []
+        self.steps_at_switch: list[float] = []
+        self.steps_otherwise: list[float] = []
+        self._last_log: float | None = None
+
+    def add(self, anchor_m: float, depth_m: np.ndarray,
+            before_m: np.ndarray | None = None, raw_m: np.ndarray | None = None) -> None:
+        """Add one frame.
+
+        Args:
+            anchor_m: Anchor [m] the published depth was decoded at.
+            depth_m: The published depth [m].
+            before_m: When the anchor just changed, the same frame decoded at the previous
+                anchor [m].
+            raw_m: The new anchor's own depth when the published one was corrected (a
+                ``anchor_modes.ScaleHandover``); None: the published depth is its own.
+        """
+        switched = bool(self.anchors_m) and float(anchor_m) != self.anchors_m[-1]
+        log_median = _log_median(depth_m)
+        if switched and before_m is not None:
+            before = _log_median(before_m)
+            raw = log_median if raw_m is None else _log_median(raw_m)
+            if before is not None and log_median is not None:
+                self.jumps.append(abs(log_median - before))
+            if before is not None and raw is not None:
+                self.raw_jumps.append(abs(raw - before))
+        if self._last_log is not None and log_median is not None:
+            step = abs(log_median - self._last_log)
+            (self.steps_at_switch if switched else self.steps_otherwise).append(step)
+        self.anchors_m.append(float(anchor_m))
+        self._last_log = log_median
+
+    def summary(self) -> dict[str, object]:
+        """``frames``, ``switches``, ``median_jump`` (and as a ratio), the steps, the anchors.
+
+        ``median_jump`` is the published depth's jump at a switch; ``median_raw_jump`` the two
+        anchors' own disagreement on that frame (what a scale handover hides; equal without).
+        """
+        switches = sum(a != b for a, b in zip(self.anchors_m[:-1], self.anchors_m[1:],
+                                               strict=True))
+        jump = _median(self.jumps)
+        return {
+            'frames': len(self.anchors_m), 'switches': switches,
+            'median_jump': jump, 'median_jump_ratio': None if jump is None else math.exp(jump),
+            'median_raw_jump': _median(self.raw_jumps),
+            'step_at_switch': _median(self.steps_at_switch),
+            'step_otherwise': _median(self.steps_otherwise),
+            'anchors_used_m': sorted(set(self.anchors_m)),
+            'anchor_per_frame_m': list(self.anchors_m),
+        }
+
+
+def score_auto_anchor(decode: Callable[[int, float], np.ndarray], frames: int,
+                      selector: AnchorSelector,
+                      handover: ScaleHandover | None = None) -> dict[str, object]:
+    """Run an automatic anchor selector over a sequence and score its switches.
+
+    Args:
+        decode: ``(frame index, anchor [m]) -> depth [m]`` (e.g. an engine re-decoding cached
+            features); called once per frame, twice at a switch.
+        frames: Number of consecutive frames.
+        selector: The selector (``anchor_modes``), in its initial state.
+        handover: Correct the published scale at switches as the node does, or None.
+
+    Returns:
+        :meth:`AnchorSwitches.summary`.
+    """
+    switches = AnchorSwitches()
+    previous = None
+    for index in range(frames):
+        anchor = selector.current_m
+        raw = decode(index, anchor)
+        before = decode(index, previous) if previous not in (None, anchor) else None
+        depth = raw
+        if handover is not None:
+            if before is not None:
+                handover.start(before, raw)
+            depth = handover.apply(raw)
+        switches.add(anchor, depth, before, raw)
+        selector.update(depth)
+        previous = anchor
+    return switches.summary()

@@ -121,3 +121,62 @@ class AnchorSelector:
         if self._pending_frames >= self.settings.patience:
             self.reset(candidate)
         return self.current_m
+
+
+#: Frames over which a handover's scale correction fades out (``ScaleHandover``).
+HANDOVER_FRAMES = 15
+
+
+class ScaleHandover:
+    """Keeps the published scale continuous when ``auto`` / ``roi`` switch anchors.
+
+    Two anchors of one model do not see the world at exactly the same scale (the anchors'
+    ``scale_spread``, ``anchor_metrics``). At a switch the frame is decoded at the old and the
+    new anchor (one encoder pass); ``start`` takes the ratio ``r = median(old) / median(new)``
+    over the pixels both call finite, and the new anchor's depth is multiplied by ``r ** w``
+    with ``w`` going from 1 to 0 over ``frames`` frames: no jump at the switch, the new anchor's
+    own scale a moment later. A user's explicit anchor change is not a handover (``cancel``).
+
+    Args:
+        frames: Frames over which the correction fades out.
+    """
+
+    def __init__(self, frames: int = HANDOVER_FRAMES) -> None:
+        self.frames = max(1, int(frames))
+        self.ratio = 1.0
+        self._left = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether a correction is being applied."""
+        return self._left > 0
+
+    @staticmethod
+    def median_ratio(old_m: np.ndarray, new_m: np.ndarray) -> float:
+        """``median(old) / median(new)`` over the pixels finite and > 0 in both (1.0 if none)."""
+        both = np.isfinite(old_m) & np.isfinite(new_m) & (old_m > 0) & (new_m > 0)
+        if not both.any():
+            return 1.0
+        return float(np.median(old_m[both]) / np.median(new_m[both]))
+
+    def start(self, old_m: np.ndarray, new_m: np.ndarray) -> float:
+        """Begin a handover from the same frame decoded at the old and the new anchor.
+
+        Returns:
+            The ratio applied to this frame (``r``).
+        """
+        self.ratio = self.median_ratio(old_m, new_m)
+        self._left = self.frames
+        return self.ratio
+
+    def cancel(self) -> None:
+        """Stop correcting (an explicit anchor change, a mode change)."""
+        self._left = 0
+
+    def apply(self, depth_m: np.ndarray) -> np.ndarray:
+        """The new anchor's depth of this frame with the fading correction; advances one frame."""
+        if self._left <= 0:
+            return depth_m
+        weight = self._left / self.frames
+        self._left -= 1
+        return depth_m * np.float32(self.ratio ** weight)

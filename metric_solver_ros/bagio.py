@@ -13,7 +13,8 @@ leave it unset) falls back to the log time. Messages are read in the order the s
 them, which is log-time order (sqlite3 ``ORDER BY timestamp``, indexed MCAP merged by time).
 
 Image decoding is the job of :mod:`metric_solver_ros.conversions`; this module only moves
-messages in and out of bags and pairs them.
+messages in and out of bags and pairs them. ``metric-solver replay`` copies serialised messages
+unchanged (:func:`raw_message_groups`, :class:`RawBagWriter`, :func:`recording_typestore`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import functools
 import heapq
 import pathlib
 import struct
+import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+
+from metric_solver_ros.conversions import MAX_16UC1_MM, depth_to_16uc1, rounded_mm
 
 #: Storage plugins accepted by :class:`BagWriter`.
 STORAGES = ('mcap', 'sqlite3')
@@ -39,6 +43,9 @@ BAG_VERSION = 8
 IMAGE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
+POINT_CLOUD2 = 'sensor_msgs/msg/PointCloud2'
+#: The node's own message type (``msg/DepthInfo.msg``); :func:`recording_typestore` knows it.
+DEPTH_INFO = 'metric_solver_ros/msg/DepthInfo'
 
 X = TypeVar('X')
 Y = TypeVar('Y')
@@ -157,10 +164,7 @@ def depth_to_image_msg(depth_m: np.ndarray, stamp_ns: int, frame_id: str,
     if encoding == '32FC1':
         values = depth_m.astype('<f4')
     elif encoding == '16UC1':
-        with np.errstate(invalid='ignore'):
-            mm = np.rint(depth_m.astype(np.float64) * 1000.0)
-            representable = np.isfinite(mm) & (mm >= 1) & (mm <= 65535)
-        values = np.where(representable, mm, 0).astype('<u2')
+        values = depth_to_16uc1(depth_m).astype('<u2')
     else:
         raise ValueError(f'depth encoding must be one of {DEPTH_WRITE_ENCODINGS}, got {encoding!r}')
     return get_typestore().types[IMAGE](
@@ -196,6 +200,16 @@ def camera_info_msg(intrinsics: Sequence[float], width: int, height: int, stamp_
             x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
 
+def _writer(path: pathlib.Path, storage: str) -> Any:
+    """An unopened rosbags Writer of ``storage`` (``'mcap'`` or ``'sqlite3'``) at ``path``."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    if storage not in STORAGES:
+        raise ValueError(f'storage must be one of {STORAGES}, got {storage!r}')
+    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+    return Writer(path, version=BAG_VERSION, storage_plugin=plugin)
+
+
 class BagWriter:
     """Write rosbags messages to a new rosbag2 directory; connections are added on first use.
 
@@ -210,15 +224,10 @@ class BagWriter:
     """
 
     def __init__(self, path: str | pathlib.Path, storage: str = 'mcap') -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        if storage not in STORAGES:
-            raise ValueError(f'storage must be one of {STORAGES}, got {storage!r}')
         self.path = pathlib.Path(path)
         if self.path.exists():
             raise ValueError(f'{self.path} exists; remove it or choose another bag path')
-        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
+        self._writer = _writer(self.path, storage)
         self._connections: dict[str, Any] = {}
 
     def __enter__(self) -> BagWriter:
@@ -250,19 +259,131 @@ class BagWriter:
         self._writer.write(connection, int(log_time_ns), store.serialize_cdr(msg, msgtype))
 
 
+def depth_info_definition() -> str:
+    """Return the text of ``msg/DepthInfo.msg`` (installed share directory or source checkout).
+
+    Raises:
+        FileNotFoundError: If no copy is found.
+    """
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(pathlib.Path(get_package_share_directory('metric_solver_ros')))
+    except (ImportError, KeyError, LookupError, OSError, ValueError):
+        pass  # no ament index (plain venv): look in the prefix and the checkout
+    candidates += [pathlib.Path(sys.prefix) / 'share' / 'metric_solver_ros',
+                   pathlib.Path(__file__).resolve().parents[1]]
+    for root in candidates:
+        path = root / 'msg' / 'DepthInfo.msg'
+        if path.is_file():
+            return path.read_text()
+    raise FileNotFoundError('msg/DepthInfo.msg not found in ' +
+                            ', '.join(str(c) for c in candidates))
+
+
+def recording_typestore() -> Any:
+    """A rosbags type store (ROS 2 Humble) that also knows :data:`DEPTH_INFO`."""
+    from rosbags.typesys import Stores, get_types_from_msg
+    from rosbags.typesys import get_typestore as new_typestore
+
+    store = new_typestore(Stores.ROS2_HUMBLE)  # a fresh store: the shared one stays as is
+    store.register(get_types_from_msg(depth_info_definition(), DEPTH_INFO))
+    return store
+
+
+class RawBagWriter:
+    """Write already serialised (CDR) messages to a new rosbag2; connections added on first use.
+
+    Args:
+        path: Bag directory to create (must not exist).
+        storage: ``'mcap'`` or ``'sqlite3'``.
+        typestore: rosbags type store that defines every message type written
+            (:func:`recording_typestore` for the node's outputs).
+    """
+
+    def __init__(self, path: pathlib.Path, storage: str, typestore: Any) -> None:
+        self.path = path
+        self._store = typestore
+        self._writer = _writer(path, storage)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def write(self, topic: str, msgtype: str, data: bytes | memoryview, log_time_ns: int,
+              source: Any = None) -> None:
+        """Append one serialised message.
+
+        Args:
+            topic: Topic name.
+            msgtype: Message type, e.g. ``sensor_msgs/msg/Image``.
+            data: CDR bytes.
+            log_time_ns: Log time [ns].
+            source: The rosbags connection it was read from: its message definition is reused.
+        """
+        connection = self._connections.get(topic)
+        if connection is None:
+            definition = getattr(source, 'msgdef', None)
+            if definition is not None and definition.data and source.digest:
+                connection = self._writer.add_connection(
+                    topic, msgtype, msgdef=definition.data, rihs01=source.digest)
+            else:
+                connection = self._writer.add_connection(topic, msgtype, typestore=self._store)
+            self._connections[topic] = connection
+        self._writer.write(connection, int(log_time_ns), data)
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def close(self) -> None:
+        """Finish the bag (writes its metadata)."""
+        self._writer.close()
+
+
+@dataclass
+class _LostDepth:
+    """Count of finite GT pixels beyond :data:`MAX_16UC1_MM` among the valid (finite, > 0) ones."""
+
+    beyond: int = 0
+    valid: int = 0
+    frames_beyond: int = 0
+    frames: int = 0
+
+    def add(self, depth_m: np.ndarray) -> None:
+        """Count one frame's depth [m]."""
+        mm = rounded_mm(depth_m)
+        with np.errstate(invalid='ignore'):
+            beyond = int(np.count_nonzero(np.isfinite(mm) & (mm > MAX_16UC1_MM)))
+            self.valid += int(np.count_nonzero(np.isfinite(mm) & (mm > 0)))
+        self.beyond += beyond
+        self.frames_beyond += beyond > 0
+        self.frames += 1
+
+    def describe(self) -> str:
+        """E.g. ``3281 GT pixels (26.8% of the finite GT) in 1 of 3 frames``."""
+        share = 100.0 * self.beyond / self.valid
+        return (f'{self.beyond} GT pixels ({share:.3g}% of the finite GT) in {self.frames_beyond} '
+                f'of {self.frames} frames')
+
+
 def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str = 'mcap',
                    image_topic: str = '/camera/color/image_raw',
                    depth_topic: str = '/camera/depth/image_raw',
                    info_topic: str = '/camera/color/camera_info',
                    frame_id: str = 'camera_color_optical_frame', rate_hz: float = 10.0,
                    depth_encoding: str = '32FC1', compressed: bool = False,
-                   start_ns: int = 1_700_000_000_000_000_000) -> int:
-    """Write RGB-D frames as image, camera_info and ground-truth depth topics.
+                   start_ns: int = 1_700_000_000_000_000_000, tf_topic: str = '/tf',
+                   world_frame: str = 'map') -> int:
+    """Write RGB-D frames as image, camera_info and ground-truth depth topics (and /tf).
 
-    Frame ``i`` gets header stamp and log time ``start_ns + i / rate_hz`` on all three topics
+    Frame ``i`` gets header stamp and log time ``start_ns + i / rate_hz`` on all topics
     (depth registered to the colour camera, hence one frame id). CameraInfo is written for frames
     whose intrinsics are known. With ``compressed`` the image is a JPEG ``CompressedImage`` on
-    ``image_topic + '/compressed'`` (the image_transport name).
+    ``image_topic + '/compressed'`` (the image_transport name). A frame with a pose
+    (``pose_world_cam``, 4x4 camera-to-world) adds a ``tf2_msgs/TFMessage`` on ``tf_topic``:
+    ``world_frame`` -> ``frame_id`` at the frame's stamp.
+
+    ``16UC1`` cannot hold finite GT beyond 65.535 m (:data:`MAX_16UC1_MM`), which it writes as 0
+    (invalid). The bag is still written, since the nearer GT stays useful, and a warning on
+    stderr gives the count and fraction of such pixels and points to ``32FC1``.
 
     Args:
         path: Bag directory to create (must not exist).
@@ -278,10 +399,14 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
             :func:`depth_to_image_msg`).
         compressed: Write the image as JPEG ``CompressedImage``.
         start_ns: Stamp of the first frame [ns since the epoch].
+        tf_topic: Topic of the camera poses.
+        world_frame: Parent frame of the camera poses.
 
     Returns:
         Number of frames written.
     """
+    from metric_solver_ros.bagtf import tf_message
+
     if not rate_hz > 0:
         raise ValueError(f'rate must be > 0 Hz, got {rate_hz}')
     if depth_encoding not in DEPTH_WRITE_ENCODINGS:
@@ -289,6 +414,7 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
             f'depth encoding must be one of {DEPTH_WRITE_ENCODINGS}, got {depth_encoding!r}')
     period_ns = round(1e9 / rate_hz)
     count = 0
+    lost = _LostDepth()
     with BagWriter(path, storage) as bag:
         for i, frame in enumerate(frames):
             stamp_ns = start_ns + i * period_ns
@@ -304,8 +430,38 @@ def write_rgbd_bag(path: str | pathlib.Path, frames: Iterable[Any], storage: str
                     stamp_ns)
             bag.write(depth_topic, depth_to_image_msg(frame.depth_m, stamp_ns, frame_id,
                                                       depth_encoding), stamp_ns)
+            if depth_encoding == '16UC1':
+                lost.add(frame.depth_m)
+            pose = getattr(frame, 'pose_world_cam', None)
+            if pose is not None:
+                bag.write(tf_topic, tf_message(pose, stamp_ns, world_frame, frame_id), stamp_ns)
             count += 1
+    if lost.beyond:
+        print(f'warning: {path}: {lost.describe()} beyond {MAX_16UC1_MM / 1000:g} m, which '
+              '16UC1 cannot hold, were written as 0 (invalid); write 32FC1 to keep them '
+              '(make-bag --depth-encoding 32FC1)', file=sys.stderr)
     return count
+
+
+
+#: What rosbag2 writes into a bag folder besides ``metadata.yaml``: storage files (compressed
+#: or not) and sqlite3's journals.
+BAG_FILE_SUFFIXES = ('.mcap', '.db3', '.zstd', '.db3-shm', '.db3-wal')
+
+
+def is_bag_folder(path: str | pathlib.Path) -> bool:
+    """Whether ``path`` is a folder holding nothing but what rosbag2 writes into one.
+
+    That is ``metadata.yaml`` and files ending in :data:`BAG_FILE_SUFFIXES` (an empty folder
+    too: nothing in it). What a command may delete to overwrite a bag it wrote: a subfolder, a
+    link or any other file means the folder holds more than a bag.
+    """
+    path = pathlib.Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return all(entry.is_file() and not entry.is_symlink()
+               and (entry.name == 'metadata.yaml' or entry.name.endswith(BAG_FILE_SUFFIXES))
+               for entry in path.iterdir())
 
 
 def _open_reader(path: str | pathlib.Path) -> Any:
@@ -384,6 +540,30 @@ def read_topics(path: str | pathlib.Path, topics: Sequence[str]) -> Iterator[tup
         connections = _connections_for(reader, topics, path)
         for connection, log_time_ns, raw in reader.messages(connections=connections):
             yield connection.topic, log_time_ns, store.deserialize_cdr(raw, connection.msgtype)
+
+
+def raw_message_groups(path: str | pathlib.Path, topics: Collection[str]
+                       ) -> Iterator[list[tuple[Any, int, bytes]]]:
+    """Yield the serialised messages of ``topics`` grouped by identical log time, in order.
+
+    Args:
+        path: Bag directory, ``.mcap`` or ``.db3`` file.
+        topics: Topic names (absent ones are skipped).
+
+    Yields:
+        Lists of ``(connection, log_time_ns, cdr_bytes)`` sharing one log time; a connection's
+        ``topic``, ``msgtype`` and definition let :class:`RawBagWriter` copy the message.
+    """
+    with _open_reader(path) as reader:
+        connections = [c for c in reader.connections if c.topic in topics]
+        group: list[tuple[Any, int, bytes]] = []
+        for connection, log_time_ns, raw in reader.messages(connections=connections):
+            if group and group[0][1] != log_time_ns:
+                yield group
+                group = []
+            group.append((connection, log_time_ns, bytes(raw)))
+        if group:
+            yield group
 
 
 def read_header_stamps(path: str | pathlib.Path,

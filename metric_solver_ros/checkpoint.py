@@ -38,9 +38,9 @@ FORMAT = 'metric_solver'
 FORMAT_VERSION = '1'
 RESERVED_METADATA = ('format', 'format_version', 'config')
 
-DEFAULT_MODEL_PATH: pathlib.Path = pathlib.Path(__file__).resolve().parent / 'models' / \
+DEFAULT_MODEL_PATH: pathlib.Path = pathlib.Path(__file__).resolve().parent / 'weights' / \
     'default.safetensors'
-"""The bundled default model (package data ``metric_solver_ros/models/default.safetensors``)."""
+"""The bundled default model (package data ``metric_solver_ros/weights/default.safetensors``)."""
 
 PathLike = str | os.PathLike
 
@@ -426,6 +426,38 @@ def official_encoder_settings(state_dict: Mapping[str, Tensor]) -> dict[str, obj
     return {'num_register_tokens': int(tokens.shape[1]), **_REGISTER_MODEL_SETTINGS}
 
 
+def _encoder_size(state_dict: Mapping[str, Tensor], prefix: str) -> tuple[int, int] | None:
+    """``(token width, block count)`` of the encoder under ``prefix``, None without cls_token.
+
+    The block count is the highest ``blocks.i`` index + 1 (0 without blocks).
+    """
+    token = state_dict.get(prefix + 'cls_token')
+    if token is None or token.dim() == 0:
+        return None
+    pattern = re.compile(re.escape(prefix) + r'blocks\.(\d+)\.')
+    blocks = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
+    return int(token.shape[-1]), max(blocks) + 1 if blocks else 0
+
+
+def official_encoder_size(state_dict: Mapping[str, Tensor]) -> tuple[int, int] | None:
+    """Token width and block count of the encoder of an official file, from tensor shapes only.
+
+    Args:
+        state_dict: From :func:`load_official_state_dict`: DINOv2 keys (``cls_token``,
+            ``blocks.i.*``) or Depth Anything V2's (``pretrained.cls_token``, ...).
+
+    Returns:
+        ``(embed_dim, depth)``, or None when the file has no ``cls_token`` (not an encoder).
+    """
+    return _encoder_size(state_dict, '') or _encoder_size(state_dict, 'pretrained.')
+
+
+def preset_of_encoder(embed_dim: int, depth: int) -> str | None:
+    """The preset whose encoder has this token width and block count, or None."""
+    return next((name for name, config in PRESETS.items()
+                 if (config.embed_dim, config.depth) == (embed_dim, depth)), None)
+
+
 def import_official(state_dict: Mapping[str, Tensor], preset: str, kind: str | None = None,
                     **overrides: object) -> tuple[MetricSolver, ImportReport, str]:
     """Build ``preset`` for an official file and import it; refuse an incomplete encoder.
@@ -480,14 +512,11 @@ def infer_depth_anything_v2_preset(state_dict: Mapping[str, Tensor]) -> str:
     Raises:
         CheckpointError: No encoder tensors, or a width / block count of no DA-V2 preset.
     """
-    token = state_dict.get('pretrained.cls_token')
-    if token is None or token.dim() == 0:
+    size = _encoder_size(state_dict, 'pretrained.')
+    if size is None:
         raise CheckpointError('cannot tell the Depth Anything V2 preset: no pretrained.cls_token '
                               '(not a DA-V2 file?); pass the preset')
-    embed_dim = int(token.shape[-1])
-    blocks = {int(m.group(1)) for k in state_dict
-              if (m := re.match(r'pretrained\.blocks\.(\d+)\.', k))}
-    depth = max(blocks) + 1 if blocks else 0
+    embed_dim, depth = size
     matches = [p for p in DAV2_PRESETS if PRESETS[p].embed_dim == embed_dim]
     if len(matches) > 1:
         matches = [p for p in matches if PRESETS[p].depth == depth]
@@ -498,6 +527,28 @@ def infer_depth_anything_v2_preset(state_dict: Mapping[str, Tensor]) -> str:
     raise CheckpointError(f'cannot tell the Depth Anything V2 preset: token width {embed_dim} '
                           f'and {depth} blocks {kind} preset (width x blocks: {known}); pass '
                           f'the preset')
+
+
+def _dav2_custom_sizes(state_dict: Mapping[str, Tensor]) -> dict[str, object] | None:
+    """``custom`` config sizes read from a DA-V2-layout state dict whose width is no preset's.
+
+    None when the token width is a preset's: such a file is that preset (a truncated one is
+    then refused key by key, never read as a smaller custom model).
+    """
+    token = state_dict.get('pretrained.cls_token')
+    if token is None or token.dim() == 0:
+        return None
+    embed_dim = int(token.shape[-1])
+    if any(PRESETS[p].embed_dim == embed_dim for p in DAV2_PRESETS):
+        return None
+    blocks = {int(m.group(1)) for k in state_dict
+              if (m := re.match(r'pretrained\.blocks\.(\d+)\.', k))}
+    projects = [state_dict.get(f'depth_head.projects.{i}.weight') for i in range(4)]
+    layer_rn = state_dict.get('depth_head.scratch.layer1_rn.weight')
+    if not blocks or any(p is None for p in projects) or layer_rn is None:
+        return None
+    return {'embed_dim': embed_dim, 'depth': max(blocks) + 1, 'features': int(layer_rn.shape[0]),
+            'out_channels': tuple(int(p.shape[0]) for p in projects)}
 
 
 def depth_anything_v2_from_state_dict(state_dict: Mapping[str, Tensor],
@@ -511,7 +562,9 @@ def depth_anything_v2_from_state_dict(state_dict: Mapping[str, Tensor],
     Args:
         state_dict: From :func:`load_official_state_dict` (``pretrained.*``, ``depth_head.*``).
         preset: 'vits', 'vitb', 'vitl', 'vitg'; None: told from the shapes
-            (:func:`infer_depth_anything_v2_preset`).
+            (:func:`infer_depth_anything_v2_preset`), or, for a token width of no preset, a
+            ``custom`` config of the file's sizes (``DepthAnythingV2Config``: the same layout,
+            ``embed_dim / 64`` heads).
         max_depth_m: The metric model's ``max_depth`` [m] (20 Hypersim, 80 Virtual KITTI) or
             None for the relative model: the keys cannot tell them apart, the caller must.
         device: Where to put the model (default CPU).
@@ -522,7 +575,10 @@ def depth_anything_v2_from_state_dict(state_dict: Mapping[str, Tensor],
         CheckpointError: Unknown preset, or missing / unexpected / wrongly shaped keys (a few of
             each named, then a count).
     """
-    if preset is None:
+    custom = _dav2_custom_sizes(state_dict) if preset in (None, 'custom') else None
+    if custom is not None:
+        preset = 'custom'
+    elif preset is None:
         try:
             preset = infer_depth_anything_v2_preset(state_dict)
         except CheckpointError as exc:
@@ -530,7 +586,7 @@ def depth_anything_v2_from_state_dict(state_dict: Mapping[str, Tensor],
     try:
         # Registers and their interpolation settings follow the file, as for our own import.
         config = DepthAnythingV2Config(preset=preset, max_depth_m=max_depth_m,
-                                       **official_encoder_settings(state_dict))
+                                       **official_encoder_settings(state_dict), **(custom or {}))
     except ValueError as exc:
         raise CheckpointError(f'{source}: {exc}') from None
     model = create_depth_anything_v2(config, device='meta')

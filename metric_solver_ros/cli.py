@@ -17,6 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 'write a Metric-Solver checkpoint initialised from official DINOv2 / DA-V2 files'),
     'info': ('metric_solver_ros.commands.info', 'print the config and parameter counts of a model'),
     'train': ('metric_solver_ros.commands.train', 'train or fine-tune a Metric-Solver model'),
+    'distill': ('metric_solver_ros.commands.distill',
+                'teach a Metric-Solver student with a metric teacher (DA-V2 or ours) on your '
+                'images, video or bag; no ground truth needed'),
     'finetune': ('metric_solver_ros.commands.finetune',
                  "fine-tune on a robot's own bag (RGB-D or LiDAR ground truth); report the "
                  'holdout before and after'),
@@ -28,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                'play a bag into a running node, record its answers into a bag, report latency'),
     'bench': ('metric_solver_ros.commands.bench',
               'time the stages of a frame (encoder, decoders, batched vs sequential anchors)'),
+    'export': ('metric_solver_ros.commands.export',
+               'the model as ONNX graphs (encoder, anchor-batched decoder) + JSON sidecar'),
     'make-bag': ('metric_solver_ros.commands.make_bag',
                  'write an RGB-D rosbag2 (image, camera_info, GT depth) from a folder or '
                  'synthetic scenes'),

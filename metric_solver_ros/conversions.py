@@ -21,6 +21,8 @@ import numpy as np
 COLOR_ENCODINGS: dict[str, int] = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
 #: Depth encodings the tools accept as ground truth: encoding -> (numpy dtype, metres per unit).
 DEPTH_ENCODINGS: dict[str, tuple[str, float]] = {'32FC1': ('f4', 1.0), '16UC1': ('u2', 1e-3)}
+#: Largest depth a ``16UC1`` image holds [mm] (65.535 m); farther depth is written as 0.
+MAX_16UC1_MM = 65535
 #: Largest accepted image side [px]; bigger images are refused rather than exhausting memory.
 MAX_IMAGE_SIDE_PX = 8192
 
@@ -160,6 +162,26 @@ def depth_image_to_m(msg: Any) -> np.ndarray:
         depth_m[values == 0] = np.nan
         return depth_m
     return values.astype(np.float32, copy=True)
+
+
+def rounded_mm(depth_m: np.ndarray) -> np.ndarray:
+    """Depth [m] as whole millimetres (float64, NaN / inf kept): what ``16UC1`` stores."""
+    return np.rint(np.asarray(depth_m, dtype=np.float64) * 1000.0)
+
+
+def depth_to_16uc1(depth_m: np.ndarray) -> np.ndarray:
+    """Depth [m] as ``16UC1`` values: millimetres rounded to the nearest, 0 for no depth.
+
+    0 (REP 118's "no measurement") is written for everything 16 bits cannot hold: 0 / NaN,
+    +inf (too far), below 0.5 mm and beyond :data:`MAX_16UC1_MM` (65.535 m).
+
+    Returns:
+        uint16 array of ``depth_m``'s shape (native byte order).
+    """
+    mm = rounded_mm(depth_m)
+    with np.errstate(invalid='ignore'):
+        representable = np.isfinite(mm) & (mm >= 1) & (mm <= MAX_16UC1_MM)
+    return np.where(representable, mm, 0).astype(np.uint16)
 
 
 def _binning_and_roi(msg: Any) -> tuple[int, int, int, int, int, int]:

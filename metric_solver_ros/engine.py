@@ -25,7 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from metric_solver_ros.backends import GRAPH_BACKENDS, BackendError, check_backend
+from metric_solver_ros.backends.graph import open_runtime, settle_auto
+from metric_solver_ros.backends.threads import apply_torch_threads, resolve_num_threads
+from metric_solver_ros.cuda_graphs import OOM_ERRORS, CudaGraphs
 from metric_solver_ros.model import MetricSolver
+from metric_solver_ros.model.fusion import DEFAULT_FUSION, FUSION_RULES, fuse_decoded
 from metric_solver_ros.model.representation import decode as decode_outputs
 from metric_solver_ros.model.representation import decode_fused
 from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES, native_bf16
@@ -52,11 +57,8 @@ class EngineOutOfMemory(EngineError):
     """
 
 
-_OOM_ERRORS = (getattr(torch, 'OutOfMemoryError', torch.cuda.OutOfMemoryError),)
 #: Smallest network input side :meth:`DepthEngine.degrade` goes down to [px].
 MIN_INPUT_SIZE_PX = 112
-#: Most CUDA graphs one engine keeps (one per input signature; beyond it, calls run eagerly).
-MAX_CUDA_GRAPHS = 8
 
 
 @dataclass
@@ -194,25 +196,47 @@ class DepthEngine:
         flip_tta: Average the network outputs of the image and its mirror (paper's protocol).
         far_limit_m: Depths beyond this [m] become +inf (None: only the representation's own
             limit, ``anchor + 552 m``).
+        fusion: Rule fusing several anchors, one of ``model.fusion.FUSION_RULES`` (see that
+            module and docs/METHOD.md).
         compile: Wrap the encoder and decoder in ``torch.compile``.
         cuda_graphs: On CUDA, replay the encoder and the decoder as CUDA graphs, one captured
             per input signature (image size, anchor count) on first use: batch-1 inference is
             launch-bound on GPUs, a graph launches a whole stage at once. No effect on the CPU;
             not combined with ``compile``. If a capture fails the engine logs why and runs
             eagerly.
+        backend: What runs the network (``metric_solver_ros.backends``): ``torch``,
+            ``openvino`` or ``onnxruntime`` (its ONNX export, made per input size on first use
+            and cached in ``onnx_cache_dir``), or ``auto`` (torch on CUDA; on the CPU OpenVINO
+            when installed and faster than torch on the first frame's encoder).
+        num_threads: CPU threads of torch and the ONNX runtimes (process-wide for torch); 0
+            picks ``backends.threads.default_num_threads()``; None leaves the defaults.
+        onnx_cache_dir: Where ONNX exports are kept (None: ``~/.cache/metric_solver_ros/onnx``).
     """
 
     def __init__(self, model: MetricSolver, device: str = 'auto', precision: str = 'auto',
                  input_size: int | None = None, resize_mode: str = 'keep_aspect',
                  flip_tta: bool = False, far_limit_m: float | None = None,
-                 compile: bool = False, cuda_graphs: bool = False) -> None:
+                 compile: bool = False, cuda_graphs: bool = False, backend: str = 'torch',
+                 num_threads: int | None = None, onnx_cache_dir: str | None = None,
+                 fusion: str = DEFAULT_FUSION) -> None:
         if compile and cuda_graphs:
             raise EngineError('compile and cuda_graphs exclude each other (torch.compile\'s '
                               'mode="reduce-overhead" captures its own graphs)')
+        try:
+            backend = check_backend(backend)
+            self.num_threads = resolve_num_threads(num_threads)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        if backend in GRAPH_BACKENDS and (compile or cuda_graphs):
+            raise EngineError(f'compile and cuda_graphs apply to backend torch, not {backend}')
+        if self.num_threads is not None:
+            apply_torch_threads(self.num_threads)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.config = model.config
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        # The ONNX runtimes take float32 graphs and inputs; the precision is their hint.
+        self._net_dtype = torch.float32 if backend in GRAPH_BACKENDS else self.dtype
+        self.model = model.to(device=self.device, dtype=self._net_dtype).eval()
         self.pool_m: tuple[float, ...] = tuple(float(a) for a in self.config.anchor_pool_m)
         self.input_size = int(input_size or min(self.config.input_size))
         if self.input_size < self.config.patch_size:
@@ -221,6 +245,9 @@ class DepthEngine:
         self.resize_mode = resize_mode
         self._flip_tta = bool(flip_tta)
         self.far_limit_m = far_limit_m
+        if fusion not in FUSION_RULES:
+            raise EngineError(f'fusion {fusion!r} is not one of {", ".join(FUSION_RULES)}')
+        self.fusion = fusion
         self._mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
         self._encode = self.model.encode
@@ -230,6 +257,33 @@ class DepthEngine:
             self._decode = torch.compile(self.model.decode)
         self._graphs = CudaGraphs() if cuda_graphs else None
         self._cache: _FrameCache | None = None
+        self._onnx_cache_dir = onnx_cache_dir
+        try:  # a GraphBackend (ONNX runtime) in place of the torch modules, or None
+            self._runtime, self._backend_note = open_runtime(
+                backend, self.model, self.device, self.dtype, self.num_threads, onnx_cache_dir,
+                requested_device=device)
+        except BackendError as exc:
+            raise EngineError(str(exc)) from None
+        # backend auto on the CPU: OpenVINO against torch, timed on the first frame
+        self._auto_pending = backend == 'auto' and self._runtime is not None
+        if self._runtime is not None and not self._auto_pending:
+            self._encode = self._runtime.encode
+
+    @property
+    def backend(self) -> str:
+        """What runs the network: ``torch``, ``openvino``, ``onnxruntime`` (``auto`` pending)."""
+        if self._auto_pending:
+            return 'auto'
+        return self._runtime.runtime if self._runtime is not None else 'torch'
+
+    @property
+    def backend_description(self) -> str:
+        """The backend with its runtime, device, precision, threads and ``auto``'s timing."""
+        if self._auto_pending:
+            return 'auto (undecided until the first frame)'
+        if self._runtime is not None:
+            return f'{self._backend_note}: {self._runtime.describe()}'
+        return self._backend_note
 
     @classmethod
     def from_checkpoint(cls, path: str | None = None, **kwargs) -> DepthEngine:
@@ -350,8 +404,14 @@ class DepthEngine:
         if self.device.type != 'cpu':
             old_device = self.device
             self.device, self.dtype = torch.device('cpu'), torch.float32
+            self._net_dtype = torch.float32
             self.model.to(device=self.device, dtype=self.dtype)
             self._mean, self._std = self._mean.cpu(), self._std.cpu()
+            if self._runtime is not None:  # ONNX Runtime on CUDA: its CPU provider now
+                self._runtime, _ = open_runtime(self._runtime.runtime, self.model, self.device,
+                                                self.dtype, self.num_threads,
+                                                self._onnx_cache_dir)
+                self._encode = self._runtime.encode
             if old_device.type == 'cuda':
                 torch.cuda.empty_cache()
             return f'moved from {old_device} to the CPU (fp32)'
@@ -362,7 +422,7 @@ class DepthEngine:
         """Turn the device running out of memory into EngineOutOfMemory, memory released."""
         try:
             yield
-        except _OOM_ERRORS as exc:
+        except OOM_ERRORS as exc:
             self._cache = None
             if self.device.type == 'cuda':
                 torch.cuda.empty_cache()
@@ -449,10 +509,15 @@ class DepthEngine:
         x = chw.float().div_(255.0)
         x = F.interpolate(x, size=net_hw, mode='bilinear', align_corners=False,
                           antialias=net_hw[0] < height or net_hw[1] < width)
-        x = ((x - self._mean) / self._std).to(self.dtype)
+        x = ((x - self._mean) / self._std).to(self._net_dtype)
         flipped = self.flip_tta
         if flipped:
             x = torch.cat([x, x.flip(-1)], dim=0)
+        if self._auto_pending:
+            self._auto_pending = False
+            self._runtime, self._backend_note = settle_auto(self._runtime, self.model.encode, x)
+            if self._runtime is not None:
+                self._encode = self._runtime.encode
         self._sync()
         encoded = time.perf_counter()
         if self.cuda_graphs:
@@ -476,34 +541,19 @@ class DepthEngine:
         start = time.perf_counter()
         count = len(anchors)
         anchors_t = torch.tensor(anchors, dtype=torch.float32, device=self.device)
-        features = cache.features
-        if cache.flipped:
-            # Batch: A anchors for the image, then A for its mirror (features batch 2 -> 2A).
-            features = tuple((t.repeat_interleave(count, 0), c.repeat_interleave(count, 0))
-                             for t, c in features)
-            anchors_net = anchors_t.repeat(2)
+        if self._runtime is not None:
+            # One decoder run per encoded image (and its mirror): the same image-major batch.
+            outputs = self._runtime.decode(cache.features, anchors_t, cache.patch_hw)
         else:
-            anchors_net = anchors_t
-        if self.cuda_graphs:
-            patch_hw = cache.patch_hw
-
-            def decode(*flat: torch.Tensor) -> dict[str, torch.Tensor]:
-                pairs = tuple(zip(flat[0:-1:2], flat[1:-1:2], strict=True))
-                return self._decode(pairs, flat[-1], patch_hw, check_anchors=False)
-
-            flat = tuple(t for pair in features for t in pair) + (anchors_net,)
-            # Static outputs, valid until this graph's next replay: every use below copies
-            # (float, interpolate) before returning.
-            outputs = self._graphs.run(('decode', patch_hw), decode, flat)
-        else:
-            outputs = self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
+            outputs = self._decode_torch(cache, anchors_t)
         fused = fuse and count > 1
+        rule = self.fusion  # once: another thread may change it
         logits = {}
         for key, value in outputs.items():
             value = value.float()
             if cache.flipped:
                 value = 0.5 * (value[:count] + value[count:].flip(-1))
-            if fused and key == 'd_tf_logit':
+            if fused and rule == 'finest' and key == 'd_tf_logit':
                 # Fusion reads the far map of the largest anchor only: upsample just that one
                 # (validate_anchors sorts the anchors ascending, so it is the last).
                 value = value[-1:]
@@ -511,9 +561,14 @@ class DepthEngine:
                                         align_corners=False)
         self._sync()
         decoded_at = time.perf_counter()
-        if fused:
+        if fused and rule == 'finest':
             depth, near, index = decode_fused(logits, anchors_t, self.config)
             depths, nears, indices, groups = depth, near, index, [anchors]
+        elif fused:
+            decoded = decode_outputs(logits, anchors_t, self.config)
+            depths = fuse_decoded(decoded, anchors_t, self.config, rule)
+            nears = decoded['near'].any(dim=0, keepdim=True)
+            indices, groups = None, [anchors]
         else:
             decoded = decode_outputs(logits, anchors_t, self.config)
             depths, nears, indices = decoded['depth_m'], decoded['near'], None
@@ -546,6 +601,31 @@ class DepthEngine:
             for i, group in enumerate(groups)
         ]
 
+    def _decode_torch(self, cache: _FrameCache, anchors_t: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+        """The torch modules' decoder batch: image-major, all anchors of each image."""
+        count = len(anchors_t)
+        features = cache.features
+        if cache.flipped:
+            # Batch: A anchors for the image, then A for its mirror (features batch 2 -> 2A).
+            features = tuple((t.repeat_interleave(count, 0), c.repeat_interleave(count, 0))
+                             for t, c in features)
+            anchors_net = anchors_t.repeat(2)
+        else:
+            anchors_net = anchors_t
+        if self.cuda_graphs:
+            patch_hw = cache.patch_hw
+
+            def decode(*flat: torch.Tensor) -> dict[str, torch.Tensor]:
+                pairs = tuple(zip(flat[0:-1:2], flat[1:-1:2], strict=True))
+                return self._decode(pairs, flat[-1], patch_hw, check_anchors=False)
+
+            flat = tuple(t for pair in features for t in pair) + (anchors_net,)
+            # Static outputs, valid until this graph's next replay: every use in
+            # _decode_cached copies (float, interpolate) before returning.
+            return self._graphs.run(('decode', patch_hw), decode, flat)
+        return self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
+
     def _back_project(self, depth_m: torch.Tensor, cache: _FrameCache,
                       request: PointsRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Organised camera-frame points [m] from depth and pinhole intrinsics, on the device."""
@@ -566,75 +646,6 @@ class DepthEngine:
         if request.with_rgb:
             rgb = cache.image[0, :, ::stride, ::stride].permute(1, 2, 0)
         return xyz, rgb
-
-
-class CudaGraphs:
-    """Captures a function of tensors as CUDA graphs, one per input signature, and replays them.
-
-    The first :meth:`run` with a new signature (a key plus the inputs' shapes and dtypes) warms
-    the function up on a side stream, captures it into a graph with static input buffers, and
-    keeps it; every later run copies the inputs into those buffers and replays the graph. Batch-1
-    inference is bound by kernel launches on GPUs; a replay launches the whole stage at once.
-
-    The returned outputs are the graph's static tensors: the next replay of the same graph
-    overwrites them, so callers consume or copy them first. Past ``max_graphs`` signatures, new
-    ones run eagerly. A capture that fails (an operation CUDA graphs cannot hold) sets
-    :attr:`error`, is logged once, and the caller should run eagerly from then on; running out of
-    memory is raised as usual.
-
-    Args:
-        max_graphs: Most graphs kept (each holds its own memory pool).
-    """
-
-    def __init__(self, max_graphs: int = MAX_CUDA_GRAPHS) -> None:
-        self.max_graphs = max_graphs
-        self.error: str | None = None
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, tuple, object]] = {}
-
-    def __len__(self) -> int:
-        return len(self._graphs)
-
-    def clear(self) -> None:
-        """Drop every graph (and its memory pool)."""
-        self._graphs.clear()
-
-    def run(self, key: tuple, fn, inputs: tuple[torch.Tensor, ...]):
-        """Return ``fn(*inputs)``, from a replayed graph where possible."""
-        signature = (key, tuple((tuple(t.shape), t.dtype, t.device) for t in inputs))
-        entry = self._graphs.get(signature)
-        if entry is None:
-            if self.error is not None or len(self._graphs) >= self.max_graphs:
-                return fn(*inputs)
-            entry = self._capture(fn, inputs)
-            if entry is None:
-                return fn(*inputs)
-            self._graphs[signature] = entry
-        graph, static_inputs, static_outputs = entry
-        for buffer, value in zip(static_inputs, inputs, strict=True):
-            buffer.copy_(value)
-        graph.replay()
-        return static_outputs
-
-    def _capture(self, fn, inputs: tuple[torch.Tensor, ...]):
-        static_inputs = tuple(t.clone() for t in inputs)
-        device = static_inputs[0].device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        try:
-            with torch.cuda.stream(side):  # lazy initialisation and kernel choices, not captured
-                for _ in range(2):
-                    fn(*static_inputs)
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_outputs = fn(*static_inputs)
-        except _OOM_ERRORS:
-            raise
-        except RuntimeError as exc:
-            self.error = str(exc).splitlines()[0][:200]
-            _LOG.warning('CUDA graph capture failed, running eagerly from now on: %s', self.error)
-            return None
-        return graph, static_inputs, static_outputs
 
 
 @dataclass

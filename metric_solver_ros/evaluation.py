@@ -10,7 +10,11 @@ The pipeline has three replaceable parts:
   :func:`topic_predictor` returns a depth topic recorded in the bag (``pred_topic``), with no
   model at all;
 * :func:`evaluate`, which scores every result at GT resolution with
-  :class:`metric_solver_ros.metrics.MetricAggregator`, and :func:`write_outputs`.
+  :class:`metric_solver_ros.metrics.MetricAggregator` (and, for consecutive frames, with
+  :class:`metric_solver_ros.temporal_metrics.TemporalSeries`), and :func:`write_outputs`.
+
+:class:`FilteredPredictor` runs each result of a predictor through its own
+:class:`metric_solver_ros.temporal_filter.TemporalFilter`, in frame order.
 
 Predictions whose resolution differs from the GT's are resized to it: depth bilinearly after the
 clip of :func:`metric_solver_ros.metrics.clip_prediction` (+inf counts as the cap), NaN pixels
@@ -20,8 +24,6 @@ near mask.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import pathlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,11 +37,10 @@ from metric_solver_ros.metrics import (
     DEFAULT_CAP_M,
     DEFAULT_MIN_DEPTH_M,
     DEPTH_BANDS_M,
-    METRIC_NAMES,
     MetricAggregator,
     clip_prediction,
-    valid_gt_mask,
 )
+from metric_solver_ros.temporal_metrics import TemporalSeries
 
 #: Anchors evaluated when none are given [m].
 DEFAULT_EVAL_ANCHORS_M: tuple[float, ...] = (2.0, 10.0, 40.0)
@@ -47,10 +48,8 @@ DEFAULT_EVAL_ANCHORS_M: tuple[float, ...] = (2.0, 10.0, 40.0)
 PRED_TOPIC_NAME = 'pred_topic'
 #: Result name of multi-anchor fusion.
 FUSION_NAME = 'fusion'
-#: Per-frame columns of ``metrics.csv`` after ``name, frame, frame_name, stamp_ns``.
-CSV_VALUE_COLUMNS = ('n_pixels', *METRIC_NAMES, 'pred_nan_fraction', 'mask_accuracy',
-                     'delta1_aligned', 'scale_ratio', 'gt_median_m', 'scale_error', 'scale_slope')
-
+#: Result name of the automatic anchor selection (``anchor_modes``, ``auto``).
+AUTO_NAME = 'auto'
 
 def anchor_name(anchor_m: float) -> str:
     """Return the result name of an anchor, e.g. ``anchor=2``, ``anchor=0.5`` (``%g`` format)."""
@@ -64,11 +63,14 @@ class Prediction(NamedTuple):
         depth_m: float HxW depth [m] (+inf too far, NaN undefined), any resolution.
         near: Optional bool HxW near mask of an anchor result.
         anchor_m: Anchor [m] the mask refers to (None: the mask is not scored).
+        decoded_m: Anchors [m] the depth was decoded at when they change from frame to frame
+            (automatic selection); a temporal filter resets when they do. None: fixed.
     """
 
     depth_m: np.ndarray
     near: np.ndarray | None = None
     anchor_m: float | None = None
+    decoded_m: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -82,6 +84,8 @@ class EvalFrame:
         stamp_ns: Header stamp of the image [ns], None for in-memory samples.
         name: Human-readable frame name.
         pred_depth_m: Depth [m] from a prediction topic of the bag, if one was paired.
+        pose_world_cam: 4x4 camera-to-world pose (from the bag's /tf), if known.
+        intrinsics: ``(fx, fy, cx, cy)`` [px] at the image resolution, if known.
     """
 
     index: int
@@ -90,6 +94,8 @@ class EvalFrame:
     stamp_ns: int | None = None
     name: str = ''
     pred_depth_m: np.ndarray | None = None
+    pose_world_cam: np.ndarray | None = None
+    intrinsics: tuple[float, float, float, float] | None = None
 
 
 #: A predictor maps a frame to named predictions.
@@ -102,7 +108,10 @@ class BagFrames:
     An image (``sensor_msgs/Image`` or ``CompressedImage``) becomes a frame when a GT depth
     message, and a prediction-topic message if one is named, lie within ``tolerance_ns`` of its
     header stamp (see :func:`metric_solver_ros.bagio.pair_by_stamp`). Images without partners are
-    skipped and counted in :attr:`stats`.
+    skipped and counted in :attr:`stats`. When the bag has ``/tf`` or ``/tf_static``, each
+    frame gets the pose of the image's ``header.frame_id`` at its stamp
+    (:class:`metric_solver_ros.bagtf.PoseLookup`, within ``tolerance_ns``); with ``info_topic``,
+    the intrinsics of its first CameraInfo.
 
     Args:
         path: Bag directory, ``.mcap`` or ``.db3`` file.
@@ -111,17 +120,29 @@ class BagFrames:
         pred_topic: Optional predicted depth topic (same encodings).
         tolerance_ns: Largest header-stamp difference of a pair [ns].
         max_frames: Keep the first frames only.
+        info_topic: Optional CameraInfo topic of the image.
+        poses: Read camera poses from the bag's tf topics.
     """
 
     def __init__(self, path: str | pathlib.Path, image_topic: str, depth_topic: str, *,
                  pred_topic: str | None = None, tolerance_ns: int = 20_000_000,
-                 max_frames: int | None = None) -> None:
-        from metric_solver_ros.bagio import SyncedReader
+                 max_frames: int | None = None, info_topic: str | None = None,
+                 poses: bool = True) -> None:
+        from metric_solver_ros.bagio import SyncedReader, first_message
+        from metric_solver_ros.bagtf import PoseLookup
 
         self.image_topic, self.depth_topic, self.pred_topic = image_topic, depth_topic, pred_topic
         others = [depth_topic] + ([pred_topic] if pred_topic else [])
         self.reader = SyncedReader(path, image_topic, others, tolerance_ns, max_frames)
         self.stats = self.reader.stats
+        self.tolerance_ns = tolerance_ns
+        self.poses = PoseLookup.from_bag(path) if poses else None
+        self.intrinsics = None
+        if info_topic:
+            from metric_solver_ros.conversions import camera_info_to_intrinsics
+
+            info = first_message(path, info_topic)
+            self.intrinsics = None if info is None else camera_info_to_intrinsics(info)
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -138,18 +159,30 @@ class BagFrames:
             is_compressed = hasattr(image_msg, 'format') and not hasattr(image_msg, 'encoding')
             image = compressed_to_rgb(image_msg) if is_compressed else image_to_rgb(image_msg)
             pred = (depth_image_to_m(synced.msgs[self.pred_topic]) if self.pred_topic else None)
+            pose = None
+            if self.poses is not None:
+                found = self.poses.lookup(image_msg.header.frame_id, synced.stamp_ns,
+                                          self.tolerance_ns)
+                pose = None if found is None else found[1]
             yield EvalFrame(
                 index=synced.index, image=image,
                 gt_depth_m=depth_image_to_m(synced.msgs[self.depth_topic]),
-                stamp_ns=synced.stamp_ns, name=str(synced.stamp_ns), pred_depth_m=pred)
+                stamp_ns=synced.stamp_ns, name=str(synced.stamp_ns), pred_depth_m=pred,
+                pose_world_cam=pose, intrinsics=self.intrinsics)
 
 
 def sample_frames(samples: Iterable[Any]) -> Iterator[EvalFrame]:
-    """Wrap Sample-like objects (``image``, ``depth_m``, optional ``name``) as frames."""
+    """Wrap Sample-like objects as frames.
+
+    Samples have ``image`` and ``depth_m``, optionally ``name``, ``intrinsics`` and
+    ``pose_world_cam``.
+    """
     for index, sample in enumerate(samples):
         yield EvalFrame(index=index, image=np.asarray(sample.image),
                         gt_depth_m=np.asarray(sample.depth_m, dtype=np.float32),
-                        name=str(getattr(sample, 'name', '') or index))
+                        name=str(getattr(sample, 'name', '') or index),
+                        pose_world_cam=getattr(sample, 'pose_world_cam', None),
+                        intrinsics=getattr(sample, 'intrinsics', None))
 
 
 def topic_predictor(frame: EvalFrame) -> dict[str, Prediction]:
@@ -165,21 +198,32 @@ class EnginePredictor:
     One encoder pass gives one result per anchor (``engine.infer_each``), named by
     :func:`anchor_name`, with its near mask scored against ``1[gt <= anchor]``. With ``fusion``,
     ``engine.redecode`` (re-using the cached encoder features) adds the multi-anchor fusion of
-    all anchors as result ``fusion``.
+    all anchors as result ``fusion``. With ``auto``, result ``auto`` is the depth at the anchor
+    an automatic selector (the node's ``auto`` mode) picked from the previous frames, also by
+    re-decoding, with the node's scale handover at switches (``anchor_modes.ScaleHandover``);
+    its switches are scored in :attr:`switches` (frames must come in order).
 
     Args:
         engine: A ``DepthEngine`` (``infer_each(image, anchors_m) -> list[DepthResult]``,
             ``redecode(anchors_m) -> DepthResult``; results have ``depth_m`` and ``near``).
         anchors_m: Anchors [m].
         fusion: Also evaluate the fusion of all anchors.
+        auto: An ``anchor_modes.AnchorSelector`` in its initial state, or None.
     """
 
-    def __init__(self, engine: Any, anchors_m: Sequence[float], fusion: bool = False) -> None:
+    def __init__(self, engine: Any, anchors_m: Sequence[float], fusion: bool = False,
+                 auto: Any = None) -> None:
+        from metric_solver_ros.anchor_metrics import AnchorSwitches
+        from metric_solver_ros.anchor_modes import ScaleHandover
+
         if not anchors_m:
             raise ValueError('at least one anchor is needed')
         self.engine = engine
         self.anchors_m = tuple(float(a) for a in anchors_m)
         self.fusion = fusion
+        self.auto = auto
+        self.switches = AnchorSwitches()
+        self.handover = ScaleHandover()
 
     def __call__(self, frame: EvalFrame) -> dict[str, Prediction]:
         """Return ``{anchor=<a>: Prediction}`` (and ``fusion``) for one frame."""
@@ -189,6 +233,49 @@ class EnginePredictor:
         if self.fusion:
             # The features of this frame are cached: fusion costs only a decoder call.
             out[FUSION_NAME] = Prediction(self.engine.redecode(self.anchors_m).depth_m)
+        if self.auto is not None:
+            anchor = self.auto.current_m
+            raw = self.engine.redecode((anchor,)).depth_m
+            previous = self.switches.anchors_m[-1] if self.switches.anchors_m else anchor
+            before = None if previous == anchor else self.engine.redecode((previous,)).depth_m
+            if before is not None:
+                self.handover.start(before, raw)
+            depth = self.handover.apply(raw)
+            self.switches.add(anchor, depth, before, raw)
+            self.auto.update(depth)
+            out[AUTO_NAME] = Prediction(depth, decoded_m=(anchor,))
+        return out
+
+
+class FilteredPredictor:
+    """A predictor whose every result goes through its own temporal filter, in frame order.
+
+    Args:
+        predictor: The predictor filtered.
+        mode: ``'off'``, ``'scale'`` or ``'full'`` (see :mod:`metric_solver_ros.temporal_filter`).
+        settings: Filter tuning (default: the filter's).
+    """
+
+    def __init__(self, predictor: Predictor, mode: str, settings: Any = None) -> None:
+        from metric_solver_ros.temporal_filter import MODES
+
+        if mode not in MODES:
+            raise ValueError(f'temporal filter mode must be one of {MODES}, got {mode!r}')
+        self.predictor, self.mode, self.settings = predictor, mode, settings
+        self.filters: dict[str, Any] = {}
+
+    def __call__(self, frame: EvalFrame) -> dict[str, Prediction]:
+        """Return the predictor's results with filtered depth (masks unchanged)."""
+        from metric_solver_ros.temporal_filter import TemporalFilter
+
+        out = {}
+        for name, prediction in self.predictor(frame).items():
+            prediction = Prediction(*prediction)
+            flt = self.filters.get(name)
+            if flt is None:
+                flt = self.filters[name] = TemporalFilter(self.mode, self.settings)
+            anchor = prediction.decoded_m if prediction.decoded_m else prediction.anchor_m
+            out[name] = prediction._replace(depth_m=flt.apply(prediction.depth_m, anchor))
         return out
 
 
@@ -283,6 +370,8 @@ class EvalResult:
         cap_m: GT cap [m].
         consistency: Consistency across the anchor results (None with fewer than two).
         far: ``{result name: far (sky) decisions}``.
+        temporal: ``{result name: temporal metrics}`` (empty unless asked for).
+        extra: More sections of ``metrics.json`` (e.g. ``anchor_switches``).
     """
 
     results: dict[str, MetricAggregator]
@@ -292,6 +381,8 @@ class EvalResult:
     cap_m: float
     consistency: AnchorConsistency | None = None
     far: dict[str, FarDecisions] = field(default_factory=dict)
+    temporal: dict[str, TemporalSeries] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Return the ``metrics.json`` content without ``config`` (see :func:`write_outputs`)."""
@@ -316,6 +407,9 @@ class EvalResult:
         }
         if self.consistency is not None and self.consistency.per_frame:
             data['anchor_consistency'] = self.consistency.summary()
+        if self.temporal:
+            data['temporal'] = {n: t.summary() for n, t in self.temporal.items()}
+        data.update(self.extra)
         return data
 
 
@@ -331,7 +425,8 @@ def _example_indices(total: int | None, count: int) -> set[int]:
 def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
              min_depth_m: float = DEFAULT_MIN_DEPTH_M, cap_m: float = DEFAULT_CAP_M,
              examples: int = 3, total: int | None = None,
-             progress: bool | None = None) -> EvalResult:
+             progress: bool | None = None, temporal: bool = False,
+             static_camera: bool = False) -> EvalResult:
     """Run ``predictor`` on every frame and score each result against the GT.
 
     Args:
@@ -343,6 +438,10 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
         total: Number of frames, if known (progress bar and example spread; default
             ``len(frames)`` when it has one).
         progress: Show a tqdm bar; None shows it only on a terminal.
+        temporal: The frames are consecutive (a bag, a sequence): also score each result
+            over time (:mod:`metric_solver_ros.temporal_metrics`).
+        static_camera: The user states the camera is still (temporal metrics of frames
+            without poses).
 
     Returns:
         The aggregated results.
@@ -354,6 +453,7 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
     keep = _example_indices(total, examples)
     results: dict[str, MetricAggregator] = {}
     far: dict[str, FarDecisions] = {}
+    series: dict[str, TemporalSeries] = {}
     consistency = AnchorConsistency(min_depth_m=min_depth_m, cap_m=cap_m)
     kept: list[Example] = []
     count = 0
@@ -371,6 +471,7 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
             example = Example(frame.index, frame.name, image, gt)
             kept.append(example)
         by_anchor: dict[float, np.ndarray] = {}
+        intrinsics = _intrinsics_at(frame, gt.shape)
         for name, prediction in predictor(frame).items():
             prediction = Prediction(*prediction)
             far.setdefault(name, FarDecisions(min_depth_m=min_depth_m)).add(
@@ -385,256 +486,25 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
                 results[name] = aggregator
             record = aggregator.add(prediction.depth_m, gt, prediction.near)
             record.update(frame=frame.index, frame_name=frame.name, stamp_ns=frame.stamp_ns)
+            if temporal:
+                series.setdefault(name, TemporalSeries(
+                    min_depth_m=min_depth_m, cap_m=cap_m, static_camera=static_camera)).add(
+                    prediction.depth_m, gt, frame.pose_world_cam, intrinsics)
             if example is not None:
                 example.depth_m[name] = prediction.depth_m
         if len(by_anchor) >= 2:
             consistency.add(by_anchor, gt)
         count += 1
-    return EvalResult(results, count, kept, min_depth_m, cap_m, consistency, far)
+    return EvalResult(results, count, kept, min_depth_m, cap_m, consistency, far, series)
 
 
-def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars, paths and non-finite floats (-> None) for strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
+def _intrinsics_at(frame: EvalFrame, shape: tuple[int, int]) -> tuple[float, ...] | None:
+    """The frame's intrinsics at the GT resolution ``shape`` (H, W), or None."""
+    if frame.intrinsics is None:
         return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+    from metric_solver_ros.conversions import scale_intrinsics
 
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    """Format a metric for tables ('-' for None)."""
-    return '-' if value is None else f'{value:.{digits}f}'
-
-
-def write_outputs(result: EvalResult, out_dir: str | pathlib.Path,
-                  config: Mapping[str, Any] | None = None) -> dict[str, pathlib.Path]:
-    """Write ``metrics.json``, ``metrics.csv``, ``report.md`` and its PNG plots.
-
-    Args:
-        result: What :func:`evaluate` returned.
-        out_dir: Output directory (created if needed; files are overwritten).
-        config: Run configuration stored under ``config`` in ``metrics.json``.
-
-    Returns:
-        ``{'json', 'csv', 'report', <plot names>...: path}``.
-    """
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = result.to_json()
-    data['config'] = dict(config or {})
-    paths = {'json': out / 'metrics.json', 'csv': out / 'metrics.csv', 'report': out / 'report.md'}
-    paths['json'].write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + '\n')
-    _write_csv(result, paths['csv'])
-    plots = write_plots(result, out)
-    paths.update(plots)
-    paths['report'].write_text(_report_markdown(result, data, plots))
-    return paths
-
-
-def _write_csv(result: EvalResult, path: pathlib.Path) -> None:
-    """One row per result and frame, then the ``mean`` and ``pixel_mean`` rows of each result."""
-    with path.open('w', newline='') as stream:
-        writer = csv.writer(stream)
-        writer.writerow(['name', 'frame', 'frame_name', 'stamp_ns', *CSV_VALUE_COLUMNS])
-        for name, aggregator in result.results.items():
-            for record in aggregator.per_frame:
-                writer.writerow([name, record['frame'], record['frame_name'],
-                                 '' if record['stamp_ns'] is None else record['stamp_ns'],
-                                 *(_csv_value(record.get(c)) for c in CSV_VALUE_COLUMNS)])
-            for label, values in (('mean', aggregator.frame_mean()),
-                                  ('pixel_mean', aggregator.pixel_mean())):
-                writer.writerow([name, label, '', '',
-                                 *(_csv_value(values.get(c)) for c in CSV_VALUE_COLUMNS)])
-
-
-def _csv_value(value: Any) -> str:
-    """Format a CSV cell: empty for None, repr-exact floats."""
-    if value is None:
-        return ''
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
-def write_plots(result: EvalResult, out: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Draw the report's PNGs with matplotlib's Agg canvas (no pyplot, no display).
-
-    Args:
-        result: Evaluation result.
-        out: Directory for the PNGs.
-
-    Returns:
-        ``{plot name: path}``: ``abs_rel_vs_depth``, ``summary`` and ``example_<index>``.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
-
-    paths: dict[str, pathlib.Path] = {}
-    if not result.results:
-        return paths
-
-    fig = Figure(figsize=(7, 4), layout='constrained')
-    ax = fig.add_subplot()
-    top = 0.0
-    for name, aggregator in result.results.items():
-        centres, abs_rel, _ = aggregator.abs_rel_curve()
-        ax.plot(centres, abs_rel, marker='o', markersize=3, label=name)
-        top = max(top, float(np.nanmax(abs_rel, initial=0.0)))
-    ax.set_xscale('log')
-    plain = FuncFormatter(lambda value, _: f'{value:g}')
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.tick_params(axis='x', which='minor', labelsize=7)
-    ax.set_ylim(0.0, 1.15 * top if top > 0 else 1.0)
-    ax.set_xlabel('ground-truth depth [m]')
-    ax.set_ylabel('AbsRel (pixels pooled)')
-    ax.set_title('AbsRel versus GT depth')
-    ax.grid(True, which='both', alpha=0.3)
-    ax.legend()
-    paths['abs_rel_vs_depth'] = out / 'abs_rel_vs_depth.png'
-    fig.savefig(paths['abs_rel_vs_depth'], dpi=100)
-
-    names = list(result.results)
-    means = [result.results[n].frame_mean() for n in names]
-    fig = Figure(figsize=(max(7.0, 1.2 * len(names) + 3), 3.5), layout='constrained')
-    for k, metric in enumerate(('delta1', 'abs_rel')):
-        ax = fig.add_subplot(1, 2, k + 1)
-        values = [np.nan if m[metric] is None else m[metric] for m in means]
-        bars = ax.bar(range(len(names)), values, color='tab:green' if k == 0 else 'tab:red')
-        ax.bar_label(bars, fmt='%.3f', fontsize=8)
-        ax.set_xticks(range(len(names)), names, rotation=30, ha='right')
-        ax.set_title(f'{metric} (frame mean)')
-        if metric == 'delta1':
-            ax.set_ylim(0, 1.05)
-    paths['summary'] = out / 'summary.png'
-    fig.savefig(paths['summary'], dpi=100)
-
-    for example in result.examples:
-        key = f'example_{example.index:04d}'
-        paths[key] = out / f'{key}.png'
-        _example_figure(example, result.min_depth_m, result.cap_m).savefig(paths[key], dpi=100)
-    return paths
-
-
-def _example_figure(example: Example, min_depth_m: float, cap_m: float) -> Any:
-    """Rows per result: image | prediction | GT | |error|; depth and error scales shared."""
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
-    gt = example.gt_depth_m
-    valid = valid_gt_mask(gt, min_depth_m, cap_m)
-    vmax = float(gt[valid].max()) if valid.any() else cap_m
-    gt_shown = np.where(valid, gt, np.nan)
-    errors = {name: np.where(valid, np.abs(clip_prediction(d, min_depth_m, cap_m) - gt), np.nan)
-              for name, d in example.depth_m.items()}
-    emax = max([float(np.nanmax(e)) for e in errors.values() if np.isfinite(e).any()] or [1.0])
-    depth_cmap = colormaps['turbo'].with_extremes(bad='0.6')
-    error_cmap = colormaps['magma'].with_extremes(bad='0.6')
-    rows = max(1, len(example.depth_m))
-    height, width = gt.shape
-    fig = Figure(figsize=(12, 3.2 * rows * max(0.5, height / width) + 0.6), layout='constrained')
-    axes = fig.subplots(rows, 4, squeeze=False)
-    for row, (name, depth) in enumerate(example.depth_m.items() or [('', None)]):
-        axes[row, 0].imshow(example.image)
-        axes[row, 0].set_title(f'frame {example.name}', fontsize=9)
-        if depth is not None:
-            shown = clip_prediction(depth, min_depth_m, cap_m)
-            image = axes[row, 1].imshow(shown, cmap=depth_cmap, vmin=0.0, vmax=vmax)
-            axes[row, 1].set_title(f'{name} [m]', fontsize=9)
-            error = axes[row, 3].imshow(errors[name], cmap=error_cmap, vmin=0.0, vmax=emax)
-            axes[row, 3].set_title('|prediction - GT| [m]', fontsize=9)
-            fig.colorbar(error, ax=axes[row, 3], shrink=0.8)
-        image = axes[row, 2].imshow(gt_shown, cmap=depth_cmap, vmin=0.0, vmax=vmax)
-        axes[row, 2].set_title('ground truth [m] (grey: not scored)', fontsize=9)
-        fig.colorbar(image, ax=axes[row, 1:3].tolist(), shrink=0.8)
-        for ax in axes[row]:
-            ax.set_axis_off()
-    return fig
-
-
-def _report_markdown(result: EvalResult, data: Mapping[str, Any],
-                     plots: Mapping[str, pathlib.Path]) -> str:
-    """Return ``report.md``: configuration, tables and the plots (paths relative to it)."""
-    config = data.get('config', {})
-    lines = ['# Metric-Solver evaluation', '']
-    source = config.get('bag') or (f"synthetic {config.get('synthetic')}"
-                                   if config.get('synthetic') else 'in-memory frames')
-    lines += [f'- source: `{source}`', f'- frames: {result.frames}',
-              f'- valid GT: finite, {result.min_depth_m:g} m < GT <= {result.cap_m:g} m (cap), '
-              'at GT resolution; predictions clipped to the same range, NaN counted as wrong',
-              '- headline: mean over frames; "pixel mean" pools all valid pixels']
-    for key in ('checkpoint', 'device', 'flip_tta', 'image_topic', 'depth_topic', 'pred_topic'):
-        if config.get(key) not in (None, ''):
-            lines.append(f'- {key}: `{config[key]}`')
-    header = ['result', *METRIC_NAMES, 'mask acc', 'NaN frac', 'd1 median-aligned', 'scale err',
-              'scale slope']
-    for title, table in (('Mean over frames (headline)', data['results']),
-                         ('Pixel mean (all valid pixels pooled)', data['pixel_mean'])):
-        lines += ['', f'## {title}', '', '| ' + ' | '.join(header) + ' |',
-                  '|' + '---|' * len(header)]
-        for name, values in table.items():
-            cells = [_fmt(values.get(m), 3 if m == 'silog' else 4) for m in METRIC_NAMES]
-            cells += [_fmt(values.get(k)) for k in ('mask_accuracy', 'pred_nan_fraction',
-                                                     'delta1_aligned', 'scale_error',
-                                                     'scale_slope')]
-            lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
-    lines += ['', '## Per GT depth band (pixels pooled)', '']
-    band_names = [name for name, _, _ in DEPTH_BANDS_M]
-    lines += ['| result | metric | ' + ' | '.join(f'{b} m' for b in band_names) + ' |',
-              '|' + '---|' * (len(band_names) + 2)]
-    for name, bands in data['bands'].items():
-        for metric in ('delta1', 'abs_rel', 'rmse', 'n_pixels'):
-            cells = [str(bands[b][metric]) if metric == 'n_pixels' else _fmt(bands[b][metric])
-                     for b in band_names]
-            lines.append(f'| {name} | {metric} | ' + ' | '.join(cells) + ' |')
-    lines += _consistency_markdown(data.get('anchor_consistency'))
-    lines += _far_markdown(data['far_decisions'])
-    lines += ['', '## Plots', '']
-    for key, path in plots.items():
-        lines += [f'![{key}]({path.name})', '']
-    return '\n'.join(lines) + '\n'
-
-
-def _consistency_markdown(consistency: Mapping[str, Any] | None) -> list[str]:
-    """Report section on anchor consistency (empty without it)."""
-    if not consistency:
-        return []
-    anchors = ', '.join(f'{a:g}' for a in consistency['anchors_m'])
-    lines = ['', '## Anchor consistency', '',
-             f'Anchors {anchors} m, {consistency["frames"]} frames. `scale_spread`: max / min '
-             'over the anchors of the median predicted depth (1.0 = the same world at every '
-             'anchor); `pixel_log_spread`: per-pixel max - min of ln depth, median over pixels. '
-             'Means over frames.', '',
-             '| band | scale_spread | pixel_log_spread | frames |', '|---|---|---|---|',
-             f'| all | {_fmt(consistency["scale_spread"])} | '
-             f'{_fmt(consistency["pixel_log_spread"])} | {consistency["frames"]} |']
-    for band, values in consistency['bands'].items():
-        lines.append(f'| {band} m | {_fmt(values["scale_spread"])} | '
-                     f'{_fmt(values["pixel_log_spread"])} | {values["frames"]} |')
-    return lines
-
-
-def _far_markdown(far: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Report section on far (sky) decisions, for results that saw GT sky."""
-    rows = {name: values for name, values in far.items() if values['sky_pixels']}
-    lines = ['', '## Far decisions (sky)', '']
-    if not rows:
-        return [*lines, 'No GT sky (+inf) pixels in these frames.']
-    limits = next(iter(rows.values()))['curve']['far_limit_m']
-    lines += ['Share of GT sky pixels predicted beyond a far limit (+inf counts) and of GT '
-              'surfaces (finite GT) predicted beyond it (lost as "too far"); "+inf" is what the '
-              'model itself calls beyond its range.', '',
-              '| result | sky px | ' + ' | '.join(
-                  '+inf' if v is None else f'> {v:g} m' for v in limits) + ' |',
-              '|' + '---|' * (len(limits) + 2)]
-    for name, values in rows.items():
-        sky = ' | '.join(_fmt(v, 3) for v in values['curve']['sky_beyond'])
-        surface = ' | '.join(_fmt(v, 4) for v in values['curve']['surface_beyond'])
-        lines += [f'| {name}: sky | {values["sky_pixels"]} | {sky} |',
-                  f'| {name}: surfaces | {values["surface_pixels"]} | {surface} |']
-    return lines
+    height, width = np.asarray(frame.image).shape[:2]
+    if (height, width) == tuple(shape):
+        return tuple(float(v) for v in frame.intrinsics)
+    return scale_intrinsics(frame.intrinsics, (width, height), (shape[1], shape[0]))

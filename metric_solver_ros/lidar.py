@@ -1,6 +1,6 @@
 """LiDAR ground truth for a camera: PointCloud2 in and out, projection into the image, coverage.
 
-A cloud's points, moved into the camera's optical frame (``tf_tree.TfTree.lookup``), are
+A cloud's points, moved into the camera's optical frame (``bagtf.PoseLookup.transform``), are
 projected with the camera's intrinsics (``conversions.camera_info_to_intrinsics``: binning and
 region of interest applied as the node applies them) to the pixel whose centre is nearest
 (pixel centres at integer coordinates); where several points fall on one pixel the nearest
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from metric_solver_ros.bagio import POINT_CLOUD2
 from metric_solver_ros.conversions import MessageError
 
-POINT_CLOUD2 = 'sensor_msgs/msg/PointCloud2'
 #: sensor_msgs/PointField datatype -> numpy kind.
 POINTFIELD_DTYPES: dict[int, str] = {1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4',
                                      7: 'f4', 8: 'f8'}
@@ -122,6 +122,12 @@ def xyz_to_cloud_msg(xyz_m: np.ndarray, stamp_ns: int, frame_id: str,
         header=header, height=1, width=n, fields=fields, is_bigendian=False,
         point_step=layout.itemsize, row_step=layout.itemsize * n,
         data=points.view(np.uint8).reshape(-1), is_dense=True)
+
+
+def transform_points(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 rigid transform to points [N, 3] (same dtype out as in)."""
+    rotation = transform[:3, :3].astype(points.dtype)
+    return points @ rotation.T + transform[:3, 3].astype(points.dtype)
 
 
 @dataclass(frozen=True)

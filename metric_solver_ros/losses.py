@@ -46,6 +46,12 @@ Decisions the paper leaves open:
     (train such a model with a fixed anchor, e.g. 80 m, for the paper's baseline).
 
   Both use :func:`~metric_solver_ros.model.representation.capped_near_target`.
+- **Censored depths** (``label_cap_m > 0``; distillation from a teacher whose depth saturates at
+  its maximum, ``docs/DISTILL.md``): a pixel at or beyond the cap is known only to lie beyond
+  it. It is never a near or SILog pixel. For an anchor below the cap it is taught as far (mask
+  target 0) and its far prediction only as a bound: ``relu(d_tf - exp(-k (cap - a)))^2``
+  (a depth of at least the cap costs nothing). For an anchor at or above the cap nothing is
+  known about it: it is left out of every term.
 """
 
 from __future__ import annotations
@@ -77,12 +83,15 @@ class LossWeights:
         tf: Weight of the far-depth L2 term ``lambda_tf``.
         mask: Weight of the mask BCE term ``lambda_m``.
         silog: Weight of the auxiliary scale-invariant log term (not in the paper; 0 = off).
+        consistency: Weight of the cross-anchor consistency term (not in the paper; 0 = off;
+            > 0: each image is decoded at two anchors, see :func:`consistency_loss`).
     """
 
     sn: float = 1.0
     tf: float = 1.0
     mask: float = 0.05
     silog: float = 0.0
+    consistency: float = 0.0
 
 
 def resize_depth_nearest(depth_m: Tensor, size_hw: tuple[int, int]) -> Tensor:
@@ -151,8 +160,8 @@ def silog_loss(pred_m: Tensor, depth_m: Tensor, valid: Tensor,
 
 
 def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: Tensor,
-                       config: MetricSolverConfig,
-                       weights: LossWeights | None = None) -> dict[str, Tensor]:
+                       config: MetricSolverConfig, weights: LossWeights | None = None,
+                       label_cap_m: float = 0.0) -> dict[str, Tensor]:
     """Compute the Metric-Solver training loss of one batch (module docstring: the choices).
 
     Args:
@@ -163,42 +172,61 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
         anchors_m: Anchor depth [m] of each image, shape [B].
         config: The model config (``k``, ``mask_head``, ``far_head``).
         weights: Term weights (default: the paper's 1.0, 1.0, 0.05, no SILog).
+        label_cap_m: Depths >= this [m] are lower bounds ("censored", e.g. a teacher's
+            saturated maximum; 0: none): see the module docstring.
 
     Returns:
         float32 scalars: ``'loss'`` (the weighted total, differentiable), ``'loss_sn'``,
-        ``'loss_tf'``, ``'loss_mask'`` and ``'loss_silog'`` (unweighted terms; 0 for a term the
-        config drops or whose weight is 0), and ``'near_fraction'`` (near pixels / valid pixels,
-        detached; a monitor of the sampled anchors).
+        ``'loss_tf'``, ``'loss_mask'``, ``'loss_silog'`` and ``'loss_consistency'`` (unweighted
+        terms; 0 for a term the config drops or whose weight is 0), and ``'near_fraction'``
+        (near pixels / valid pixels, detached; a monitor of the sampled anchors).
     """
     weights = weights or LossWeights()
     d_sn_logit = outputs['d_sn_logit']
     batch = d_sn_logit.shape[0]
     depth = resize_depth_nearest(depth_m.to(d_sn_logit.device), tuple(d_sn_logit.shape[-2:]))
+    paired = weights.consistency > 0
+    if paired:
+        if batch != 2 * depth.shape[0]:
+            raise ValueError(f'the consistency term needs every image at two anchors: {batch} '
+                             f'outputs for {depth.shape[0]} depth maps')
+        depth = depth.repeat(2, 1, 1, 1)
     if depth.shape[0] != batch:
         raise ValueError(f'depth batch {depth.shape[0]} != output batch {batch}')
     a = anchors_m.to(device=depth.device, dtype=torch.float32).reshape(-1, 1, 1, 1)
     if a.shape[0] != batch:
         raise ValueError(f'{a.shape[0]} anchors for a batch of {batch}; need one per image')
     targets = depth_to_targets(depth, a, config.k)
-    valid = targets['valid']
+    valid, near_valid, far_valid = targets['valid'], targets['near_valid'], targets['far_valid']
+    censored = torch.zeros_like(valid)
+    beyond = censored  # censored pixels known to lie beyond their image's anchor
+    if label_cap_m > 0:
+        censored = valid & (depth >= label_cap_m)
+        beyond = censored & (a < label_cap_m)
+        near_valid, far_valid = near_valid & ~censored, far_valid & ~censored
+    known = valid & (~censored | beyond)  # the pixels whose mask target is known
     zero = torch.zeros((), dtype=torch.float32, device=depth.device)
 
     d_sn = torch.sigmoid(d_sn_logit.float())
     if config.mask_head and config.far_head:
-        loss_sn = masked_mean((d_sn - targets['d_sn']) ** 2, targets['near_valid'])
+        loss_sn = masked_mean((d_sn - targets['d_sn']) ** 2, near_valid)
     else:  # truncated / capped near target over every valid pixel (sky: d / a = inf -> 1)
-        loss_sn = masked_mean((d_sn - capped_near_target(depth, a)) ** 2, valid)
+        capped_known = valid & ~(censored & (a > label_cap_m))  # min(d, a) / a is 1 there
+        loss_sn = masked_mean((d_sn - capped_near_target(depth, a)) ** 2, capped_known)
 
     if config.far_head:
         d_tf = torch.sigmoid(outputs['d_tf_logit'].float())
-        loss_tf = masked_mean((d_tf - targets['d_tf']) ** 2, targets['far_valid'])
+        # A censored pixel lies beyond the cap: its d_tf is at most the cap's (one-sided).
+        bound = torch.exp(-config.k * (label_cap_m - a)) if label_cap_m > 0 else zero
+        error = torch.where(beyond, F.relu(d_tf - bound) ** 2, (d_tf - targets['d_tf']) ** 2)
+        loss_tf = masked_mean(error, far_valid | beyond)
     else:
         loss_tf = zero
 
     if config.mask_head:
         bce = F.binary_cross_entropy_with_logits(
             outputs['mask_logit'].float(), targets['mask'], reduction='none')
-        loss_mask = masked_mean(bce, valid)
+        loss_mask = masked_mean(bce, known)
     else:
         loss_mask = zero
 
@@ -211,17 +239,51 @@ def metric_solver_loss(outputs: dict[str, Tensor], depth_m: Tensor, anchors_m: T
         # have a log error the fused depth could reduce: both are "infinitely far" to it.
         reach_m = anchors_m.float().reshape(-1, 1, 1, 1).to(depth.device) + far_limit_m(
             0.0, config.k, config.d_tf_eps)  # (the far limit is the anchor plus this)
-        finite = valid & torch.isfinite(depth) & (depth <= reach_m)
+        finite = valid & ~censored & torch.isfinite(depth) & (depth <= reach_m)
         loss_silog = silog_loss(soft_fused_depth(outputs, anchors_m, config), depth, finite)
 
+    loss_consistency = consistency_loss(outputs, anchors_m, depth, config) if paired else zero
+
     loss = (weights.sn * loss_sn + weights.tf * loss_tf + weights.mask * loss_mask
-            + weights.silog * loss_silog)
-    near_fraction = (targets['near_valid'].sum() / valid.sum().clamp(min=1)).float().detach()
+            + weights.silog * loss_silog + weights.consistency * loss_consistency)
+    near_fraction = (near_valid.sum() / valid.sum().clamp(min=1)).float().detach()
     return {
         'loss': loss,
         'loss_sn': loss_sn,
         'loss_tf': loss_tf,
         'loss_mask': loss_mask,
         'loss_silog': loss_silog,
+        'loss_consistency': loss_consistency,
         'near_fraction': near_fraction,
     }
+
+
+def consistency_loss(outputs: dict[str, Tensor], anchors_m: Tensor, depth_m: Tensor,
+                     config: MetricSolverConfig) -> Tensor:
+    """Cross-anchor consistency: the same images decoded at two anchors should agree.
+
+    ``outputs`` hold 2B decodes: images ``0..B-1`` at the anchors ``anchors_m[:B]``, then the
+    same images at ``anchors_m[B:]`` (``MetricSolver.decode`` with A = 2 Bf). The term is the
+    mean over the trusted pixels of ``(ln p1 - ln p2) ** 2``, ``p`` the differentiable
+    :func:`soft_fused_depth` of each decode. Trusted: finite valid GT within both anchors' reach
+    (the representation says nothing beyond ``a + ln(1 / d_tf_eps) / k``); both decodes get the
+    gradient.
+
+    Args:
+        outputs: Logits of the 2B decodes, each [2B, 1, h, w], all three heads.
+        anchors_m: The 2B anchors [m].
+        depth_m: GT depth [m] at the output resolution, [2B, 1, h, w] (the B maps twice).
+        config: The model config.
+
+    Returns:
+        float32 scalar (0 when no pixel is trusted).
+    """
+    if not (config.mask_head and config.far_head):
+        raise ValueError('the consistency term needs the mask and far heads (the fused depth)')
+    half = depth_m.shape[0] // 2
+    a = anchors_m.float().reshape(-1, 1, 1, 1).to(depth_m.device)
+    reach_m = torch.minimum(a[:half], a[half:]) + far_limit_m(0.0, config.k, config.d_tf_eps)
+    depth = depth_m[:half].float()
+    trusted = (depth > 0) & torch.isfinite(depth) & (depth <= reach_m)
+    log_p = torch.log(soft_fused_depth(outputs, anchors_m, config).clamp(min=1e-6))
+    return masked_mean((log_p[:half] - log_p[half:]) ** 2, trusted)

@@ -62,6 +62,11 @@ METRIC_NAMES: tuple[str, ...] = (
 DEFAULT_MIN_DEPTH_M = 1e-3
 #: Default evaluation cap [m] (the paper's outdoor cap; use 10 indoors).
 DEFAULT_CAP_M = 80.0
+#: The paper's indoor evaluation cap [m].
+INDOOR_CAP_M = 10.0
+#: Largest share of a scene's GT beyond :data:`INDOOR_CAP_M` for which it counts as indoors
+#: (its 95th percentile within the indoor cap).
+INDOOR_FAR_SHARE = 0.05
 #: Weight of the squared-mean term in SILog (1.0: the variance of the log error).
 SILOG_LAMBDA = 1.0
 #: GT depth bands (name, lo, hi) [m]; a pixel belongs to a band when lo < g <= hi.
@@ -89,6 +94,29 @@ def _check_limits(min_depth_m: float, cap_m: float) -> None:
     if not (0.0 < min_depth_m < cap_m < math.inf):
         raise ValueError(
             f'need 0 < min_depth < cap < inf, got min_depth={min_depth_m} m, cap={cap_m} m')
+
+
+def suggested_cap_m(gt_m: np.ndarray, min_depth_m: float = DEFAULT_MIN_DEPTH_M
+                    ) -> tuple[float, float] | None:
+    """The paper's cap that fits a scene: indoor when its GT lies within the indoor cap.
+
+    Args:
+        gt_m: Ground-truth depth [m], any shape; NaN and values <= ``min_depth_m`` are no GT,
+            +inf (sky, too far) is GT beyond any cap.
+        min_depth_m: Exclusive lower GT limit [m].
+
+    Returns:
+        ``(cap [m], share of the GT beyond INDOOR_CAP_M)``: :data:`INDOOR_CAP_M` when that share
+        is at most :data:`INDOOR_FAR_SHARE`, else :data:`DEFAULT_CAP_M`; None without GT.
+    """
+    gt_m = np.asarray(gt_m)
+    with np.errstate(invalid='ignore'):
+        total = int(np.count_nonzero(gt_m > min_depth_m))  # NaN compares False
+        far = int(np.count_nonzero(gt_m > INDOOR_CAP_M))
+    if not total:
+        return None
+    share = far / total
+    return (INDOOR_CAP_M if share <= INDOOR_FAR_SHARE else DEFAULT_CAP_M), share
 
 
 def valid_gt_mask(gt_m: np.ndarray, min_depth_m: float = DEFAULT_MIN_DEPTH_M,

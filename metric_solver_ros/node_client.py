@@ -1,7 +1,8 @@
 """Drive a running ``metric_solver`` node from Python: start it, feed it, record its outputs.
 
 Used by the demo, ``metric-solver replay``, the load benchmark and the integration tests, so that
-all of them talk to the node the same way (real rclpy, real DDS).
+all of them talk to the node the same way (real rclpy, real DDS). rclpy is imported only inside
+the functions that need it, so :func:`percentiles` and :class:`NodeProcess` work without it.
 """
 
 from __future__ import annotations
@@ -9,25 +10,46 @@ from __future__ import annotations
 import array
 import os
 import pathlib
+import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from metric_solver_ros.bagio import DEPTH_INFO, IMAGE, POINT_CLOUD2
+from metric_solver_ros.process_life import ExitWatchdog
+
+#: The node's outputs a :class:`ReplayLink` can receive: key -> (topic below the namespace,
+#: message type).
+NODE_OUTPUTS = {'depth': ('depth', IMAGE), 'anchor_mask': ('anchor_mask', IMAGE),
+                'depth_info': ('depth_info', DEPTH_INFO), 'points': ('points', POINT_CLOUD2)}
+#: History kept per output subscription of a :class:`ReplayLink` (reliable), far more than the
+#: node publishes at once.
+OUTPUT_QUEUE_DEPTH = 100
+
 
 class NodeProcess:
-    """``depth_node`` in a subprocess; output captured in a log file."""
+    """``depth_node`` (or ``depth_lifecycle_node``) in a subprocess; output in a log file.
+
+    Args:
+        ros_args: Arguments after ``--ros-args``.
+        log_path: Where the process's stdout and stderr go.
+        env: Extra environment variables.
+        lifecycle: Start the lifecycle node (``metric_solver_ros.lifecycle_node``).
+    """
 
     def __init__(self, ros_args: list[str], log_path: pathlib.Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, lifecycle: bool = False) -> None:
         self.log_path = log_path
         self._log = open(log_path, 'w')  # noqa: SIM115 - closed in stop()
-        command = [sys.executable, '-m', 'metric_solver_ros.node', '--ros-args', *ros_args]
+        module = 'metric_solver_ros.lifecycle_node' if lifecycle else 'metric_solver_ros.node'
+        command = [sys.executable, '-m', module, '--ros-args', *ros_args]
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                         env={**os.environ, 'PYTHONUNBUFFERED': '1',
                                              **(env or {})})
@@ -54,8 +76,6 @@ class NodeProcess:
                 self.process.wait()
         elapsed = time.monotonic() - start
         self._log.close()
-        from metric_solver_ros.node import ExitWatchdog
-
         output = self.output()
         if ExitWatchdog.MESSAGE in output:  # exited in time, but only by the watchdog: say so
             stuck = output[output.index(ExitWatchdog.MESSAGE):]
@@ -293,8 +313,8 @@ def stamp_ns(msg) -> int:
 
 
 def image_array(msg) -> np.ndarray:
-    """The pixels of a 32FC1 or mono8 Image as a numpy array."""
-    dtype = {'32FC1': np.float32, 'mono8': np.uint8}[msg.encoding]
+    """The pixels of a 32FC1, 16UC1 or mono8 Image as a numpy array."""
+    dtype = {'32FC1': np.float32, '16UC1': np.uint16, 'mono8': np.uint8}[msg.encoding]
     values = np.frombuffer(msg.data, dtype=dtype)
     return values.reshape(msg.height, msg.step // np.dtype(dtype).itemsize)[:, :msg.width]
 
@@ -305,3 +325,95 @@ def cloud_xyz(msg) -> np.ndarray:
     raw = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.width, msg.point_step)
     return np.stack([raw[..., offsets[k]:offsets[k] + 4].copy().view(np.float32)[..., 0]
                      for k in 'xyz'], axis=-1)
+
+
+def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 95, 99),
+                ndigits: int | None = None) -> dict[str, Any]:
+    """Summary of a series of figures (latencies [ms], say): count, percentiles, mean and max.
+
+    Args:
+        values: The figures.
+        qs: Percentiles wanted (each gives a key ``p<q>``).
+        ndigits: Round every figure to this many decimals (None: unrounded).
+
+    Returns:
+        ``{'n': len(values), 'p50': ..., ..., 'mean': ..., 'max': ...}``; every figure is None
+        when ``values`` is empty (strict JSON).
+    """
+    keys = [f'p{q}' for q in qs] + ['mean', 'max']
+    if not len(values):
+        return {'n': 0, **dict.fromkeys(keys)}
+    data = np.asarray(values, dtype=np.float64)
+    figures = [*np.percentile(data, list(qs)), data.mean(), data.max()]
+    return {'n': len(values), **{key: float(value) if ndigits is None
+                                 else round(float(value), ndigits)
+                                 for key, value in zip(keys, figures, strict=True)}}
+
+
+class ReplayLink:
+    """Serialised messages in and out of a running node (``metric-solver replay``).
+
+    An rclpy node that publishes already serialised images and camera infos to the node and
+    receives its outputs serialised, each with its arrival time.
+
+    Args:
+        namespace: Namespace of the running metric_solver node (``/depth``).
+        compressed: Publish ``CompressedImage`` on ``<ns>/image/compressed`` instead of
+            ``Image`` on ``<ns>/image``.
+        outputs: Keys of :data:`NODE_OUTPUTS` to subscribe to.
+    """
+
+    def __init__(self, namespace: str, compressed: bool, outputs: list[str]) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+
+        from metric_solver_ros.msg import DepthInfo
+
+        kinds = {IMAGE: Image, DEPTH_INFO: DepthInfo, POINT_CLOUD2: PointCloud2}
+        self.ns = namespace
+        self.node = Node(f'metric_solver_replay_{os.getpid()}')
+        self.image_topic = f'{namespace}/image' + ('/compressed' if compressed else '')
+        self.pub_image = self.node.create_publisher(
+            CompressedImage if compressed else Image, self.image_topic, qos_profile_sensor_data)
+        self.pub_info = self.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
+                                                   qos_profile_sensor_data)
+        #: (key, arrival time [ns, monotonic], serialised message) in arrival order.
+        self.arrivals: queue.SimpleQueue = queue.SimpleQueue()
+        self.output_topics = {key: f'{namespace}/{NODE_OUTPUTS[key][0]}' for key in outputs}
+        qos = QoSProfile(depth=OUTPUT_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
+        self._subscriptions = {
+            topic: self.node.create_subscription(kinds[NODE_OUTPUTS[key][1]], topic,
+                                                 self._receiver(key), qos, raw=True)
+            for key, topic in self.output_topics.items()}
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self._executor.spin()
+        except ExternalShutdownException:
+            pass  # the context was shut down under us (e.g. by another owner): stop receiving
+
+    def _receiver(self, key: str) -> Callable[[bytes], None]:
+        def receive(data: bytes) -> None:
+            self.arrivals.put((key, time.monotonic_ns(), data))
+        return receive
+
+    def missing_links(self, with_info: bool) -> list[str]:
+        """Topics not matched yet: our publishers without the node, the node's outputs unseen."""
+        missing = [] if self.pub_image.get_subscription_count() else [self.image_topic]
+        if with_info and not self.pub_info.get_subscription_count():
+            missing.append(f'{self.ns}/camera_info')
+        missing += [t for t, sub in self._subscriptions.items()
+                    if not matched_publishers(self.node, sub, t)]
+        return missing
+
+    def close(self) -> None:
+        """Stop spinning and destroy the node."""
+        close_spun_node(self.node, self._executor, self._thread)

@@ -192,32 +192,56 @@ def normalized_images(images: torch.Tensor, device: torch.device, mean: torch.Te
     return (x - mean) / std
 
 
+def training_pool(cfg: TrainConfig, pool_m: torch.Tensor) -> torch.Tensor:
+    """The pool anchors [m] that ``pool`` sampling draws from: those <= ``anchor_max_m``.
+
+    Raises:
+        ValueError: ``anchor_max_m`` is below every pool anchor.
+    """
+    if cfg.anchor_max_m <= 0:
+        return pool_m
+    kept = pool_m[pool_m <= cfg.anchor_max_m]
+    if len(kept) == 0:
+        raise ValueError(f'anchor_max_m {cfg.anchor_max_m:g} m is below every pool anchor '
+                         f'({", ".join(f"{a:g}" for a in pool_m.tolist())} m)')
+    return kept
+
+
 def sample_anchors(cfg: TrainConfig, pool_m: torch.Tensor, n: int, step: int, micro: int = 0,
                    rank: int = 0) -> torch.Tensor:
-    """The ``n`` training anchors [m] of one micro-batch (CPU tensor).
+    """The training anchors [m] of one micro-batch of ``n`` images (CPU tensor).
 
-    ``anchor_sampling: pool``: one per image, uniform over ``pool_m``, drawn from a generator
-    seeded by (seed, step, micro-step, rank), so a resumed run draws what an uninterrupted one
-    would; ``fixed``: ``fixed_anchor_m`` for all.
+    ``anchor_sampling: pool``: one per image, uniform over ``pool_m`` (its anchors up to
+    ``anchor_max_m``: :func:`training_pool`), drawn from a generator seeded by (seed, step,
+    micro-step, rank), so a resumed run draws what an uninterrupted one would; ``fixed``:
+    ``fixed_anchor_m`` for all. With the consistency term on (a 5th loss weight > 0) every
+    image gets a second, different pool anchor: ``2 n`` anchors, the first ``n`` as without it
+    (``MetricSolver.decode`` then decodes each image twice).
     """
-    if cfg.anchor_sampling == 'pool':
-        g = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([cfg.seed, step, micro, rank]).generate_state(1)[0]))
-        return pool_m[torch.randint(len(pool_m), (n,), generator=g)]
-    return torch.full((n,), cfg.fixed_anchor_m)
+    if cfg.anchor_sampling != 'pool':
+        return torch.full((n,), cfg.fixed_anchor_m)
+    pool_m = training_pool(cfg, pool_m)
+    g = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([cfg.seed, step, micro, rank]).generate_state(1)[0]))
+    first = torch.randint(len(pool_m), (n,), generator=g)
+    if LossWeights(*cfg.loss_weights).consistency <= 0 or len(pool_m) < 2:
+        return pool_m[first]
+    second = (first + torch.randint(1, len(pool_m), (n,), generator=g)) % len(pool_m)
+    return pool_m[torch.cat([first, second])]
 
 
 def loss_terms(model: torch.nn.Module, ctx: Any, images: torch.Tensor, depth_m: torch.Tensor,
-               anchors_m: torch.Tensor, config: MetricSolverConfig, weights: LossWeights
-               ) -> dict[str, torch.Tensor]:
+               anchors_m: torch.Tensor, config: MetricSolverConfig, weights: LossWeights,
+               label_cap_m: float = 0.0) -> dict[str, torch.Tensor]:
     """Forward (in ``ctx``, e.g. bf16 autocast), then the loss and its terms in fp32.
 
     ``ctx`` comes from :func:`autocast_for`; the terms are those of
-    :func:`losses.metric_solver_loss` (``loss``, ``loss_sn``, ``loss_tf``, ...).
+    :func:`losses.metric_solver_loss` (``loss``, ``loss_sn``, ``loss_tf``, ...), with depths
+    >= ``label_cap_m`` [m] taken as lower bounds (0: none).
     """
     with ctx:
         outputs = model(images, anchors_m, check_anchors=False)
-    return metric_solver_loss(outputs, depth_m, anchors_m, config, weights)
+    return metric_solver_loss(outputs, depth_m, anchors_m, config, weights, label_cap_m)
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
@@ -407,14 +431,16 @@ class RunLog:
     def train_step(self, step: int, terms: dict[str, float], lr: float, grad_norm: float,
                    rate: float, elapsed_s: float, cfg: TrainConfig, world: int) -> None:
         """A ``train`` record: mean loss terms, ``lr``, rate [steps/s], ``elapsed_s`` [s]."""
-        silog = LossWeights(*cfg.loss_weights).silog > 0
+        weights = LossWeights(*cfg.loss_weights)
         self({'kind': 'train', 'step': step, **terms, 'lr': lr, 'grad_norm': grad_norm,
               'steps_per_s': rate,
               'images_per_s': rate * cfg.batch_size * cfg.grad_accum_steps * world,
               'elapsed_s': elapsed_s},
              f'step {step:6d} | loss {terms["loss"]:.4f} (sn {terms["loss_sn"]:.4f} '
              f'tf {terms["loss_tf"]:.4f} mask {terms["loss_mask"]:.4f}'
-             + (f' silog {terms["loss_silog"]:.4f}' if silog else '')
+             + (f' silog {terms["loss_silog"]:.4f}' if weights.silog > 0 else '')
+             + (f' consistency {terms["loss_consistency"]:.4f}' if weights.consistency > 0
+                else '')
              + f') | lr {lr:.2e} | grad {grad_norm:.2f} | {rate:.2f} steps/s | '
              f'{elapsed_s / 60:.1f} min')
 
@@ -452,6 +478,8 @@ def prepare_model(model: MetricSolver, cfg: TrainConfig, device: torch.device,
     config = model.config
     if cfg.anchor_sampling == 'fixed':
         model.anchor_pool.validate([cfg.fixed_anchor_m])
+    else:
+        training_pool(cfg, torch.tensor(config.anchor_pool_m))
     check_image_size(cfg, config.patch_size)
     if master and min(cfg.image_size) != min(config.input_size):
         print(f'warning: training images have a short side of {min(cfg.image_size)} px, the '
@@ -593,7 +621,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             anchors_m = sample_anchors(cfg, pool_m, images.shape[0], step, micro, rank).to(device)
             skip_sync = procs.ddp and micro < cfg.grad_accum_steps - 1
             with model.no_sync() if skip_sync else nullcontext():  # type: ignore[operator]
-                terms = loss_terms(model, ctx, images, depth_m, anchors_m, config, weights)
+                terms = loss_terms(model, ctx, images, depth_m, anchors_m, config, weights,
+                                   cfg.label_cap_m)
                 (terms['loss'] / cfg.grad_accum_steps).backward()
             window.add(terms, cfg.grad_accum_steps)
         grad_norm = optimizer_step(raw_model, optimizer, cfg, ema, step)

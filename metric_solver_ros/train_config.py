@@ -87,6 +87,13 @@ class TrainConfig:
         'always ``fixed_anchor_m`` (the "fixed anchor" ablation).')})
     fixed_anchor_m: float = field(default=10.0, metadata={'help': (
         'The anchor of ``anchor_sampling: fixed`` [m].')})
+    anchor_max_m: float = field(default=0.0, metadata={'help': (
+        '``pool`` sampling draws only the pool anchors <= this [m] (0: the whole pool); e.g. '
+        "a distillation teacher's range (``metric-solver distill``).")})
+    label_cap_m: float = field(default=0.0, metadata={'help': (
+        'Depths >= this [m] are lower bounds, not measurements (a teacher that saturates at '
+        'its maximum depth): taught as far for anchors below it, with a far depth of at least '
+        'this, never as a metric depth (``losses.py``); 0: off.')})
     # optimisation
     batch_size: int = field(default=8, metadata={'help': 'Images per process per micro-step.'})
     grad_accum_steps: int = field(default=1, metadata={'help': (
@@ -118,7 +125,9 @@ class TrainConfig:
     loss_weights: tuple[float, ...] = field(default=(1.0, 1.0, 0.05), metadata={'help': (
         "(near L2, far L2, mask BCE) weights, the paper's (1.0, 1.0, 0.05); a 4th value "
         'weights the auxiliary SILog term on the fused depth (not in the paper; '
-        '``losses.py``), e.g. ``[1.0, 1.0, 0.05, 0.1]``.')})
+        '``losses.py``), e.g. ``[1.0, 1.0, 0.05, 0.1]``; a 5th the cross-anchor consistency '
+        'term (each image decoded at two different pool anchors; needs ``anchor_sampling: '
+        'pool``), e.g. ``[1.0, 1.0, 0.05, 0.1, 0.1]``.')})
     # system
     device: str = field(default='auto', metadata={'help': (
         '``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``), ``cpu``, '
@@ -156,13 +165,18 @@ class TrainConfig:
                                  f'{value!r}') from None
         checks = [
             (len(self.image_size) == 2 and min(self.image_size) > 0, 'image_size must be (H, W)'),
-            (len(self.loss_weights) in (3, 4), 'loss_weights must be 3 or 4 numbers'),
+            (len(self.loss_weights) in (3, 4, 5), 'loss_weights must be 3 to 5 numbers'),
+            (len(self.loss_weights) < 5 or self.loss_weights[4] <= 0
+             or self.anchor_sampling == 'pool',
+             'the consistency weight (5th loss weight) needs anchor_sampling: pool'),
             (len(self.augment_scale_range) == 2, 'augment_scale_range must be (lo, hi)'),
             (self.batch_size >= 1 and self.grad_accum_steps >= 1, 'batch sizes must be >= 1'),
             (self.max_steps >= 1, 'max_steps must be >= 1'),
             (self.lr > 0 and 0 <= self.min_lr <= self.lr, 'need lr > 0 and 0 <= min_lr <= lr'),
             (self.warmup_steps >= 0 and self.lr_decay_steps >= 0, 'step counts must be >= 0'),
             (0.0 <= self.ema_decay < 1.0, 'ema_decay must be in [0, 1)'),
+            (self.anchor_max_m >= 0 and self.label_cap_m >= 0,
+             'anchor_max_m and label_cap_m must be >= 0 (0: off)'),
             (self.anchor_sampling in ('pool', 'fixed'), "anchor_sampling: 'pool' or 'fixed'"),
             (self.amp in ('auto', 'bf16', 'off'), "amp: 'auto', 'bf16' or 'off'"),
             (self.log_interval >= 1, 'log_interval must be >= 1'),

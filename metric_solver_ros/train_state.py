@@ -204,8 +204,48 @@ def init_model(cfg: TrainConfig) -> tuple[MetricSolver, str]:
         return model, f'Metric-Solver checkpoint {path}'
     check_image_size(cfg, get_config(cfg.preset, **cfg.model).patch_size)
     try:
-        model, report, kind = import_official(load_official_state_dict(path), cfg.preset,
-                                              **overrides)
+        state = load_official_state_dict(path)
+        check_encoder_fits(path, state, cfg)
+        model, report, kind = import_official(state, cfg.preset, **overrides)
     except CheckpointError as error:
         raise ValueError(f'init_from {path}: {error}') from None
     return model, f'{kind} weights {path}\n{report.format()}'
+
+
+def check_encoder_fits(path: pathlib.Path, state_dict: dict[str, torch.Tensor],
+                       cfg: TrainConfig) -> None:
+    """Refuse an official file whose encoder is not the size of ``cfg``'s, in one line.
+
+    Told from the file's tensor shapes (token width, block count) before any key is imported,
+    so a wrong ``--preset`` gets one line naming both encoders instead of a list of keys that do
+    not fit. A file without a ``cls_token`` passes: the importer then says key by key what is
+    wrong with it.
+
+    Args:
+        path: The ``init_from`` file (for the message).
+        state_dict: Its tensors (:func:`~metric_solver_ros.checkpoint.load_official_state_dict`).
+        cfg: The run's config: ``preset`` with the ``model`` overrides.
+
+    Raises:
+        ValueError: ``FILE holds a vits encoder (embed 384, depth 12); --preset is tiny (embed
+            192, depth 12): use --preset vits or another file``.
+    """
+    from metric_solver_ros.checkpoint import official_encoder_size, preset_of_encoder
+
+    size = official_encoder_size(state_dict)
+    wanted = get_config(cfg.preset, **cfg.model)
+    if size is None or size == (wanted.embed_dim, wanted.depth):
+        return
+    embed_dim, depth = size
+    found = preset_of_encoder(embed_dim, depth)
+    resized = (wanted.embed_dim, wanted.depth) != (get_config(cfg.preset).embed_dim,
+                                                   get_config(cfg.preset).depth)
+    if found is None:
+        fix = f'use --model with embed_dim {embed_dim} and depth {depth}'
+    elif resized:
+        fix = f'use --preset {found} without a --model embed_dim / depth'
+    else:
+        fix = f'use --preset {found}'
+    raise ValueError(f'{path} holds a {found or "custom"} encoder (embed {embed_dim}, depth '
+                     f'{depth}); --preset is {cfg.preset}{" resized by --model" if resized else ""}'
+                     f' (embed {wanted.embed_dim}, depth {wanted.depth}): {fix} or another file')

@@ -97,7 +97,8 @@ def _dinov2(preset: str, registers: bool) -> WeightEntry:
                        url=_DINOV2_URL.format(base=base, file=file_name), file_name=file_name)
 
 
-def _dav2(preset: str, size_bytes: int | None, sha256: str | None, dataset: str | None = None) -> WeightEntry:
+def _dav2(preset: str, size_bytes: int | None, sha256: str | None,
+          dataset: str | None = None) -> WeightEntry:
     licence = 'Apache-2.0' if preset == 'vits' else 'CC-BY-NC-4.0'
     if dataset is None:
         name, repo = f'depth_anything_v2_{preset}', f'Depth-Anything-V2-{_DAV2_SIZE[preset]}'

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from metric_solver_ros import evaluation
+from metric_solver_ros import eval_report, evaluation
 from metric_solver_ros.anchor_metrics import (
     FAR_LIMITS_M,
     AnchorConsistency,
@@ -105,7 +105,7 @@ def test_evaluate_reports_consistency_and_far_decisions_in_json_and_report(tmp_p
     frames = [evaluation.EvalFrame(i, np.zeros((*gt.shape, 3), np.uint8), gt, name=str(i))
               for i in range(3)]
     result = evaluation.evaluate(frames, predictor, cap_m=10.0, examples=0)
-    paths = evaluation.write_outputs(result, tmp_path)
+    paths = eval_report.write_outputs(result, tmp_path)
     data = json.loads(paths['json'].read_text())
     consistency = data['anchor_consistency']
     assert consistency['anchors_m'] == [2.0, 10.0] and consistency['frames'] == 3

@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from metric_solver_ros.anchor_modes import AnchorSelector, AnchorSelectorSettings, RoiOutsideImage
+from metric_solver_ros.anchor_modes import (
+    AnchorSelector,
+    AnchorSelectorSettings,
+    RoiOutsideImage,
+    ScaleHandover,
+)
 
 POOL = (0.5, 1.0, 2.0, 4.0, 6.0, 10.0, 20.0, 40.0, 80.0, 120.0)
 
@@ -77,3 +82,19 @@ def test_reset_forgets_pending_change():
     selector.update(scene(7.0))
     selector.reset(4.0)
     assert selector.update(scene(7.0)) == 4.0
+
+
+def test_scale_handover_starts_at_the_old_scale_and_fades_to_the_new():
+    old = np.full((4, 4), 6.0, np.float32)
+    new = np.full((4, 4), 4.0, np.float32)
+    new[0, 0] = np.inf  # not finite in both: left out of the ratio
+    handover = ScaleHandover(frames=4)
+    assert handover.start(old, new) == pytest.approx(1.5)
+    published = [float(np.median(handover.apply(new)[1:])) for _ in range(6)]
+    assert published[0] == pytest.approx(6.0)  # the switch frame: no jump
+    assert published == sorted(published, reverse=True)  # fading towards the new scale
+    assert published[4:] == [4.0, 4.0] and not handover.active
+    handover.start(old, new)
+    handover.cancel()
+    assert handover.apply(new) is new
+    assert ScaleHandover.median_ratio(np.full(3, np.nan), np.ones(3)) == 1.0

@@ -88,6 +88,34 @@ def test_16uc1_depth_is_millimetres_with_zero_for_unrepresentable(tmp_path, stor
     assert np.isnan(back[0, 2:]).all() and np.isnan(back[1, [0, 2, 3]]).all()
 
 
+def test_16uc1_warns_with_the_count_and_share_of_gt_beyond_65_m(tmp_path, capsys):
+    # Finite GT: 1.0, 65.535, 70.0, 100.0 (+ NaN, +inf, 0 that are not GT): 2 of 4 lost.
+    depth = np.array([[1.0, 65.535, 70.0, 100.0], [np.nan, np.inf, 0.0, 1.0]], np.float32)
+    far = Frame(np.zeros((2, 4, 3), np.uint8), depth)
+    near = Frame(np.zeros((2, 4, 3), np.uint8), np.full((2, 4), 3.0, np.float32))
+    bagio.write_rgbd_bag(tmp_path / 'bag16', [near, far], depth_encoding='16UC1')
+    err = capsys.readouterr().err
+    assert '2 GT pixels (15.4% of the finite GT) in 1 of 2 frames beyond 65.535 m' in err
+    assert '--depth-encoding 32FC1' in err and str(tmp_path / 'bag16') in err
+    assert bagio.list_topics(tmp_path / 'bag16')[DEPTH] == 'sensor_msgs/msg/Image'  # written
+    bagio.write_rgbd_bag(tmp_path / 'bag32', [near, far], depth_encoding='32FC1')
+    bagio.write_rgbd_bag(tmp_path / 'near16', [near], depth_encoding='16UC1')
+    assert capsys.readouterr().err == ''  # 32FC1 keeps everything; nothing lost: no warning
+
+
+def test_make_bag_16uc1_of_outdoor_scenes_warns_on_stderr(tmp_path, capsys):
+    from metric_solver_ros.cli import main
+    from metric_solver_ros.data.synthetic import render_scene
+
+    assert main(['make-bag', '--out', str(tmp_path / 'b'), '--synthetic', 'outdoor', '--seed',
+                 '1', '--frames', '2', '--size', '24', '32', '--depth-encoding', '16UC1']) == 0
+    printed = capsys.readouterr()
+    depths = [render_scene('outdoor', seed, 24, 32).depth_m for seed in (1, 2)]
+    beyond = sum(int(np.count_nonzero(np.isfinite(d) & (d > 65.5355))) for d in depths)
+    assert beyond > 0
+    assert f'warning: {tmp_path / "b"}: {beyond} GT pixels' in printed.err
+    assert 'written as 0' in printed.err and 'wrote 2 frames' in printed.out
+
 def test_compressed_images_png_lossless_and_jpeg_close(tmp_path):
     rng = np.random.default_rng(1)
     # Flat 16x16 blocks (a 4:2:0 JPEG macroblock) of distinct colours: JPEG keeps their centres

@@ -83,9 +83,9 @@ def test_node_load_counts_answers_clouds_and_node_side(tmp_path):
     # --profile: py-spy sampled the node's threads during the measured stream
     profile = result['profile']
     worker = dict(profile['metric_solver_worker']['top'])
-    assert worker['MetricSolverNode._work'] > 0.9  # the worker's loop is on every sample
-    assert 0 < worker['MetricSolverNode._process_image'] < 1
-    assert 0 < worker['_Mailbox.take'] < 1  # waiting for frames: idle samples count too
+    assert worker['DepthNodeCore._work'] > 0.9  # the worker's loop is on every sample
+    assert 0 < worker['DepthNodeCore._process_image'] < 1
+    assert 0 < worker['Mailbox.take'] < 1  # waiting for frames: idle samples count too
     assert 'main' in dict(profile['MainThread']['top'])
 
 

@@ -162,7 +162,7 @@ def test_bad_metadata_is_refused(saved, tmp_path, edit, message):
 
 def test_default_model_path_is_package_data():
     path = default_model_path()
-    assert path.name == 'default.safetensors' and path.parent.name == 'models'
+    assert path.name == 'default.safetensors' and path.parent.name == 'weights'
     assert path.parent.parent == pathlib.Path(__file__).resolve().parents[1] / 'metric_solver_ros'
 
 

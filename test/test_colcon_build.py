@@ -45,8 +45,9 @@ def test_share_and_lib_layout(install_space):
     share = install_space / 'share' / 'metric_solver_ros'
     assert (share / 'launch' / 'depth.launch.py').is_file()
     assert (share / 'config' / 'depth.yaml').is_file()
+    assert (share / 'config' / 'depth.rviz').is_file()
     assert (share / 'package.xml').is_file()
-    for executable in ('depth_node', 'metric-solver'):
+    for executable in ('depth_node', 'depth_lifecycle_node', 'metric-solver'):
         path = install_space / 'lib' / 'metric_solver_ros' / executable
         assert path.is_file() and os.access(path, os.X_OK), path
     index = install_space / 'share' / 'ament_index' / 'resource_index' / 'packages'
@@ -59,9 +60,10 @@ def test_interfaces_and_package_import_from_the_install_space(install_space):
     code = (
         'import metric_solver_ros, metric_solver_ros.msg as m, metric_solver_ros.srv as s\n'
         'import metric_solver_ros.engine, metric_solver_ros.node\n'
+        'import metric_solver_ros.lifecycle_node\n'
         'print(metric_solver_ros.__file__); print(m.__file__); print(s.__file__)\n'
         'print(metric_solver_ros.engine.__file__)\n'
-        'm.DepthInfo(anchor=2.0); s.SetAnchor.Request(anchor=2.0)\n'
+        'm.DepthInfo(anchor=2.0, redecoded=True); s.SetAnchor.Request(anchor=2.0)\n'
     )
     env = dict(os.environ, PYTHONPATH=str(site),
                LD_LIBRARY_PATH=f'{install_space / "lib"}{os.pathsep}'

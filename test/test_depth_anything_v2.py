@@ -127,6 +127,27 @@ def test_the_preset_is_told_from_the_shapes():
                                           source='head_only.pth')
 
 
+def test_a_custom_size_file_loads_as_itself_and_a_truncated_preset_file_is_refused(dav2_file):
+    config = DepthAnythingV2Config(preset='custom', embed_dim=128, depth=4, features=16,
+                                   out_channels=(8, 16, 24, 32), max_depth_m=MAX_DEPTH_M)
+    model = create_depth_anything_v2(config)
+    assert model.pretrained.blocks[0].attn.num_heads == 2  # 64 channels per head, as DINOv2
+    loaded = depth_anything_v2_from_state_dict(model.state_dict(), max_depth_m=MAX_DEPTH_M)
+    assert loaded.config == config and model.taps == loaded.taps == (0, 1, 2, 3)
+    x = torch.randn(1, 3, 28, 42)
+    assert torch.equal(loaded(x)['depth_m'], model(x)['depth_m'])
+    _, state = dav2_file  # a vits file without its last blocks is vits, missing keys
+    truncated = {k: v for k, v in state.items() if not k.startswith('pretrained.blocks.11.')}
+    with pytest.raises(CheckpointError, match='missing keys'):
+        depth_anything_v2_from_state_dict(truncated)
+    for bad in ({'embed_dim': 96}, {'embed_dim': None}):
+        with pytest.raises(ValueError, match='embed_dim'):
+            DepthAnythingV2Config(**{'preset': 'custom', 'embed_dim': 128, 'depth': 4,
+                                     'features': 16, 'out_channels': (8, 16, 24, 32), **bad})
+    with pytest.raises(ValueError, match='use preset custom'):
+        DepthAnythingV2Config(preset='vits', depth=4)
+
+
 def test_a_register_file_gets_the_register_encoder(dav2_file):
     _, state = dav2_file
     tokens = torch.randn(1, 4, D)

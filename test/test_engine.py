@@ -18,6 +18,7 @@ from metric_solver_ros.engine import (
     resolve_precision,
 )
 from metric_solver_ros.model import MetricSolverConfig, create_model
+from metric_solver_ros.model.fusion import DEFAULT_FUSION, FUSION_RULES, fuse_decoded
 from metric_solver_ros.model.representation import decode, far_limit_m, fuse_anchors
 
 CONFIG = MetricSolverConfig(preset='custom', embed_dim=48, depth=4, num_heads=2, taps=(0, 1, 2, 3),
@@ -110,10 +111,14 @@ def test_batched_anchors_equal_single_anchor_runs(engine, image):
         np.testing.assert_array_equal(result.near, single.near)
 
 
-def test_fusion_follows_the_rule_on_the_decoded_anchors(engine, image):
+def test_finest_fusion_follows_the_rule_on_the_decoded_anchors(engine, image):
     anchors = [2.0, 10.0, 40.0]
     each = engine.infer_each(image, anchors)
-    fused = engine.infer(image, anchors)
+    engine.fusion = 'finest'
+    try:
+        fused = engine.infer(image, anchors)
+    finally:
+        engine.fusion = DEFAULT_FUSION
     assert fused.anchors_m == tuple(anchors) and fused.anchor_index is not None
     nears = np.stack([r.near for r in each])
     for v in range(0, 72, 5):
@@ -123,6 +128,33 @@ def test_fusion_follows_the_rule_on_the_decoded_anchors(engine, image):
             assert fused.anchor_index[v, u] == chosen
             assert fused.near[v, u] == bool(said_near)
             assert fused.depth_m[v, u] == pytest.approx(each[chosen].depth_m[v, u], rel=1e-5)
+
+
+@pytest.mark.parametrize('rule', FUSION_RULES)
+def test_every_fusion_rule_through_the_engine_equals_the_rule_on_decoded_outputs(engine, image,
+                                                                                 rule):
+    anchors = (2.0, 10.0, 40.0)
+    engine.fusion = rule
+    try:
+        fused = engine.infer(image, anchors)
+    finally:
+        engine.fusion = DEFAULT_FUSION
+    cache = engine._cache
+    with torch.inference_mode():
+        anchors_t = torch.tensor(anchors)
+        outputs = engine.model.decode(cache.features, anchors_t, cache.patch_hw)
+        logits = {k: torch.nn.functional.interpolate(v.float(), size=cache.image_hw,
+                                                     mode='bilinear', align_corners=False)
+                  for k, v in outputs.items()}
+        expected = fuse_decoded(decode(logits, anchors_t, engine.config), anchors_t,
+                                engine.config, rule)
+    np.testing.assert_allclose(fused.depth_m, expected[0, 0].numpy(), rtol=1e-5)
+    assert fused.anchors_m == anchors and np.isfinite(fused.depth_m).any()
+
+
+def test_unknown_fusion_rule_is_refused():
+    with pytest.raises(EngineError, match='fusion'):
+        DepthEngine(create_model('tiny'), device='cpu', fusion='best')
 
 
 def test_fuse_anchors_on_constructed_outputs():

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from metric_solver_ros import bagio, evaluation
+from metric_solver_ros import bagio, eval_report, evaluation
 from metric_solver_ros.commands import eval as eval_command
 from metric_solver_ros.conversions import camera_info_to_intrinsics
 from metric_solver_ros.data.sample import Sample
@@ -89,7 +89,7 @@ def test_pipeline_with_gt_predictors_is_exact_and_writes_every_output(tmp_path):
 
     result = evaluation.evaluate(frames, predictor, cap_m=10.0, examples=2, progress=False)
     assert result.frames == 5 and [e.index for e in result.examples] == [0, 4]
-    paths = evaluation.write_outputs(result, tmp_path / 'out', {'bag': str(tmp_path / 'bag')})
+    paths = eval_report.write_outputs(result, tmp_path / 'out', {'bag': str(tmp_path / 'bag')})
     data = _strict_json(paths['json'])
     assert data['frames'] == 5
     assert set(data) >= {'results', 'bands', 'per_frame', 'pixel_mean', 'mask_accuracy', 'config'}
@@ -228,7 +228,7 @@ def test_engine_predictor_with_a_real_micro_engine(tmp_path):
     result = evaluation.evaluate(evaluation.sample_frames(samples), predictor, cap_m=10.0,
                                  examples=0, progress=False)
     assert list(result.results) == ['anchor=2', 'anchor=10', 'fusion']
-    data = _strict_json(evaluation.write_outputs(result, tmp_path / 'out')['json'])
+    data = _strict_json(eval_report.write_outputs(result, tmp_path / 'out')['json'])
     assert set(data['mask_accuracy']) == {'anchor=2', 'anchor=10'}
     for name, values in data['results'].items():
         assert 0.0 <= values['delta1'] <= 1.0 and values['abs_rel'] >= 0.0, name

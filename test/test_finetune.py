@@ -94,9 +94,9 @@ def test_depth_special_values_follow_rep_117_and_118(tmp_path):
 
 def test_lidar_chain_through_moving_tf_is_taken_at_the_clouds_stamp(tmp_path):
     """The LiDAR sits on a moving joint (/tf): its pose at each scan's stamp must be used."""
+    from metric_solver_ros.bagtf import TF_STATIC_TOPIC, TF_TOPIC, tf_message
     from metric_solver_ros.data.rosbag import BagRGBD
-    from metric_solver_ros.data.synthetic_lidar import BASE_FRAME, mount_edges
-    from metric_solver_ros.tf_tree import TF_STATIC_TOPIC, TF_TOPIC, make_transform, tf_message
+    from metric_solver_ros.data.synthetic_lidar import BASE_FRAME, make_transform, mount_edges
 
     static_path = tmp_path / 'static'
     scanner = _lidar_bag(static_path, frames=2)
@@ -104,13 +104,13 @@ def test_lidar_chain_through_moving_tf_is_taken_at_the_clouds_stamp(tmp_path):
     wrong = base_lidar @ make_transform(np.diag([-1.0, -1.0, 1.0]))  # turned 180 degrees
     path = tmp_path / 'moving'
     with bagio.BagWriter(path) as bag:
-        bag.write(TF_STATIC_TOPIC, tf_message(fixed, T0), T0)
+        for parent, child, pose in fixed:
+            bag.write(TF_STATIC_TOPIC, tf_message(pose, T0, parent, child), T0)
         for topic, log_ns, msg in bagio.read_topics(static_path, [IMAGE, INFO, DEPTH, LIDAR]):
             if topic == LIDAR:  # the joint is where the mount says at each scan, not between
                 for stamp, pose in ((log_ns - 50 * MS, wrong), (log_ns, base_lidar),
                                     (log_ns + 50 * MS, wrong)):
-                    bag.write(TF_TOPIC, tf_message([(BASE_FRAME, LIDAR_FRAME, pose)], stamp),
-                              stamp)
+                    bag.write(TF_TOPIC, tf_message(pose, stamp, BASE_FRAME, LIDAR_FRAME), stamp)
             bag.write(topic, msg, log_ns)
     common = dict(image_topic=IMAGE, camera_info_topic=INFO)
     moving = BagRGBD(path, **common, lidar_topic=LIDAR)

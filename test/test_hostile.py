@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from node_harness import camera_image, small_checkpoint
 
-from metric_solver_ros.node import ExitWatchdog
 from metric_solver_ros.node_client import (
     DepthNodeClient,
     NodeProcess,
@@ -30,6 +29,7 @@ from metric_solver_ros.node_client import (
     stamp_ns,
 )
 from metric_solver_ros.node_client import wait_for as wait
+from metric_solver_ros.process_life import ExitWatchdog
 
 WIDTH, HEIGHT = 128, 96
 INTRINSICS = (120.0, 120.0, 63.5, 47.5)
@@ -348,7 +348,7 @@ def test_cuda_requested_without_cuda_refuses_to_start(checkpoint, tmp_path, rclp
 # teardown would.
 HANGING_PROCESS = '''
 import signal, sys, threading
-from metric_solver_ros.node import ExitWatchdog
+from metric_solver_ros.process_life import ExitWatchdog
 for sig in (signal.SIGINT, signal.SIGTERM):
     signal.signal(sig, lambda signum, frame: None)
 watchdog = ExitWatchdog(deadline_s=float(sys.argv[1]), exit_code=3)

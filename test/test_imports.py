@@ -44,7 +44,7 @@ def test_bag_ground_truth_reads_without_torch():
 from metric_solver_ros.cli import build_parser
 from metric_solver_ros.data.rosbag import BagRGBD
 from metric_solver_ros.lidar import project_to_depth
-from metric_solver_ros.tf_tree import TfTree
+from metric_solver_ros.bagtf import PoseLookup
 
 args = build_parser().parse_args(['finetune', '--bag', 'b', '--image-topic', 'i',
                                   '--camera-info-topic', 'c', '--lidar-topic', 'l',

@@ -131,9 +131,9 @@ def test_synthetic_lidar_gt_agrees_with_the_rendered_depth(tmp_path):
     A rotated and offset LiDAR's points, moved into the camera with the transforms read back from
     the bag (quaternions and all), land on pixel centres with exactly the rendered depth.
     """
+    from metric_solver_ros.bagtf import PoseLookup
     from metric_solver_ros.cli import main
     from metric_solver_ros.data.rosbag import BagRGBD
-    from metric_solver_ros.tf_tree import TfTree
 
     path = tmp_path / 'bag'
     assert main(['make-bag', '--out', str(path), '--synthetic', 'indoor', '--seed', '3',
@@ -141,9 +141,8 @@ def test_synthetic_lidar_gt_agrees_with_the_rendered_depth(tmp_path):
                  '-0.12', '0.04', '--lidar-rpy', '4', '-6', '12', '--lidar-azimuth-step',
                  '1.5', '--world-scale', '1.5']) == 0
     assert bagio.list_topics(path)['/lidar/points'] == 'sensor_msgs/msg/PointCloud2'
-    tree = TfTree.from_bag(path)
-    assert tree.chain('camera_color_optical_frame', 'lidar_link') == [
-        'lidar_link', 'base_link', 'camera_link', 'camera_color_optical_frame']
+    tree = PoseLookup.from_bag(path)
+    assert tree.frames == {'lidar_link', 'base_link', 'camera_link', 'camera_color_optical_frame'}
     common = dict(path=path, image_topic='/camera/color/image_raw',
                   camera_info_topic='/camera/color/camera_info')
     lidar = BagRGBD(**common, lidar_topic='/lidar/points')

@@ -9,11 +9,13 @@ import torch
 
 from metric_solver_ros.losses import (
     LossWeights,
+    consistency_loss,
     masked_mean,
     metric_solver_loss,
     resize_depth_nearest,
 )
 from metric_solver_ros.model import get_config
+from metric_solver_ros.model.representation import soft_fused_depth
 
 FULL = get_config('tiny')
 NO_MASK = get_config('tiny', mask_head=False)
@@ -226,7 +228,6 @@ def test_silog_term_by_hand_and_off_by_default():
 
 def test_silog_term_averages_images_and_needs_the_fused_depth():
     from metric_solver_ros.losses import silog_loss
-    from metric_solver_ros.model.representation import soft_fused_depth
 
     # Image 0 exactly right; image 1 uniformly 2x too far (scale only: (1 - 0.85) ln(2)^2);
     # image 2 has no valid pixel and does not count.
@@ -244,3 +245,54 @@ def test_silog_term_averages_images_and_needs_the_fused_depth():
     with pytest.raises(ValueError, match='mask and far heads'):
         metric_solver_loss(_outputs((1, 1, 1, 1), config=ONE_HEAD), _depth([[1.0]]),
                            torch.tensor([2.0]), ONE_HEAD, LossWeights(silog=0.1))
+
+
+def test_consistency_term_by_hand_and_its_pairing_check():
+    depth = _depth([[1.0, 5.0], [INF, 0.0]])  # two finite valid pixels, sky, invalid
+    anchors = torch.tensor([2.0, 20.0])  # the one image at 2 m, then at 20 m
+    outputs = _outputs((2, 1, 2, 2), d_sn=0.0, mask=0.0, d_tf=0.0)
+    # the same logits at both anchors: soft depths differ by the anchor scaling
+    fused = soft_fused_depth(outputs, anchors, FULL)
+    e = torch.log(fused[0]) - torch.log(fused[1])
+    expected = float((e[0, 0, :2] ** 2).mean())  # only the finite valid pixels are trusted
+    terms = metric_solver_loss(outputs, depth, anchors, FULL, LossWeights(consistency=1.0))
+    assert terms['loss_consistency'].item() == pytest.approx(expected, rel=1e-5)
+    agree = consistency_loss(_outputs((2, 1, 2, 2), d_sn=1.0, mask=5.0, d_tf=1.0),
+                             torch.tensor([4.0, 4.0]), depth.repeat(2, 1, 1, 1), FULL)
+    assert agree.item() == 0.0
+    with pytest.raises(ValueError, match='two anchors'):
+        metric_solver_loss(_outputs((1, 1, 2, 2)), depth, torch.tensor([2.0]), FULL,
+                           LossWeights(consistency=1.0))
+    assert metric_solver_loss(_outputs((1, 1, 2, 2)), depth, torch.tensor([2.0]),
+                              FULL)['loss_consistency'] == 0.0
+
+
+def test_censored_depths_are_far_bounds_below_the_cap_and_unknown_above():
+    # label_cap 10 m; pixels: 3 m (a measurement) and 12 m (>= the cap: "at least 10 m").
+    depth = _depth([[3.0, 12.0]])
+    outputs = _outputs((1, 1, 1, 2))  # every sigmoid = 0.5
+    # Anchor 2 (below the cap): both far; the censored pixel's far term is one-sided against
+    # exp(-k (10 - 2)) and its mask target is far, like the measured one's.
+    low = metric_solver_loss(outputs, depth, torch.tensor([2.0]), FULL, label_cap_m=10.0)
+    bound = math.exp(-K * 8.0)
+    assert low['loss_tf'].item() == pytest.approx(
+        ((0.5 - math.exp(-K * 1.0)) ** 2 + max(0.5 - bound, 0.0) ** 2) / 2, rel=1e-6)
+    assert low['loss_mask'].item() == pytest.approx(LN2, rel=1e-6)
+    assert low['loss_sn'].item() == 0.0
+    # A far prediction beyond the bound costs nothing: d_tf = sigmoid(-5) < bound.
+    beyond = metric_solver_loss(_outputs((1, 1, 1, 2), d_tf=-5.0), _depth([[12.0, 12.0]]),
+                                torch.tensor([2.0]), FULL, label_cap_m=10.0)
+    assert beyond['loss_tf'].item() == 0.0
+    # Anchor 20 (above the cap): the censored pixel is in no term; 3 m is near.
+    high = metric_solver_loss(outputs, depth, torch.tensor([20.0]), FULL, label_cap_m=10.0)
+    assert high['loss_sn'].item() == pytest.approx((0.5 - 3.0 / 20.0) ** 2, rel=1e-6)
+    assert high['loss_tf'].item() == 0.0 and high['near_fraction'].item() == 0.5
+    # Without a cap the 12 m pixel is a measurement: near at anchor 20.
+    plain = metric_solver_loss(outputs, depth, torch.tensor([20.0]), FULL)
+    assert plain['loss_sn'].item() == pytest.approx(
+        ((0.5 - 0.15) ** 2 + (0.5 - 0.6) ** 2) / 2, rel=1e-6)
+    # The capped-target ablation: a censored pixel is "1" only for anchors up to the cap.
+    for anchor, expected in ((5.0, ((0.5 - 0.6) ** 2 + 0.25) / 2), (20.0, (0.5 - 0.15) ** 2)):
+        capped = metric_solver_loss(_outputs((1, 1, 1, 2), config=ONE_HEAD), depth,
+                                    torch.tensor([anchor]), ONE_HEAD, label_cap_m=10.0)
+        assert capped['loss_sn'].item() == pytest.approx(expected, rel=1e-6), anchor

@@ -17,6 +17,7 @@ from metric_solver_ros.metrics import (
     clip_prediction,
     compute_metrics,
     mask_accuracy,
+    suggested_cap_m,
     valid_gt_mask,
 )
 
@@ -80,6 +81,16 @@ def test_valid_gt_excludes_zero_nan_inf_below_min_and_above_cap():
     m = compute_metrics(pred, gt, min_depth_m=1e-3, cap_m=10.0)
     assert m['n_pixels'] == 2
     assert m['abs_rel'] == pytest.approx((0 + 7 / 10) / 2)
+
+
+def test_suggested_cap_is_indoor_while_at_most_5_percent_of_the_gt_is_beyond_10_m():
+    room = np.full(100, 4.0)
+    room[:5] = 12.0  # 5 % beyond 10 m: still indoors
+    gt = np.concatenate([room, [0.0, np.nan, 5e-4]])  # no GT, not counted
+    assert suggested_cap_m(gt) == (10.0, 0.05)
+    room[5] = np.inf  # +inf (too far) is beyond any cap: 6 %
+    assert suggested_cap_m(room) == (80.0, pytest.approx(0.06))
+    assert suggested_cap_m(np.array([[0.0, np.nan]])) is None
 
 
 def test_predictions_clip_to_min_and_cap_and_nan_counts_as_wrong():

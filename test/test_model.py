@@ -265,6 +265,17 @@ def test_forward_equals_encode_then_decode_and_per_image_anchors(model):
     assert torch.allclose(out['d_tf_logit'][:1], first['d_tf_logit'], atol=1e-5)
 
 
+def test_n_anchors_per_image_equal_per_image_decodes(model):
+    x = torch.randn(2, 3, 28, 42)
+    features = model.encode(x)
+    anchors = torch.tensor([1.0, 40.0, 3.0, 0.5])  # image 0 at 1 and 3 m, image 1 at 40 and 0.5
+    out = model.decode(features, anchors, (2, 3))
+    first = model.decode(features, anchors[:2], (2, 3))
+    second = model.decode(features, anchors[2:], (2, 3))
+    for key in out:
+        assert torch.allclose(out[key], torch.cat([first[key], second[key]]), atol=1e-5), key
+
+
 def test_decode_rejects_bad_batches_and_anchors(model):
     features = model.encode(torch.randn(2, 3, 28, 42))
     with pytest.raises(ValueError, match='anchors'):

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import array
 import math
 import signal
+import threading
 import time
 
 import numpy as np
 import pytest
-from node_harness import camera_image, small_checkpoint
+from node_harness import DiagnosticsRecorder, camera_image, small_checkpoint, status_values
 
-from metric_solver_ros.node import ERROR_LOG_PERIOD_S, ThrottledLog
 from metric_solver_ros.node_client import DepthNodeClient as Probe
 from metric_solver_ros.node_client import (
     NodeProcess,
@@ -20,6 +21,7 @@ from metric_solver_ros.node_client import (
     stamp_ns,
     wait_for,
 )
+from metric_solver_ros.process_life import ERROR_LOG_PERIOD_S
 
 NS = '/cam'
 WIDTH, HEIGHT = 160, 120
@@ -202,7 +204,9 @@ def test_auto_and_roi_modes_follow_the_documented_rule(node):
     for mode, roi, first in (('auto', [0, 0, 0, 0], 20), ('roi', [10, 20, 60, 40], 30)):
         # The random test model answers about anchor / 2 everywhere: from 6 m the rule moves
         # down to 4 m (3 m <= 0.8 x 4 m) after two frames.
-        assert probe.set_parameters(anchor=6.0, roi=roi)[0].successful
+        # anchor_mode first: an anchor alone is refused while the mode picks it (auto, roi)
+        assert all(r.successful for r in probe.set_parameters(anchor_mode='fixed', anchor=6.0,
+                                                               roi=roi))
         assert probe.set_parameters(anchor_mode=mode)[0].successful
         stamps = [(first + i) * 1_000_000_000 for i in range(5)]
         for stamp in stamps:
@@ -260,12 +264,120 @@ def test_anchor_change_redecodes_the_last_frame(node):
     process, probe = node
     assert probe.set_parameters(anchor=10.0)[0].successful
     stamp = 8_000_000_000
-    request(probe, stamp, keys=('depth_info',))
+    assert not request(probe, stamp, keys=('depth_info',))['depth_info'].redecoded
     probe.clear()
+    asked = time.monotonic()
     assert probe.call(probe.set_anchor, SetAnchor.Request(anchor=1.0)).success
-    # No new image: the last frame comes again, re-decoded with the new anchor.
-    assert wait_for(lambda: any(stamp_ns(m) == stamp and m.anchor == 1.0
-                                for m in probe.messages('depth_info')), 10.0)
+
+    # No new image: the last frame comes again, re-decoded with the new anchor, under its stamp.
+    def redecoded():
+        return next((m for m in probe.messages('depth_info')
+                     if stamp_ns(m) == stamp and m.anchor == 1.0), None)
+
+    assert wait_for(lambda: redecoded() is not None, 10.0)
+    elapsed_ms = (time.monotonic() - asked) * 1e3
+    info = redecoded()
+    # latency from the anchor request, not from the old stamp (8 s after 1970)
+    assert info.redecoded and 0 < info.latency_ms < elapsed_ms + 50, (info.latency_ms,
+                                                                      elapsed_ms)
+    assert probe.set_parameters(anchor=10.0)[0].successful
+
+
+def test_an_explicit_anchor_ends_auto_mode_and_says_so(node):
+    from std_msgs.msg import Float32
+
+    from metric_solver_ros.srv import SetAnchor
+
+    process, probe = node
+    assert probe.set_parameters(anchor_mode='auto')[0].successful
+    response = probe.call(probe.set_anchor, SetAnchor.Request(anchor=2.0))
+    assert response.success and response.anchor == pytest.approx(2.0)
+    assert 'anchor_mode was auto, now fixed' in response.message
+    assert probe.get_parameter('anchor_mode') == 'fixed' and probe.get_parameter('anchor') == 2.0
+    info = request(probe, 60_000_000_000, keys=('depth_info',))['depth_info']
+    assert (info.anchor_mode, info.anchor) == ('fixed', 2.0)
+    # the parameter alone would be overridden at the next frame: refused, with the way out
+    assert probe.set_parameters(anchor_mode='roi')[0].successful
+    result = probe.set_parameters(anchor=4.0)[0]
+    assert not result.successful and 'anchor_mode is roi' in result.reason
+    assert 'set anchor_mode to fixed first' in result.reason
+    # the topic switches, as the service does, and says so in the log
+    probe.pub_anchor.publish(Float32(data=4.0))
+    assert wait_for(lambda: probe.get_parameter('anchor_mode') == 'fixed', 10.0)
+    assert probe.get_parameter('anchor') == 4.0
+    assert wait_for(lambda: 'anchor topic: anchor_mode was roi, now fixed' in process.output(),
+                    5.0)
+    assert probe.set_parameters(anchor=10.0)[0].successful
+
+
+def test_fusion_rule_and_temporal_filter_are_dynamic_parameters(node):
+    from metric_solver_ros.model.fusion import DEFAULT_FUSION
+
+    process, probe = node
+    assert probe.get_parameter('fusion') == DEFAULT_FUSION
+    assert probe.set_parameters(fusion='finest')[0].successful
+    result = probe.set_parameters(fusion='mean')[0]
+    assert not result.successful and 'fusion must be one of' in result.reason
+    assert probe.get_parameter('fusion') == 'finest'
+    assert probe.set_parameters(fusion=DEFAULT_FUSION)[0].successful
+    assert probe.get_parameter('temporal_filter') == 'off'
+    assert probe.set_parameters(temporal_filter='full')[0].successful
+    for stamp in (71_000_000_000, 71_100_000_000):  # the second frame is filtered
+        depth = image_array(request(probe, stamp, keys=('depth', 'points'))['depth'])
+        assert np.isfinite(depth).any()
+    result = probe.set_parameters(temporal_filter='kalman')[0]
+    assert not result.successful and 'temporal_filter must be one of' in result.reason
+    assert probe.set_parameters(temporal_filter='off')[0].successful
+    result = probe.set_parameters(depth_encoding='16UC1')[0]
+    assert not result.successful and 'read-only' in result.reason.lower()
+
+
+def test_diagnostics_report_the_node_and_its_levels(node, checkpoint):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from metric_solver_ros.diagnostics import KEYS
+
+    process, probe = node
+    diagnostics = DiagnosticsRecorder(probe, f'{NS}/metric_solver: depth')
+    stop = threading.Event()
+
+    def stream() -> None:  # a 5 Hz camera
+        stamp = 61_000_000_000
+        while not stop.is_set():
+            send_frame(probe, stamp)
+            stamp += 200_000_000
+            time.sleep(0.2)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    try:
+        ok = diagnostics.wait(lambda s: s.level == DiagnosticStatus.OK
+                              and float(status_values(s)['rate_hz']) > 0, 30.0)
+        assert ok is not None, [(s.level, s.message) for s in diagnostics.statuses()]
+        values = status_values(ok)
+        assert list(values) == list(KEYS) and ok.hardware_id == 'cpu'
+        assert (values['device'], values['precision']) == ('cpu', 'float32')
+        assert values['model'] == str(checkpoint) and values['anchor'] == '10'
+        assert float(values['latency_p50_ms']) > 0 and float(values['inference_p50_ms']) > 0
+        assert float(values['latency_p95_ms']) >= float(values['latency_p50_ms'])
+        assert int(values['frames_skipped']) >= 0
+        # WARN below the expected rate
+        assert probe.set_parameters(expected_rate_hz=1000.0)[0].successful
+        warn = diagnostics.wait(lambda s: s.level == DiagnosticStatus.WARN
+                                and 'below expected_rate_hz 1000 Hz' in s.message, 10.0)
+        assert warn is not None, [(s.level, s.message) for s in diagnostics.statuses()]
+        assert probe.set_parameters(expected_rate_hz=0.0)[0].successful
+        # ERROR after an engine failure: an image the engine refuses (aspect ratio above 8:1)
+        thin = camera_image(WIDTH, HEIGHT)[:4]
+        assert publish_until(lambda: probe.publish_image(thin, 70_000_000_000), lambda: (
+            diagnostics.wait(lambda s: s.level == DiagnosticStatus.ERROR, 0.0) is not None))
+        error = diagnostics.wait(lambda s: s.level == DiagnosticStatus.ERROR, 0.0)
+        assert 'engine failed' in error.message and 'aspect ratio' in error.message
+    finally:
+        stop.set()
+        streamer.join()
+    # no image for 2 s while someone (this probe) is subscribed
+    assert diagnostics.wait(lambda s: f'no image on {NS}/image for' in s.message, 10.0)
 
 
 def test_broken_images_do_not_kill_the_node(node):
@@ -289,6 +401,75 @@ def test_broken_images_do_not_kill_the_node(node):
     stamp = 10_000_000_000
     assert request(probe, stamp, keys=('depth',))
     assert process.alive()
+
+
+def test_16uc1_depth_and_compressed_images_under_a_remap(checkpoint, tmp_path, rclpy_context):
+    # image_transport's convention: the compressed stream of `image` is `<image>/compressed`,
+    # so one remap of `image` serves both transports.
+    import cv2
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage
+
+    ns, camera = '/cam16', '/cam16_camera/color/image_raw'
+    process = NodeProcess(['-r', f'__ns:={ns}', '-p', f'checkpoint:={checkpoint}',
+                           '-p', 'device:=cpu', '-p', 'depth_encoding:=16UC1',
+                           '-p', 'image_transport:=compressed', '-r', f'image:={camera}'],
+                          tmp_path / 'node.log')
+    probe = Probe(ns)
+    pub = probe.node.create_publisher(CompressedImage, f'{camera}/compressed',
+                                      qos_profile_sensor_data)
+    ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(camera_image(WIDTH, HEIGHT), cv2.COLOR_RGB2BGR))
+    assert ok
+
+    def frame(sec: int) -> dict:
+        msg = CompressedImage(format='jpeg')
+        msg.header.stamp.sec, msg.header.frame_id = sec, 'camera_optical'
+        msg.data = array.array('B', jpeg.tobytes())
+        keys = ('depth', 'depth_info')
+        assert publish_until(lambda: pub.publish(msg), lambda: find_outputs(
+            probe, sec * 1_000_000_000, keys) is not None, 20.0), process.output()
+        return find_outputs(probe, sec * 1_000_000_000, keys)
+
+    try:
+        assert probe.set_anchor.wait_for_service(timeout_sec=60.0), process.output()
+        assert wait_for(lambda: pub.get_subscription_count() > 0, 30.0), process.output()
+        assert probe.pub_compressed.get_subscription_count() == 0  # not `<ns>/image/compressed`
+        assert wait_for(lambda: all(p > 0 for p in probe.publisher_counts()), 30.0)
+        out = frame(1)
+        depth, info = out['depth'], out['depth_info']
+        assert (depth.encoding, depth.step, depth.width) == ('16UC1', WIDTH * 2, WIDTH)
+        mm = image_array(depth)
+        assert mm.dtype == np.uint16 and np.all(mm > 0)  # this model: a few metres everywhere
+        # millimetres: the frame's statistics [m] (depth_info) to within the rounding
+        assert abs(int(mm.min()) - info.min_depth * 1000) <= 0.5 + 1e-3
+        assert abs(int(mm.max()) - info.max_depth * 1000) <= 0.5 + 1e-3
+        assert abs(float(np.median(mm)) - info.median_depth * 1000) <= 1.0
+        # beyond the far limit (+inf in 32FC1): 0, REP 118's "no depth"
+        limit_m = float(info.median_depth)
+        assert probe.set_parameters(far_limit=limit_m)[0].successful
+        out = frame(2)
+        mm, info = image_array(out['depth']), out['depth_info']
+        zeros = int((mm == 0).sum())
+        assert 0 < zeros == pytest.approx(info.far_fraction * mm.size, abs=1)
+        assert int(mm.max()) <= round(limit_m * 1000)
+        assert "image /cam16_camera/color/image_raw/compressed (compressed)" in process.output()
+    finally:
+        probe.close()
+        process.stop(signal.SIGTERM)
+
+
+def test_parameter_type_errors_name_the_parameter_and_the_type(tmp_path, rclpy_context):
+    # `flip_tta: 'yes'` (a string, as a quoted YAML value or some distros' parsers give it):
+    # rclpy said "expected '1' got '4'" on some distros.
+    params = tmp_path / 'params.yaml'
+    params.write_text("/**:\n  ros__parameters:\n    flip_tta: 'yes'\n")
+    process = NodeProcess(['--params-file', str(params), '-p', 'device:=cpu'],
+                          tmp_path / 'node.log')
+    assert process.process.wait(60) == 1
+    output = process.output()
+    process.stop()
+    assert "parameter flip_tta must be a boolean (true or false), got 'yes'" in output, output
+    assert 'ready:' not in output
 
 
 def test_no_camera_info_means_depth_but_no_points(checkpoint, tmp_path, rclpy_context):
@@ -390,25 +571,3 @@ def test_bad_checkpoint_refuses_to_start(tmp_path, rclpy_context):
     process.stop()
     assert 'cannot start' in output and str(bad) in output
 
-
-def test_throttled_log_mixes_warnings_and_errors():
-    # rclpy refuses a call site whose severity changes: with one call site for both levels,
-    # an error after a warning (no camera_info, then any failed frame) raised in the worker
-    # and killed it; a refused parameter after an error killed the executor.
-    from rclpy.logging import get_logger
-
-    log = ThrottledLog(get_logger('throttled_log_test'))
-    log.warn('a', 'first a warning')
-    log.warn('b', 'then an error', level='error')
-    log.warn('c', 'and a warning again')
-
-
-def test_depth_statistics_hand_computed():
-    from metric_solver_ros.node import depth_statistics
-
-    depth = np.array([[1.0, 2.0, np.inf], [np.nan, 4.0, 3.0]], np.float32)
-    near = np.array([[True, True, False], [True, False, False]])
-    # 5 defined pixels; 2 near among them (the NaN one does not count); 1 at +inf
-    assert depth_statistics(depth, near) == (0.4, 0.2, 1.0, 2.5, 4.0)
-    empty = depth_statistics(np.full((2, 2), np.nan, np.float32), np.zeros((2, 2), bool))
-    assert empty[:2] == (0.0, 0.0) and all(math.isnan(v) for v in empty[2:])

@@ -36,7 +36,7 @@ def test_interface_fields_are_the_documented_ones():
                        ('anchors', 'sequence<float>'), ('near_fraction', 'float'),
                        ('min_depth', 'float'), ('median_depth', 'float'),
                        ('max_depth', 'float'), ('inference_ms', 'float'),
-                       ('latency_ms', 'float')]:
+                       ('latency_ms', 'float'), ('redecoded', 'boolean')]:
         assert fields[name] == kind, name
     assert SetAnchor.Request.get_fields_and_field_types() == {'anchor': 'float'}
     assert SetAnchor.Response.get_fields_and_field_types() == {
@@ -45,7 +45,7 @@ def test_interface_fields_are_the_documented_ones():
 
 def test_executables_are_on_the_venv_path():
     bin_dir = pathlib.Path(sys.executable).parent
-    for name in ('depth_node', 'metric-solver'):
+    for name in ('depth_node', 'depth_lifecycle_node', 'metric-solver'):
         assert (bin_dir / name).is_file(), name
     result = subprocess.run([str(bin_dir / 'metric-solver'), '--help'],
                             capture_output=True, text=True, timeout=60)

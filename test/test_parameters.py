@@ -89,3 +89,41 @@ def test_readme_parameter_table_is_current():
     start = readme.index('\n', start) + 1
     end = readme.index('<!-- end parameters-table -->')
     assert readme[start:end].strip() == markdown_table().strip()
+
+
+def test_fusion_rules_come_from_their_home():
+    from metric_solver_ros.model.fusion import DEFAULT_FUSION, FUSION_RULES
+    from metric_solver_ros.parameters import SPECS, complete_spec
+
+    spec = complete_spec('fusion')
+    assert spec.default == DEFAULT_FUSION and spec.choices == FUSION_RULES
+    assert SPECS['fusion'].default is None  # completed lazily: the table imports no torch
+    assert initial_settings().fusion == DEFAULT_FUSION
+    for rule in FUSION_RULES:
+        assert validate_changes(initial_settings(), {'fusion': rule}, check_anchors).fusion == rule
+    with pytest.raises(ValueError, match='fusion must be one of finest, median'):
+        validate_changes(initial_settings(), {'fusion': 'mean'}, check_anchors)
+
+
+@pytest.mark.parametrize('mode', ['auto', 'roi'])
+def test_an_anchor_alone_is_refused_while_the_mode_picks_it(mode):
+    automatic = validate_changes(initial_settings(), {'anchor_mode': mode}, check_anchors)
+    for change in ({'anchor': 2.0}, {'anchors': [2.0, 10.0]}):
+        with pytest.raises(ValueError, match=f'anchor_mode is {mode}: .*set anchor_mode to fixed'):
+            validate_changes(automatic, change, check_anchors)
+    # with the mode in the same change (set_anchor's way), or a new start anchor for the mode
+    fixed = validate_changes(automatic, {'anchor_mode': 'fixed', 'anchor': 2.0}, check_anchors)
+    assert (fixed.anchor_mode, fixed.anchor) == ('fixed', 2.0)
+    restart = validate_changes(automatic, {'anchor_mode': mode, 'anchor': 4.0}, check_anchors)
+    assert (restart.anchor_mode, restart.anchor) == (mode, 4.0)
+
+
+def test_expected_rate_and_the_point_cloud_defaults():
+    settings = initial_settings()
+    assert settings.expected_rate_hz == 0.0
+    # no sky at 300-400 m in a costmap by default
+    assert 0 < settings.points_max_range <= 50 and 0 < settings.far_limit < 300
+    assert validate_changes(settings, {'expected_rate_hz': 30}, check_anchors).expected_rate_hz \
+        == 30.0
+    with pytest.raises(ValueError, match='expected_rate_hz must be a finite number >= 0'):
+        validate_changes(settings, {'expected_rate_hz': -1.0}, check_anchors)

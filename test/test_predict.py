@@ -249,6 +249,35 @@ def test_user_errors_are_clear(checkpoint, images, tmp_path):
     assert not (tmp_path / 'out').exists()  # nothing is written when the inputs are bad
 
 
+def test_16_bit_and_float_images_are_refused_and_8_bit_grey_is_taken(checkpoint, images, tmp_path,
+                                                                     capsys):
+    from metric_solver_ros.cli import main
+
+    ramp = np.arange(HEIGHT * WIDTH, dtype=np.uint16).reshape(HEIGHT, WIDTH) * 20
+    cases = {'depth_mm.png': (ramp, '16-bit 1-channel image (uint16)'),
+             'rgb16.png': (np.stack([ramp] * 3, -1), '16-bit 3-channel image (uint16)'),
+             'depth_m.tiff': (ramp.astype(np.float32) / 1000, '32-bit 1-channel image (float32)')}
+    out = tmp_path / 'out'
+    for name, (array, kind) in cases.items():
+        assert cv2.imwrite(str(tmp_path / name), array)
+        # Refused before the model loads, also behind a good image; one line in the CLI.
+        assert main(['predict', str(images[0]), str(tmp_path / name), '--checkpoint',
+                     str(checkpoint), '--device', 'cpu', '--out', str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f'{tmp_path / name} is a {kind}' in err and 'takes 8-bit colour or grey' in err
+        assert len(err.strip().splitlines()) == 1
+        with pytest.raises(ValueError, match='16-bit|32-bit'):
+            predict.read_rgb(tmp_path / name)
+    assert not out.exists()
+    grey = (ramp // 64).astype(np.uint8)
+    assert cv2.imwrite(str(tmp_path / 'grey.png'), grey)
+    rgb = predict.read_rgb(tmp_path / 'grey.png')
+    assert rgb.shape == (HEIGHT, WIDTH, 3) and all((rgb[..., c] == grey).all() for c in range(3))
+    assert _run([tmp_path / 'grey.png', '--checkpoint', checkpoint, '--device', 'cpu',
+                 '--out', out]) == 0
+    assert np.load(out / 'grey_depth.npy').shape == (HEIGHT, WIDTH)
+
+
 def test_colour_bar_ticks_are_round_and_inside_the_range():
     from metric_solver_ros.visualize import nice_ticks
 
@@ -258,3 +287,36 @@ def test_colour_bar_ticks_are_round_and_inside_the_range():
     for low, high in ((0.013, 0.9), (3.3, 3.9), (7.0, 480.0)):
         ticks = nice_ticks(low, high)
         assert ticks and all(low <= t <= high for t in ticks) and ticks == sorted(ticks)
+
+
+def test_a_folder_is_one_sequence_filtered_in_name_order(checkpoint, tmp_path):
+    from metric_solver_ros.data.synthetic import render_sequence, sequence_spec
+    from metric_solver_ros.temporal_filter import TemporalFilter
+
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    frames = list(render_sequence(sequence_spec('indoor', 'static', 4, seed=3), HEIGHT, WIDTH))
+    for i in (2, 0, 3, 1):  # written out of order: name order counts
+        cv2.imwrite(str(folder / f'f{i:03d}.png'), cv2.cvtColor(frames[i].image,
+                                                                cv2.COLOR_RGB2BGR))
+    (folder / 'notes.txt').write_text('not an image')
+    common = [folder, '--checkpoint', checkpoint, '--device', 'cpu', '--anchor', '10',
+              '--fx', INTRINSICS[0], '--fy', INTRINSICS[1], '--cx', INTRINSICS[2],
+              '--cy', INTRINSICS[3], '--points-stride', 2, '--max-range', 30]
+    assert _run([*common, '--out', tmp_path / 'off']) == 0
+    assert _run([*common, '--temporal-filter', 'full', '--out', tmp_path / 'full']) == 0
+    raw = [np.load(tmp_path / 'off' / f'f{i:03d}_depth.npy') for i in range(4)]
+    stream = TemporalFilter('full')
+    for i in range(4):  # the command filters exactly as the filter does, in name order
+        expected = stream.apply(raw[i], (10.0,))
+        filtered = np.load(tmp_path / 'full' / f'f{i:03d}_depth.npy')
+        np.testing.assert_allclose(filtered, expected, rtol=1e-6)
+        xyz, _ = _ply_xyz(tmp_path / 'full' / f'f{i:03d}.ply')
+        np.testing.assert_allclose(xyz, _expected_points(filtered, INTRINSICS, 2, 30.0),
+                                   rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(np.load(tmp_path / 'full' / 'f000_depth.npy'), raw[0])
+    assert not np.allclose(np.load(tmp_path / 'full' / 'f003_depth.npy'), raw[3], rtol=1e-4)
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(ValueError, match='no image'):
+        _run([empty, '--checkpoint', checkpoint])

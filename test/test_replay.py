@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -89,7 +91,7 @@ def compressed_node(checkpoint, tmp_path_factory, rclpy_context):
 
 
 def _recorded_stamps(path, topic):
-    store = replay.recording_typestore()
+    store = bagio.recording_typestore()
     from rosbags.rosbag2 import Reader
 
     with Reader(path) as reader:
@@ -132,15 +134,27 @@ def test_lockstep_replay_answers_every_frame_and_records_an_evaluable_bag(node, 
     assert all(m.anchor == pytest.approx(4.0) and m.width == WIDTH for _, m in infos)
     assert sorted(s for s, _ in _recorded_stamps(record, DEPTH)) == stamps  # GT copied
 
+    # The suggested eval command runs as printed, with the indoor cap of this indoor GT.
     out = tmp_path / 'eval'
-    assert summary['eval_command'].endswith(f'--pred-topic {NS}/depth')
-    assert eval_command.run(_parse(eval_command, [
-        '--bag', record, '--image-topic', IMAGE, '--depth-topic', DEPTH,
-        '--pred-topic', f'{NS}/depth', '--cap', 10, '--out', out])) == 0
+    assert summary['eval_command'].endswith(f'--pred-topic {NS}/depth --cap 10')
+    assert summary['eval_cap']['cap_m'] == 10.0 and '(an indoor scene' in printed
+    words = shlex.split(summary['eval_command'])
+    assert words[:2] == ['metric-solver', 'eval']
+    assert eval_command.run(_parse(eval_command, [*words[2:], '--out', out])) == 0
     metrics = json.loads((out / 'metrics.json').read_text())
-    assert metrics['frames'] == FRAMES
+    assert metrics['frames'] == FRAMES and metrics['config']['cap'] == 10.0
     assert metrics['results']['pred_topic']['n_frames'] == FRAMES
     assert metrics['config']['pairing']['max_abs_dt_ms'] == 0.0
+
+    # --force records afresh over the earlier recording and its replay.json.
+    code = replay.run(_parse(replay, [
+        '--bag', bag, '--image-topic', IMAGE, '--namespace', NS, '--record', record,
+        '--lockstep', '--wait-s', 10, '--max-frames', 2, '--force']))
+    assert code == 0, capsys.readouterr().out + node.output()
+    summary = json.loads((tmp_path / 'out' / 'replay.json').read_text())
+    assert summary['frames_published'] == summary['frames_answered'] == 2
+    assert len(_recorded_stamps(record, f'{NS}/depth')) == 2
+    assert len(_recorded_stamps(record, DEPTH)) == 2
 
 
 def test_fast_compressed_replay_reports_dropped_frames_precisely(compressed_node, scenes,
@@ -187,11 +201,71 @@ def test_no_node_and_bad_inputs_are_reported(bag, tmp_path, capsys, rclpy_contex
         replay.run(_parse(replay, ['--bag', bag, '--image-topic', INFO]))
     with pytest.raises(ValueError, match='is sensor_msgs/msg/Image, not CameraInfo'):
         replay.run(_parse(replay, ['--bag', bag, '--camera-info-topic', DEPTH]))
-    with pytest.raises(ValueError, match='exists'):
+    with pytest.raises(ValueError, match='exists; pass --force to overwrite it'):
         replay.run(_parse(replay, ['--bag', bag, '--record', bag]))
     with pytest.raises(ValueError, match='--rate'):
         replay.run(_parse(replay, ['--bag', bag, '--rate', 0]))
 
+
+def test_force_deletes_only_an_earlier_recording_and_only_once_a_node_answers(
+        bag, scenes, tmp_path, capsys, rclpy_context):
+    old = tmp_path / 'old'
+    bagio.write_rgbd_bag(old, scenes[:1])
+    (tmp_path / 'replay.json').write_text(json.dumps({'frames_published': 1, 'latency_ms': {}}))
+    args = ['--bag', bag, '--record', old, '--namespace', '/nobody_here', '--wait-s', 0.5]
+    with pytest.raises(ValueError, match=f'{old} exists; pass --force to overwrite it'):
+        replay.run(_parse(replay, args))
+    # Allowed, but no node answers: the earlier recording stays.
+    assert replay.run(_parse(replay, [*args, '--force'])) == 1
+    assert 'no running node' in capsys.readouterr().err
+    assert bagio.list_topics(old)[DEPTH] == 'sensor_msgs/msg/Image'
+    # Never the bag being played, nor a folder that holds more than a bag.
+    with pytest.raises(ValueError, match='holds the --bag being played; --force does not'):
+        replay.run(_parse(replay, ['--bag', bag, '--record', bag, '--force']))
+    with pytest.raises(ValueError, match='holds the --bag being played'):
+        replay.run(_parse(replay, ['--bag', old / 'old.mcap', '--record', old, '--force']))
+    (old / 'notes.txt').write_text('mine')
+    with pytest.raises(ValueError, match=f'{old} is not a bag folder .*remove it yourself'):
+        replay.run(_parse(replay, [*args, '--force']))
+    assert (old / 'notes.txt').read_text() == 'mine' and (old / 'metadata.yaml').is_file()
+    # A replay.json beside it that is not a replay summary is not overwritten either.
+    (tmp_path / 'replay.json').write_text('{"mine": 1}')
+    with pytest.raises(ValueError, match='is not a replay summary, so --force leaves it alone'):
+        replay.run(_parse(replay, ['--bag', bag, '--record', tmp_path / 'new', '--force']))
+
+
+def test_is_bag_folder(tmp_path, scenes):
+    bagio.write_rgbd_bag(tmp_path / 'mcap', scenes[:1])
+    bagio.write_rgbd_bag(tmp_path / 'db3', scenes[:1], storage='sqlite3')
+    (tmp_path / 'empty').mkdir()
+    assert all(bagio.is_bag_folder(tmp_path / n) for n in ('mcap', 'db3', 'empty'))
+    (tmp_path / 'mcap' / 'sub').mkdir()
+    assert not bagio.is_bag_folder(tmp_path / 'mcap')
+    assert not bagio.is_bag_folder(tmp_path / 'db3' / 'db3.db3')  # a file
+    assert not bagio.is_bag_folder(tmp_path / 'missing')
+    (tmp_path / 'link').symlink_to(tmp_path / 'db3')
+    assert not bagio.is_bag_folder(tmp_path / 'link')
+
+
+def test_the_suggested_cap_comes_from_the_recorded_gt(bag, tmp_path):
+    from metric_solver_ros.data.synthetic import render_scene
+
+    assert replay._suggest_cap(bag, DEPTH, FRAMES) == (10.0, 0.0)  # indoor scenes
+    outdoor = [render_scene('outdoor', seed, HEIGHT, WIDTH) for seed in range(3)]
+    bagio.write_rgbd_bag(tmp_path / 'outdoor', outdoor, depth_encoding='16UC1')
+    gt = np.concatenate([s.depth_m[::2, ::2].ravel() for s in outdoor])
+    gt = np.where(gt > 65.5355, np.nan, gt)  # what 16UC1 keeps (beyond 65.535 m: none)
+    share = np.count_nonzero(gt > 10.0) / np.count_nonzero(gt > 1e-3)
+    cap_m, got = replay._suggest_cap(tmp_path / 'outdoor', DEPTH, 3)
+    assert cap_m == 80.0 and got == pytest.approx(share) and share > 0.05
+    # GT without a valid pixel: no suggestion (eval's default --cap applies, said so).
+    invalid = dataclasses.replace(outdoor[0], depth_m=np.full((HEIGHT, WIDTH), np.nan))
+    bagio.write_rgbd_bag(tmp_path / 'invalid', [invalid] * 3)
+    assert replay._suggest_cap(tmp_path / 'invalid', DEPTH, 3) is None
+    args = _parse(replay, ['--bag', bag, '--record', tmp_path / 'my record'])
+    command, why = replay._eval_suggestion(args, f'{NS}/depth', None)
+    assert '--cap' not in shlex.split(command) and f"'{tmp_path / 'my record'}'" in command
+    assert why['cap_m'] is None and "eval's default --cap 80 m (outdoors) applies" in why['reason']
 
 def test_depth_info_type_round_trips_through_rosbags():
     from rclpy.serialization import serialize_message
@@ -200,8 +274,8 @@ def test_depth_info_type_round_trips_through_rosbags():
 
     msg = DepthInfo(anchor=2.0, anchors=[1.0, 2.0], anchor_mode='auto', width=7, latency_ms=3.5)
     msg.header.stamp.sec, msg.header.frame_id = 42, 'cam'
-    decoded = replay.recording_typestore().deserialize_cdr(
-        serialize_message(msg), replay.DEPTH_INFO)
+    decoded = bagio.recording_typestore().deserialize_cdr(
+        serialize_message(msg), bagio.DEPTH_INFO)
     assert decoded.header.stamp.sec == 42 and decoded.header.frame_id == 'cam'
     np.testing.assert_array_equal(decoded.anchors, [1.0, 2.0])
     assert (decoded.anchor_mode, decoded.width, decoded.latency_ms) == ('auto', 7, 3.5)

@@ -26,6 +26,7 @@ from metric_solver_ros.train import (
     optimizer_step,
     sample_anchors,
     train,
+    training_pool,
 )
 from metric_solver_ros.train_config import (
     TrainConfig,
@@ -62,6 +63,19 @@ def test_sample_anchors_are_reproducible_per_step_and_from_the_pool():
         assert not torch.equal(first, sample_anchors(cfg, pool_m, 64, **other))
     fixed = TrainConfig(anchor_sampling='fixed', fixed_anchor_m=4.0)
     assert sample_anchors(fixed, pool_m, 3, step=0).tolist() == [4.0, 4.0, 4.0]
+
+
+def test_anchor_max_keeps_the_pool_anchors_up_to_it():
+    pool_m = torch.tensor(create_model('tiny').config.anchor_pool_m)
+    capped = TrainConfig(anchor_max_m=20.0)
+    assert training_pool(capped, pool_m).tolist() == [0.5, 1.0, 2.0, 4.0, 6.0, 10.0, 20.0]
+    drawn = sample_anchors(capped, pool_m, 256, step=3)
+    assert set(drawn.tolist()) == {0.5, 1.0, 2.0, 4.0, 6.0, 10.0, 20.0}
+    assert torch.equal(training_pool(TrainConfig(), pool_m), pool_m)  # 0: the whole pool
+    with pytest.raises(ValueError, match='below every pool anchor'):
+        training_pool(TrainConfig(anchor_max_m=0.3), pool_m)
+    with pytest.raises(ValueError, match='anchor_max_m'):
+        TrainConfig(anchor_max_m=-1.0)
 
 
 def test_normalized_images_scales_uint8_and_takes_floats_as_they_are():
@@ -264,7 +278,7 @@ def test_a_fourth_loss_weight_adds_the_silog_term(tmp_path):
     plain = _smoke(tmp_path, 'plain', max_steps=1, log_interval=1, eval_frames=0)
     train(plain)
     assert _log(tmp_path / 'plain', 'train')[0]['loss_silog'] == 0.0
-    with pytest.raises(ValueError, match='3 or 4 numbers'):
+    with pytest.raises(ValueError, match='3 to 5 numbers'):
         _smoke(tmp_path, 'bad', loss_weights=[1.0, 1.0])
 
 
@@ -388,11 +402,34 @@ def test_init_from_checkpoint_and_official_dinov2(tmp_path):
     assert origin.startswith('DINOv2 weights')
     got = model.pretrained.state_dict()
     assert all(torch.equal(v, got[k]) for k, v in encoder.items())
-    with pytest.raises(ValueError, match='wrong preset'):
+    with pytest.raises(ValueError, match=r'dinov2_tiny.pth holds a custom encoder \(embed 48, '
+                       r'depth 4\); --preset is tiny resized by --model \(embed 64, depth 4\): '
+                       r'use --model with embed_dim 48 and depth 4 or another file$'):
         init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'dinov2_tiny.pth'),
                                        'model': {'embed_dim': 64}}))
     with pytest.raises(FileNotFoundError):
         init_model(load_config(SMOKE, {'init_from': str(tmp_path / 'missing.pth')}))
+
+
+def test_init_from_an_official_file_of_another_preset_is_one_line(tmp_path, capsys):
+    from official_weights import official_dinov2_vits_shapes, random_state
+
+    from metric_solver_ros.cli import main
+
+    path = tmp_path / 'dinov2_vits14_pretrain.pth'
+    torch.save(random_state(official_dinov2_vits_shapes(), seed=0), path)
+    for preset, size in (('tiny', 'embed 192, depth 12'), ('vitb', 'embed 768, depth 12')):
+        message = (f'{path} holds a vits encoder (embed 384, depth 12); --preset is {preset} '
+                   f'({size}): use --preset vits or another file')
+        with pytest.raises(ValueError) as error:
+            init_model(TrainConfig(init_from=str(path), preset=preset))
+        assert str(error.value) == message
+        # The CLI: one line, no key lists, no traceback.
+        assert main(['train', '--init_from', str(path), '--preset', preset,
+                     '--out_dir', str(tmp_path / preset)]) == 2
+        assert capsys.readouterr().err == f'metric-solver train: error: {message}\n'
+    model, origin = init_model(TrainConfig(init_from=str(path), preset='vits'))  # it fits
+    assert origin.startswith('DINOv2 weights') and model.config.embed_dim == 384
 
 
 def test_a_new_model_infers_at_the_training_resolution(tmp_path):
@@ -527,3 +564,20 @@ def test_gpu_train_script_ab_runs_two_trainings_at_once(tmp_path):
         config = json.loads(read_checkpoint_metadata(out / name)['train_config'])
         assert len(config['loss_weights']) == (4 if '_b_' in name else 3)
     assert not (out / 'log.jsonl').exists()  # left out: 8 files at most come back
+
+
+def test_a_fifth_loss_weight_decodes_each_image_at_two_anchors_and_adds_consistency(tmp_path):
+    cfg = _smoke(tmp_path, 'consistency', loss_weights=[1.0, 1.0, 0.05, 0.0, 0.5], max_steps=2,
+                 log_interval=1, eval_frames=0)
+    pool_m = torch.tensor(create_model('tiny').config.anchor_pool_m)
+    paired = sample_anchors(cfg, pool_m, 16, step=3)
+    single = sample_anchors(_smoke(tmp_path, 'single'), pool_m, 16, step=3)
+    assert paired.shape == (32,) and torch.equal(paired[:16], single)
+    assert (paired[:16] != paired[16:]).all()  # a different second anchor for every image
+    train(cfg)
+    records = _log(tmp_path / 'consistency', 'train')
+    assert records and all(r['loss_consistency'] > 0 for r in records)
+    assert all(r['loss'] > r['loss_sn'] + r['loss_tf'] + 0.05 * r['loss_mask'] for r in records)
+    with pytest.raises(ValueError, match='needs anchor_sampling: pool'):
+        _smoke(tmp_path, 'bad', loss_weights=[1.0, 1.0, 0.05, 0.0, 0.5],
+               anchor_sampling='fixed')

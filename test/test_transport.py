@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from metric_solver_ros.node import transport_warning
+from metric_solver_ros.process_life import transport_warning
 
 SUBSCRIBER = r'''
 import sys, time

@@ -1,7 +1,7 @@
 """Make the bundled default model from a training run.
 
 Copies the (EMA) weights of ``RUN/ckpt.safetensors`` into
-``metric_solver_ros/models/default.safetensors`` as float16 (half the size; the engine casts to
+``metric_solver_ros/weights/default.safetensors`` as float16 (half the size; the engine casts to
 its precision when loading), keeping the model config and adding where it came from.
 
     python tools/bundle_default_model.py out/train_default

@@ -46,7 +46,8 @@ import sysconfig
 venv, kit, manifest = (pathlib.Path(p).resolve() for p in sys.argv[1:4])
 site = pathlib.Path(sysconfig.get_paths()['purelib']).resolve()
 ROOTS = ['ros-rclpy', 'ros-rmw-fastrtps-cpp', 'ros-sensor-msgs', 'ros-std-msgs', 'ros-std-srvs',
-         'ros-rcl-interfaces', 'ros-geometry-msgs', 'ros-rosidl-default-runtime']
+         'ros-rcl-interfaces', 'ros-geometry-msgs', 'ros-rosidl-default-runtime',
+         'ros-diagnostic-msgs']
 # In the closure but not needed to run: numpy and PyYAML travel in build/gpu_wheels; the rest
 # (rosidl's template engine and IDL parser, setuptools) only generates code.
 SKIP = {'numpy', 'pyyaml', 'setuptools', 'empy', 'lark-parser'}

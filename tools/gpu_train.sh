@@ -31,7 +31,7 @@
 #      `metric-solver eval`), or less when DEADLINE_S (seconds after the start by which the
 #      whole call must end) leaves less. Extra arguments go to train.py, e.g. to fine-tune the
 #      bundled model at its resolution:
-#        bash tools/gpu_train.sh 360 --init_from metric_solver_ros/models/default.safetensors \
+#        bash tools/gpu_train.sh 360 --init_from metric_solver_ros/weights/default.safetensors \
 #            --image_size [196,252] --warmup_steps 200
 #   7. with AB_ARGS (options, e.g. "--loss_weights [1.0,1.0,0.05,0.1]"), a second run with those
 #      added trains at the same time on the same GPU (an A/B of equal budget): train_b.txt,

@@ -12,15 +12,19 @@ Medians over ``--iters`` runs after ``--warmup`` runs, CUDA synchronised around 
 - ``sequential4_ms``: the naive way, 4 whole single-anchor frames;
 - ``redecode_ms``: a new anchor for the last frame from its cached features;
 - ``fusion_ms``: the fusion of 4 decoded anchors;
-- ``fps`` (1000 / single_ms), ``peak_mem_mb`` (CUDA: peak allocated; CPU: peak RSS of the process).
+- ``fps`` (1000 / single_ms), ``peak_mem_mb`` (CUDA: peak allocated; CPU: peak RSS of the process);
+- ``backend`` (what ran the network: torch, openvino, onnxruntime) and ``backend_detail``.
 
     metric-solver bench --device cpu --width 640 --height 480
     metric-solver bench --preset vitl --device cuda --input-size 518 --json
+    metric-solver bench --device cpu --backend openvino --num-threads 2 --json
 """
 
 from __future__ import annotations
 
 import argparse
+
+from metric_solver_ros.commands.common import add_runtime_arguments
 
 ANCHORS_4 = (2.0, 10.0, 40.0, 80.0)
 
@@ -42,11 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--anchor', type=float, default=10.0, help='anchor of single runs [m]')
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--iters', type=int, default=20)
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--compile', action='store_true', help='torch.compile the network')
     parser.add_argument('--cuda-graphs', action='store_true',
                         help='replay the encoder and decoder as CUDA graphs (CUDA only)')
     parser.add_argument('--json', action='store_true', help='print one JSON object')
+    add_runtime_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,13 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from metric_solver_ros.engine import DepthEngine
 
     common = dict(device=args.device, precision=args.precision, input_size=args.input_size,
                   resize_mode=args.resize_mode, compile=args.compile,
-                  cuda_graphs=args.cuda_graphs)
+                  cuda_graphs=args.cuda_graphs, backend=args.backend,
+                  num_threads=args.num_threads)
     if args.preset:
         from metric_solver_ros.model import create_model
 
@@ -157,6 +160,8 @@ def measure(engine, width: int, height: int, anchor_m: float = 10.0, warmup: int
         'device': str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
         'precision': str(engine.dtype).replace('torch.', ''),
         'cuda_graphs': engine.cuda_graphs,
+        'backend': engine.backend,
+        'backend_detail': engine.backend_description,
         'preset': engine.config.preset,
         'input_size': [net_h, net_w],
         'image_size': [height, width],
@@ -178,7 +183,7 @@ def format_table(result: dict) -> str:
     ]
     graphs = ' | CUDA graphs' if result.get('cuda_graphs') else ''
     lines = [f'{result["model"]} | preset {result["preset"]} | {result["device"]} | '
-             f'{result["precision"]}{graphs} | image '
+             f'{result["precision"]}{graphs} | backend {result["backend_detail"]} | image '
              f'{result["image_size"][1]}x{result["image_size"][0]}'
              f' -> network {result["input_size"][1]}x{result["input_size"][0]}', '',
              f'{"stage":<40}{"median ms":>10}']

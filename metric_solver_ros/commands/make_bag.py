@@ -4,16 +4,22 @@ Examples::
 
     metric-solver make-bag --out demo_bag --synthetic indoor --seed 0 --frames 20 --size 240 320
     metric-solver make-bag --out nyu_bag --storage sqlite3 --folder /data/nyu_rgbd --compressed
+    metric-solver make-bag --out walk_bag --synthetic-sequence indoor --motion forward \
+        --frames 30 --seed 7 --size 240 320
     metric-solver make-bag --out lidar_bag --synthetic indoor --frames 20 --lidar \
         --lidar-offset 0.05 -0.1 0.03 --lidar-rpy 0 -5 10 --world-scale 0.5
 
 Frame ``i`` is stamped ``start + i / rate`` (header stamp and log time) on every topic. Topics:
 ``--image-topic`` (``rgb8`` Image, or JPEG CompressedImage on ``<image-topic>/compressed`` with
 ``--compressed``), ``--info-topic`` (CameraInfo, for frames with known intrinsics) and
-``--depth-topic`` (``32FC1`` metres or ``16UC1`` millimetres). With ``--lidar`` (synthetic
-only) also a LiDAR ``PointCloud2`` on ``--lidar-topic`` and the mount on ``/tf_static``
-(``metric_solver_ros.data.synthetic_lidar``: the scanner model); ``--world-scale`` multiplies
-every length of the synthetic scenes (same images, scaled metric depth).
+``--depth-topic`` (``32FC1`` metres or ``16UC1`` millimetres). ``--synthetic`` renders a new
+scene per frame (seeds ``--seed``, ``--seed + 1``, ...); ``--synthetic-sequence`` one camera
+moving through one scene (``data/synthetic/sequence.py``; sampled at ``--rate``), with the exact
+camera pose per frame on ``/tf`` (``--world-frame`` -> ``--frame-id``). With ``--lidar``
+(``--synthetic`` only) also a LiDAR ``PointCloud2`` on ``--lidar-topic`` and the mount on
+``/tf_static`` (``metric_solver_ros.data.synthetic_lidar``: the scanner model);
+``--world-scale`` multiplies every length of the ``--synthetic`` scenes (same images, scaled
+metric depth).
 """
 
 from __future__ import annotations
@@ -32,8 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument('--folder', type=pathlib.Path,
                         help='RGB-D folder dataset root (see metric_solver_ros.data)')
     source.add_argument('--synthetic', choices=('indoor', 'outdoor'),
-                        help='render synthetic scenes')
-    parser.add_argument('--seed', type=int, default=0, help='first synthetic scene seed')
+                        help='render synthetic scenes, a new one per frame')
+    source.add_argument('--synthetic-sequence', choices=('indoor', 'outdoor'),
+                        help='render a camera moving through one synthetic scene (with /tf)')
+    parser.add_argument('--motion', choices=('static', 'pan', 'forward'), default=None,
+                        help='camera motion of --synthetic-sequence')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='first synthetic scene seed, or the sequence seed')
     parser.add_argument('--frames', type=int, default=None,
                         help='number of frames (synthetic default 10; folder default all)')
     parser.add_argument('--size', type=int, nargs=2, default=(240, 320), metavar=('H', 'W'),
@@ -43,11 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--compressed', action='store_true',
                         help='write the image as JPEG CompressedImage on <image-topic>/compressed')
     parser.add_argument('--depth-encoding', choices=('32FC1', '16UC1'), default='32FC1',
-                        help='GT depth encoding: metres or millimetres (default: %(default)s)')
+                        help='GT depth encoding: metres or millimetres; 16UC1 holds at most '
+                             '65.535 m and drops farther GT, with a warning (default: %(default)s)')
     parser.add_argument('--image-topic', default='/camera/color/image_raw')
     parser.add_argument('--depth-topic', default='/camera/depth/image_raw')
     parser.add_argument('--info-topic', default='/camera/color/camera_info')
     parser.add_argument('--frame-id', default='camera_color_optical_frame')
+    parser.add_argument('--tf-topic', default='/tf', help='camera poses of a sequence')
+    parser.add_argument('--world-frame', default='map',
+                        help='parent frame of the camera poses (default: %(default)s)')
     parser.add_argument('--world-scale', type=float, default=1.0,
                         help='synthetic: multiply every length of the scenes (depth scales, the '
                              'images stay; default: %(default)s)')
@@ -93,10 +108,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f'{args.out} exists; remove it or choose another --out')
     if (args.lidar or args.world_scale != 1.0) and not args.synthetic:
         raise ValueError('--lidar and --world-scale need --synthetic (the scanner and the scale '
-                         'act on the synthetic world)')
+                         'act on its scenes, a new one per frame)')
     if args.lidar or args.world_scale != 1.0:
         return _run_synthetic_robot(args)
-    if args.synthetic:
+    if (args.motion is None) != (args.synthetic_sequence is None):
+        raise ValueError('--motion goes with --synthetic-sequence, and it needs one')
+    if args.synthetic_sequence:
+        from metric_solver_ros.data.synthetic import render_sequence, sequence_spec
+
+        height, width = args.size
+        count = 10 if args.frames is None else args.frames
+        sequence = sequence_spec(args.synthetic_sequence, args.motion, count, args.seed,
+                                 rate_hz=args.rate)
+        frames = render_sequence(sequence, height, width)
+    elif args.synthetic:
         from metric_solver_ros.data.synthetic import render_scene
 
         height, width = args.size
@@ -114,10 +139,12 @@ def run(args: argparse.Namespace) -> int:
     written = write_rgbd_bag(
         args.out, frames, storage=args.storage, image_topic=args.image_topic,
         depth_topic=args.depth_topic, info_topic=args.info_topic, frame_id=args.frame_id,
-        rate_hz=args.rate, depth_encoding=args.depth_encoding, compressed=args.compressed)
+        rate_hz=args.rate, depth_encoding=args.depth_encoding, compressed=args.compressed,
+        tf_topic=args.tf_topic, world_frame=args.world_frame)
     image_topic = args.image_topic + ('/compressed' if args.compressed else '')
+    poses = f', {args.tf_topic}' if args.synthetic_sequence else ''
     print(f'wrote {written} frames to {args.out} ({args.storage}): {image_topic}, '
-          f'{args.depth_topic} [{args.depth_encoding}], {args.info_topic}')
+          f'{args.depth_topic} [{args.depth_encoding}], {args.info_topic}{poses}')
     return 0
 
 

@@ -6,6 +6,7 @@ Examples::
     metric-solver predict frames/*.png --anchors 2 10 40 --camera-info camera.yaml \\
         --points-stride 2 --max-range 20 --out predict_out
     metric-solver predict img.png --anchor 10 --fx 525 --fy 525 --cx 319.5 --cy 239.5
+    metric-solver predict frames/ --anchor 10 --temporal-filter scale --out predict_seq
 
 Outputs in ``--out``, per image ``<stem>``:
 
@@ -17,6 +18,11 @@ Outputs in ``--out``, per image ``<stem>``:
   depth.
 - ``<stem>.ply``: with intrinsics only; the finite points within ``--max-range`` (camera optical
   frame [m], coloured), one per ``--points-stride``-th pixel in x and y.
+
+A folder stands for its image files in name order (a recorded sequence). With
+``--temporal-filter scale|full`` the images are one stream, filtered in the order given as the
+node filters its topic (``metric_solver_ros.temporal_filter``); every output then holds the
+filtered depth (the PLY points are moved along their rays to it).
 
 Intrinsics come from ``--fx --fy --cx --cy`` (at the image resolution) or from a ROS
 camera_calibration YAML (``--camera-info``); the YAML's intrinsics are rescaled to each image's
@@ -39,7 +45,9 @@ from metric_solver_ros.commands.common import add_model_arguments, engine_from_a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``metric-solver predict``."""
     parser.add_argument('images', nargs='+', type=pathlib.Path, metavar='IMAGE',
-                        help='image files (anything OpenCV reads: PNG, JPEG, ...)')
+                        help='8-bit colour or grey image files (anything OpenCV reads: PNG, '
+                             'JPEG, ...) or folders of them (taken in name order); 16-bit and '
+                             'float files (depth maps) are refused')
     anchors = parser.add_mutually_exclusive_group()
     anchors.add_argument('--anchor', type=float, default=10.0, metavar='M',
                          help='anchor depth [m]: pixels nearer than it use the near branch '
@@ -47,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     anchors.add_argument('--anchors', type=float, nargs='+', default=None, metavar='M',
                          help='several anchors [m], fused per pixel (multi-anchor fusion)')
     add_model_arguments(parser)
+    parser.add_argument('--temporal-filter', choices=('off', 'scale', 'full'), default='off',
+                        help='treat the images as one sequence and filter its depth over time: '
+                             'scale smooths the global scale, full also static pixels '
+                             '(default: %(default)s)')
     out = parser.add_argument_group('outputs')
     out.add_argument('--out', type=pathlib.Path, default=pathlib.Path('predict_out'),
                      help='output directory, created if needed (default: %(default)s)')
@@ -137,11 +149,33 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f'--max-range must be >= 0 m, got {args.max_range}')
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise FileNotFoundError(f'no checkpoint at {args.checkpoint}')
+    args.images = expand_folders(args.images)
     _check_images(args.images)
 
 
+def expand_folders(paths: list[pathlib.Path]) -> list[pathlib.Path]:
+    """Replace each folder by the image files in it (OpenCV-readable), in name order.
+
+    Raises:
+        ValueError: If a folder holds no image.
+    """
+    import cv2
+
+    out: list[pathlib.Path] = []
+    for path in paths:
+        if not path.is_dir():
+            out.append(path)
+            continue
+        images = sorted((p for p in path.iterdir()
+                         if p.is_file() and cv2.haveImageReader(str(p))), key=lambda p: p.name)
+        if not images:
+            raise ValueError(f'no image file in the folder {path}')
+        out.extend(images)
+    return out
+
+
 def _check_images(paths: list[pathlib.Path]) -> None:
-    """Every input must be a file OpenCV can read, and no two may share a stem."""
+    """Every input must be an 8-bit image OpenCV can decode, and no two may share a stem."""
     import cv2
 
     stems: dict[str, pathlib.Path] = {}
@@ -150,6 +184,8 @@ def _check_images(paths: list[pathlib.Path]) -> None:
             raise FileNotFoundError(f'no image at {path}')
         if not cv2.haveImageReader(str(path)):
             raise ValueError(f'cannot read {path}: not an image format OpenCV knows')
+        # At 1/8 size (a JPEG decodes in a fraction of the time): only the kind matters here.
+        _decode_8bit(path, cv2.IMREAD_REDUCED_GRAYSCALE_8)
         if path.stem in stems:
             raise ValueError(f'{stems[path.stem]} and {path} would write the same outputs '
                              f'({path.stem}_*); rename one or run them separately')
@@ -199,8 +235,42 @@ def upright(stored: Any, shown: Any, intrinsics: tuple[float, ...]
     return shown, candidates.pop()
 
 
+def _decode_8bit(path: pathlib.Path, flags: int = 0) -> Any:
+    """Decode ``path`` with OpenCV, refusing anything but an 8-bit photo.
+
+    predict takes what cameras give: 8-bit colour (alpha dropped) or grey (replicated to RGB)
+    images. A 16-bit or float file (any number of channels) is refused, not scaled to 8 bits:
+    it is almost always a depth map or another measurement (16-bit PNG is the common depth
+    format), and a prediction from it would be meaningless.
+
+    Args:
+        path: The image file.
+        flags: Extra ``cv2.IMREAD_*`` flags (orientation, reduced size); the file's bit depth
+            and grey / colour layout are kept (``IMREAD_ANYDEPTH | IMREAD_ANYCOLOR``) so that
+            they can be checked.
+
+    Returns:
+        uint8 [H, W] grey or [H, W, 3] BGR.
+
+    Raises:
+        ValueError: The file does not decode, or is not 8-bit (naming the file, its bit depth,
+            channels and dtype, and what is taken).
+    """
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR | flags)
+    if image is None:
+        raise ValueError(f'cannot read {path}: the file is not a decodable image')
+    if image.dtype != np.uint8:
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        raise ValueError(f'{path} is a {8 * image.dtype.itemsize}-bit {channels}-channel image '
+                         f'({image.dtype}), not a camera photo: predict takes 8-bit colour or '
+                         'grey images (a 16-bit PNG is usually a depth map)')
+    return image
+
+
 def read_rgb(path: pathlib.Path, as_stored: bool = False) -> Any:
-    """Read an image file as uint8 RGB [H, W, 3] (grey and alpha images are converted).
+    """Read an 8-bit image file as uint8 RGB [H, W, 3] (grey and alpha images are converted).
 
     Args:
         path: The image file.
@@ -209,15 +279,14 @@ def read_rgb(path: pathlib.Path, as_stored: bool = False) -> Any:
             shows it.
 
     Raises:
-        ValueError: If OpenCV cannot decode it.
+        ValueError: If OpenCV cannot decode it, or it is not 8-bit (:func:`_decode_8bit`).
     """
     import cv2
 
-    flags = cv2.IMREAD_COLOR | (cv2.IMREAD_IGNORE_ORIENTATION if as_stored else 0)
-    bgr = cv2.imread(str(path), flags)
-    if bgr is None:
-        raise ValueError(f'cannot read {path}: the file is not a decodable image')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    image = _decode_8bit(path, cv2.IMREAD_IGNORE_ORIENTATION if as_stored else 0)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -227,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
 
     from metric_solver_ros.conversions import scale_intrinsics
     from metric_solver_ros.engine import PointsRequest
+    from metric_solver_ros.temporal_filter import TemporalFilter, move_points
     from metric_solver_ros.visualize import (
         depth_figure,
         write_depth_png_mm,
@@ -245,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
     anchors = engine.validate_anchors(args.anchors if args.anchors is not None else args.anchor)
     max_range_m = args.max_range if args.max_range > 0 else math.inf
     args.out.mkdir(parents=True, exist_ok=True)
+    stream = TemporalFilter(args.temporal_filter)
 
     scaled_notes: set[tuple[int, int]] = set()
     progress = tqdm(args.images, unit='image', disable=len(args.images) < 2)
@@ -272,24 +343,32 @@ def run(args: argparse.Namespace) -> int:
                     rgb, intrinsics = upright(rgb, shown, intrinsics)
                 except ValueError as exc:
                     progress.write(f'note: {path}: {exc}; predicting it as stored')
+        filtering = args.temporal_filter != 'off'
         request = None if intrinsics is None else PointsRequest(
             intrinsics=tuple(float(v) for v in intrinsics), stride=args.points_stride,
-            max_range_m=max_range_m, with_rgb=True)
+            max_range_m=math.inf if filtering else max_range_m, with_rgb=True)
         result = engine.infer(rgb, anchors, points=request)
 
         base = args.out / path.stem
         depth = result.depth_m.astype(np.float32, copy=False)
+        cloud = result.points_m
+        if filtering:
+            filtered = stream.apply(depth, anchors)
+            if cloud is not None:
+                cloud = move_points(cloud, depth, filtered, args.points_stride, max_range_m)
+            depth = filtered
         np.save(f'{base}_depth.npy', depth)
         write_depth_png_mm(f'{base}_depth_mm.png', depth)
         write_rgb_png(f'{base}_depth.png', depth_figure(depth))
         if not cv2.imwrite(f'{base}_mask.png', result.near.astype(np.uint8) * np.uint8(255)):
             raise OSError(f'could not write {base}_mask.png')
         points = None
-        if result.points_m is not None:
-            points = write_ply(f'{base}.ply', result.points_m, result.points_rgb)
+        if cloud is not None:
+            points = write_ply(f'{base}.ply', cloud, result.points_rgb)
         progress.write(_summary_line(path, depth, result, points))
     print(f'wrote {len(args.images)} image(s) to {args.out}/ (anchors '
-          f'{", ".join(f"{a:g}" for a in anchors)} m, device {engine.device})')
+          f'{", ".join(f"{a:g}" for a in anchors)} m, device {engine.device}, temporal filter '
+          f'{args.temporal_filter})')
     return 0
 
 

@@ -29,6 +29,12 @@ resolve 0.1 ms beyond that, so null for old bags). ``DepthInfo.latency_ms`` itse
 The node keeps only the newest pending image, so a replay faster than the node answers drops
 frames (reported, stamp by stamp). ``--lockstep`` publishes each image only once the previous one
 is answered (or ``--wait-s`` passed), for a complete recording to evaluate.
+
+With ground truth in the recording, the report ends with the ``metric-solver eval`` command that
+scores it, its ``--cap`` told from the recorded GT (``metrics.suggested_cap_m``: 10 m when at
+most 5 % of it is farther, else 80 m). An existing ``--record`` is refused unless ``--force``,
+which deletes it only when it is a bag folder (nothing but ``metadata.yaml`` and storage files)
+other than the bag being played, and only once the node is found, just before recording.
 """
 
 from __future__ import annotations
@@ -39,43 +45,45 @@ import math
 import os
 import pathlib
 import queue
+import shlex
+import shutil
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from metric_solver_ros.bagio import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE
-from metric_solver_ros.node_client import close_spun_node, matched_publishers, wait_for
+from metric_solver_ros.bagio import (
+    CAMERA_INFO,
+    COMPRESSED_IMAGE,
+    IMAGE,
+    STORAGES,
+    RawBagWriter,
+    cdr_header_stamp_ns,
+    check_topics,
+    is_bag_folder,
+    raw_message_groups,
+    recording_typestore,
+)
+from metric_solver_ros.commands.common import add_bag_arguments, check_bag_arguments
+from metric_solver_ros.node_client import NODE_OUTPUTS, ReplayLink, percentiles, wait_for
 
-DEPTH_INFO = 'metric_solver_ros/msg/DepthInfo'
-#: Node outputs recorded: key -> (topic below the namespace, message type).
-OUTPUTS = {'depth': ('depth', IMAGE), 'anchor_mask': ('anchor_mask', IMAGE),
-           'depth_info': ('depth_info', DEPTH_INFO),
-           'points': ('points', 'sensor_msgs/msg/PointCloud2')}
 #: Pause after every link is matched [s]: the node's reader may match our image writer later
 #: than our writer matched it (DDS discovery is asymmetric) and drops best-effort samples
 #: from a writer it does not know yet; 0 s lost the first 6 of 20 images in a probe.
 SETTLE_S = 1.0
 #: Coarsest float32 step of ``DepthInfo.latency_ms`` accepted for the node latency [ms].
 NODE_LATENCY_RESOLUTION_MS = 0.1
-#: History kept per output subscription (reliable), far more than the node publishes at once.
-OUTPUT_QUEUE_DEPTH = 100
+#: Recorded GT depth images read to suggest eval's ``--cap`` (spread evenly over the recording).
+CAP_SAMPLE_FRAMES = 32
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``metric-solver replay``."""
-    parser.add_argument('--bag', type=pathlib.Path, required=True,
-                        help='rosbag2 directory, .mcap or .db3 file to play')
-    parser.add_argument('--image-topic', default='/camera/color/image_raw',
-                        help='image topic of the bag, Image or CompressedImage '
-                             '(default: %(default)s)')
-    parser.add_argument('--camera-info-topic', default=None,
-                        help='CameraInfo topic of the bag to publish alongside (needed for the '
-                             'node\'s points)')
-    parser.add_argument('--depth-topic', default='/camera/depth/image_raw',
-                        help='ground-truth depth topic copied into the recording when the bag '
-                             'has it (default: %(default)s)')
+    add_bag_arguments(parser, uses={
+        '--bag': 'the bag to play',
+        '--camera-info-topic': 'published alongside the images (needed for the node\'s points)',
+        '--depth-topic': 'copied into the recording when the bag has it',
+        '--max-frames': 'a frame is a published image'})
     parser.add_argument('--rate', type=float, default=1.0,
                         help='playback speed factor: 2 plays twice as fast (default: %(default)s)')
     parser.add_argument('--namespace', default='/depth',
@@ -84,8 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--record', type=pathlib.Path, default=None, metavar='OUT_BAG',
                         help='record the node\'s outputs (and copies of the bag\'s image, camera '
                              'info and GT depth) into this new bag')
-    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
+    parser.add_argument('--storage', choices=STORAGES, default='mcap',
                         help='storage of the recorded bag (default: %(default)s)')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite an existing --record bag folder and the replay.json '
+                             'beside it (a folder holding anything but a bag is never deleted)')
     parser.add_argument('--points', action='store_true',
                         help='also subscribe to and record <ns>/points (the node computes the '
                              'cloud only when someone subscribes)')
@@ -95,8 +106,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--wait-s', type=float, default=5.0,
                         help='how long to wait for the node to appear, and for answers after '
                              'the last image / between outputs [s] (default: %(default)s)')
-    parser.add_argument('--max-frames', type=int, default=None,
-                        help='publish only the first N images')
     parser.add_argument('--summary', type=pathlib.Path, default=None,
                         help='where to write the JSON summary (default: replay.json next to '
                              'the recorded bag; none without --record)')
@@ -108,192 +117,48 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f'--rate must be a finite number > 0, got {args.rate}')
     if not (math.isfinite(args.wait_s) and args.wait_s > 0):
         raise ValueError(f'--wait-s must be > 0 s, got {args.wait_s}')
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ValueError(f'--max-frames must be >= 1, got {args.max_frames}')
+    check_bag_arguments(args)
     if not args.bag.exists():
         raise FileNotFoundError(f'no bag at {args.bag}')
     if args.record is not None and args.record.exists():
-        raise ValueError(f'{args.record} exists; remove it or choose another --record')
+        _check_overwrite(args.record, args.bag, args.force)
     if args.summary is None and args.record is not None:
         args.summary = args.record.parent / 'replay.json'
-        if args.summary.exists():
-            raise ValueError(f'{args.summary} exists (from another replay?); remove it, record '
-                             'into another folder or pass --summary')
+        if args.summary.exists() and not (args.force and _is_replay_summary(args.summary)):
+            why = ('is not a replay summary, so --force leaves it alone' if args.force else
+                   '(from another replay?); pass --force to overwrite it,')
+            raise ValueError(f'{args.summary} exists {why}; remove it, record into another '
+                             'folder or pass --summary')
     if not args.namespace.startswith('/'):
         args.namespace = '/' + args.namespace
     args.namespace = args.namespace.rstrip('/')
 
 
-# ------------------------------------------------------------------------------- bag helpers
+def _check_overwrite(record: pathlib.Path, bag: pathlib.Path, force: bool) -> None:
+    """Refuse an existing ``--record`` unless ``--force`` may delete it (ValueError saying why).
 
-
-def depth_info_definition() -> str:
-    """Return the text of ``msg/DepthInfo.msg`` (installed share directory or source checkout).
-
-    Raises:
-        FileNotFoundError: If no copy is found.
+    It may when it is a bag folder (:func:`~metric_solver_ros.bagio.is_bag_folder`: an earlier
+    recording) that neither is nor holds the bag being played.
     """
-    candidates = []
+    if not force:
+        raise ValueError(f'{record} exists; pass --force to overwrite it, remove it or choose '
+                         'another --record')
+    if bag.resolve() == record.resolve() or record.resolve() in bag.resolve().parents:
+        raise ValueError(f'--record {record} holds the --bag being played; --force does not '
+                         'delete it: choose another --record')
+    if not is_bag_folder(record):
+        raise ValueError(f'{record} is not a bag folder (it holds more than metadata.yaml and '
+                         'storage files); --force deletes only those: remove it yourself or '
+                         'choose another --record')
+
+
+def _is_replay_summary(path: pathlib.Path) -> bool:
+    """Whether ``path`` is a JSON summary that an earlier replay wrote."""
     try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(pathlib.Path(get_package_share_directory('metric_solver_ros')))
-    except (ImportError, KeyError, LookupError, OSError, ValueError):
-        pass  # no ament index (plain venv): look in the prefix and the checkout
-    candidates += [pathlib.Path(sys.prefix) / 'share' / 'metric_solver_ros',
-                   pathlib.Path(__file__).resolve().parents[2]]
-    for root in candidates:
-        path = root / 'msg' / 'DepthInfo.msg'
-        if path.is_file():
-            return path.read_text()
-    raise FileNotFoundError('msg/DepthInfo.msg not found in ' +
-                            ', '.join(str(c) for c in candidates))
-
-
-def recording_typestore() -> Any:
-    """A rosbags type store (ROS 2 Humble) that also knows ``metric_solver_ros/msg/DepthInfo``."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    store = get_typestore(Stores.ROS2_HUMBLE)  # a fresh store: bagio's shared one stays as is
-    store.register(get_types_from_msg(depth_info_definition(), DEPTH_INFO))
-    return store
-
-
-class RawBagWriter:
-    """Write already serialised (CDR) messages to a new rosbag2; connections added on first use.
-
-    Args:
-        path: Bag directory to create (must not exist).
-        storage: ``'mcap'`` or ``'sqlite3'``.
-        typestore: rosbags type store that defines every message type written.
-    """
-
-    def __init__(self, path: pathlib.Path, storage: str, typestore: Any) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        from metric_solver_ros.bagio import BAG_VERSION
-
-        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-        self.path = path
-        self._store = typestore
-        self._writer = Writer(path, version=BAG_VERSION, storage_plugin=plugin)
-        self._writer.open()
-        self._connections: dict[str, Any] = {}
-        self.counts: dict[str, int] = {}
-
-    def write(self, topic: str, msgtype: str, data: bytes | memoryview, log_time_ns: int,
-              source: Any = None) -> None:
-        """Append one serialised message.
-
-        Args:
-            topic: Topic name.
-            msgtype: Message type, e.g. ``sensor_msgs/msg/Image``.
-            data: CDR bytes.
-            log_time_ns: Log time [ns].
-            source: The rosbags connection it was read from: its message definition is reused.
-        """
-        connection = self._connections.get(topic)
-        if connection is None:
-            definition = getattr(source, 'msgdef', None)
-            if definition is not None and definition.data and source.digest:
-                connection = self._writer.add_connection(
-                    topic, msgtype, msgdef=definition.data, rihs01=source.digest)
-            else:
-                connection = self._writer.add_connection(topic, msgtype, typestore=self._store)
-            self._connections[topic] = connection
-        self._writer.write(connection, int(log_time_ns), data)
-        self.counts[topic] = self.counts.get(topic, 0) + 1
-
-    def close(self) -> None:
-        """Finish the bag (writes its metadata)."""
-        self._writer.close()
-
-
-def _bag_messages(path: pathlib.Path, topics: list[str]) -> Iterator[list[tuple[Any, int, bytes]]]:
-    """Yield the raw messages of ``topics`` grouped by identical log time, in log-time order."""
-    from rosbags.rosbag2 import Reader
-
-    with Reader(path) as reader:
-        connections = [c for c in reader.connections if c.topic in topics]
-        group: list[tuple[Any, int, bytes]] = []
-        for connection, log_time_ns, raw in reader.messages(connections=connections):
-            if group and group[0][1] != log_time_ns:
-                yield group
-                group = []
-            group.append((connection, log_time_ns, bytes(raw)))
-        if group:
-            yield group
-
-
-# ------------------------------------------------------------------------------- the live link
-
-
-class ReplayLink:
-    """An rclpy node that publishes serialised bag messages and receives the node's outputs raw.
-
-    Args:
-        namespace: Namespace of the running metric_solver node (``/depth``).
-        compressed: Publish ``CompressedImage`` on ``<ns>/image/compressed`` instead of
-            ``Image`` on ``<ns>/image``.
-        outputs: Keys of :data:`OUTPUTS` to subscribe to.
-    """
-
-    def __init__(self, namespace: str, compressed: bool, outputs: list[str]) -> None:
-        import threading
-
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-
-        from metric_solver_ros.msg import DepthInfo
-
-        kinds = {IMAGE: Image, DEPTH_INFO: DepthInfo, 'sensor_msgs/msg/PointCloud2': PointCloud2}
-        self.ns = namespace
-        self.node = Node(f'metric_solver_replay_{os.getpid()}')
-        self.image_topic = f'{namespace}/image' + ('/compressed' if compressed else '')
-        self.pub_image = self.node.create_publisher(
-            CompressedImage if compressed else Image, self.image_topic, qos_profile_sensor_data)
-        self.pub_info = self.node.create_publisher(CameraInfo, f'{namespace}/camera_info',
-                                                   qos_profile_sensor_data)
-        #: (key, arrival time [ns, monotonic], serialised message) in arrival order.
-        self.arrivals: queue.SimpleQueue = queue.SimpleQueue()
-        self.output_topics = {key: f'{namespace}/{OUTPUTS[key][0]}' for key in outputs}
-        qos = QoSProfile(depth=OUTPUT_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
-        self._subscriptions = {
-            topic: self.node.create_subscription(kinds[OUTPUTS[key][1]], topic,
-                                                 self._receiver(key), qos, raw=True)
-            for key, topic in self.output_topics.items()}
-        self._executor = SingleThreadedExecutor()
-        self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            self._executor.spin()
-        except ExternalShutdownException:
-            pass  # the context was shut down under us (e.g. by another owner): stop receiving
-
-    def _receiver(self, key: str):
-        def receive(data: bytes) -> None:
-            self.arrivals.put((key, time.monotonic_ns(), data))
-        return receive
-
-    def missing_links(self, with_info: bool) -> list[str]:
-        """Topics not matched yet: our publishers without the node, the node's outputs unseen."""
-        missing = [] if self.pub_image.get_subscription_count() else [self.image_topic]
-        if with_info and not self.pub_info.get_subscription_count():
-            missing.append(f'{self.ns}/camera_info')
-        missing += [t for t, sub in self._subscriptions.items()
-                    if not matched_publishers(self.node, sub, t)]
-        return missing
-
-    def close(self) -> None:
-        """Stop spinning and destroy the node."""
-        close_spun_node(self.node, self._executor, self._thread)
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and {'frames_published', 'latency_ms'} <= set(data)
 
 
 # ------------------------------------------------------------------------------- bookkeeping
@@ -359,18 +224,6 @@ class _Session:
         return last.depth_mono_ns is not None and last.info_latency_ms is not None
 
 
-def percentiles(values: list[float]) -> dict[str, Any]:
-    """``n``, ``p50``, ``p95``, ``p99``, ``mean``, ``max`` of ``values`` [ms] (None when empty)."""
-    import numpy as np
-
-    if not values:
-        return {'n': 0, 'p50': None, 'p95': None, 'p99': None, 'mean': None, 'max': None}
-    array = np.asarray(values, dtype=np.float64)
-    p50, p95, p99 = np.percentile(array, [50, 95, 99])
-    return {'n': len(values), 'p50': float(p50), 'p95': float(p95), 'p99': float(p99),
-            'mean': float(array.mean()), 'max': float(array.max())}
-
-
 class _Replay:
     """The replay loop: pacing, publishing, draining outputs into the session and the bag."""
 
@@ -385,7 +238,6 @@ class _Replay:
         """Move every output that arrived so far into the session (and the recording)."""
         from rclpy.serialization import deserialize_message
 
-        from metric_solver_ros.bagio import cdr_header_stamp_ns
         from metric_solver_ros.msg import DepthInfo
 
         session = self.session
@@ -409,7 +261,8 @@ class _Replay:
             if self.writer is not None:
                 log_ns = self.bag_start_ns + round(
                     (arrival_ns - self.start_mono_ns) * self.args.rate)
-                self.writer.write(self.link.output_topics[key], OUTPUTS[key][1], data, log_ns)
+                self.writer.write(self.link.output_topics[key], NODE_OUTPUTS[key][1], data,
+                                  log_ns)
 
     def wait_until(self, done, deadline_mono_ns: int) -> bool:
         """Drain outputs until ``done()`` or the deadline [monotonic ns]; return ``done()``."""
@@ -424,14 +277,12 @@ class _Replay:
 
     def play(self, topics: list[str], publish: set[str]) -> bool:
         """Publish (and copy) the bag's messages in time; return False when interrupted."""
-        from metric_solver_ros.bagio import cdr_header_stamp_ns
-
         args, session = self.args, self.session
         wait_ns = round(args.wait_s * 1e9)
         previous_stamp = None
         images = 0
         try:
-            for group in _bag_messages(args.bag, topics):
+            for group in raw_message_groups(args.bag, topics):
                 log_ns = group[0][1]
                 if not self.start_mono_ns:
                     self.start_mono_ns, self.bag_start_ns = time.monotonic_ns(), log_ns
@@ -487,8 +338,6 @@ def run(args: argparse.Namespace) -> int:
         ValueError: For bad options or topics (the message lists the bag's topics).
         FileNotFoundError: If the bag is missing.
     """
-    from metric_solver_ros.bagio import check_topics
-
     _check(args)
     bag_topics = check_topics(args.bag, {
         '--image-topic': (args.image_topic, (IMAGE, COMPRESSED_IMAGE)),
@@ -525,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         time.sleep(SETTLE_S)
         if args.record is not None:
+            if args.force and args.record.exists():
+                shutil.rmtree(args.record)  # _check: a bag folder, not the bag being played
             writer = RawBagWriter(args.record, args.storage, typestore)
         replay = _Replay(args, link, writer)
         started = time.monotonic()
@@ -538,8 +389,11 @@ def run(args: argparse.Namespace) -> int:
         if owns_rclpy and rclpy.ok():
             rclpy.shutdown()
 
-    summary = _summary(args, replay.session, image_type, duration_s, completed, writer,
-                       args.depth_topic in bag_topics)
+    has_gt = args.depth_topic in bag_topics
+    cap = (_suggest_cap(args.record, args.depth_topic, writer.counts.get(args.depth_topic, 0))
+           if writer is not None and bag_topics.get(args.depth_topic) == IMAGE else None)
+    summary = _summary(args, replay.session, image_type, duration_s, completed, writer, has_gt,
+                       cap)
     _print_report(summary)
     if args.summary is not None:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
@@ -550,9 +404,70 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary['frames_answered'] else 1
 
 
+def _suggest_cap(path: pathlib.Path, topic: str, count: int) -> tuple[float, float] | None:
+    """Eval's ``--cap`` for a recording: :func:`~metric_solver_ros.metrics.suggested_cap_m`.
+
+    Reads up to :data:`CAP_SAMPLE_FRAMES` GT depth images of ``topic`` spread evenly over the
+    recording, every 2nd pixel in x and y: plenty to tell indoors from outdoors.
+
+    Args:
+        path: The recording.
+        topic: Its GT depth topic (``sensor_msgs/Image``).
+        count: Number of messages on ``topic``.
+
+    Returns:
+        ``(cap [m], share of the GT beyond the indoor cap)``, or None without valid GT.
+    """
+    import numpy as np
+
+    from metric_solver_ros.bagio import get_typestore
+    from metric_solver_ros.conversions import MessageError, depth_image_to_m
+    from metric_solver_ros.metrics import suggested_cap_m
+
+    stride = max(1, math.ceil(count / CAP_SAMPLE_FRAMES))
+    store = get_typestore()
+    sampled = []
+    messages = (message for group in raw_message_groups(path, {topic}) for message in group)
+    for index, (connection, _, data) in enumerate(messages):
+        if index % stride:
+            continue
+        try:
+            depth_m = depth_image_to_m(store.deserialize_cdr(data, connection.msgtype))
+        except MessageError:
+            continue  # eval says what is wrong with such a message; here it just does not count
+        sampled.append(depth_m[::2, ::2].ravel())
+    return suggested_cap_m(np.concatenate(sampled)) if sampled else None
+
+
+def _eval_suggestion(args: argparse.Namespace, pred_topic: str,
+                     cap: tuple[float, float] | None) -> tuple[str, dict[str, Any]]:
+    """The ``metric-solver eval`` command for the recording, and why its ``--cap``."""
+    from metric_solver_ros.metrics import DEFAULT_CAP_M, INDOOR_CAP_M
+
+    words = ['metric-solver', 'eval', '--bag', str(args.record), '--image-topic',
+             args.image_topic, '--depth-topic', args.depth_topic, '--pred-topic', pred_topic]
+    if cap is None:
+        return shlex.join(words), {
+            'cap_m': None, 'gt_share_beyond_indoor_cap': None,
+            'reason': f'no valid GT depth in the recording: eval\'s default --cap '
+                      f'{DEFAULT_CAP_M:g} m (outdoors) applies; pass --cap {INDOOR_CAP_M:g} for '
+                      'an indoor scene'}
+    cap_m, share = cap
+    scene = (f'an indoor scene; outdoors {DEFAULT_CAP_M:g}' if cap_m == INDOOR_CAP_M
+             else f'an outdoor scene; indoors {INDOOR_CAP_M:g}')
+    return shlex.join([*words, '--cap', f'{cap_m:g}']), {
+        'cap_m': cap_m, 'gt_share_beyond_indoor_cap': share,
+        'reason': f'--cap {cap_m:g}: {100.0 * share:.1f}% of the recorded GT is beyond '
+                  f'{INDOOR_CAP_M:g} m ({scene})'}
+
+
 def _summary(args: argparse.Namespace, session: _Session, image_type: str, duration_s: float,
-             completed: bool, writer: RawBagWriter | None, has_gt: bool) -> dict[str, Any]:
-    """The JSON summary (strict JSON: unknown values are null)."""
+             completed: bool, writer: RawBagWriter | None, has_gt: bool,
+             cap: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The JSON summary (strict JSON: unknown values are null).
+
+    ``cap`` is :func:`_suggest_cap` of the recording (None: unknown, eval's default applies).
+    """
     frames = sorted(session.frames.values(), key=lambda f: f.stamp_ns)
     answered = [f for f in frames if f.depth_mono_ns is not None]
     pred_topic = f'{args.namespace}/depth'
@@ -561,10 +476,9 @@ def _summary(args: argparse.Namespace, session: _Session, image_type: str, durat
     if with_info and not any(f.node_latency_ms is not None for f in with_info):
         notes.append('node latency unavailable: the bag\'s stamps are too old for the float32 '
                      'DepthInfo.latency_ms to resolve it; use end_to_end')
-    eval_command = None
+    eval_command = eval_cap = None
     if writer is not None and has_gt:
-        eval_command = (f'metric-solver eval --bag {args.record} --image-topic {args.image_topic} '
-                        f'--depth-topic {args.depth_topic} --pred-topic {pred_topic}')
+        eval_command, eval_cap = _eval_suggestion(args, pred_topic, cap)
     return {
         'bag': str(args.bag), 'image_topic': args.image_topic, 'image_type': image_type,
         'camera_info_topic': args.camera_info_topic, 'namespace': args.namespace,
@@ -591,6 +505,7 @@ def _summary(args: argparse.Namespace, session: _Session, image_type: str, durat
             'bag': str(args.record), 'storage': args.storage, 'messages': dict(writer.counts),
             'pred_topic': pred_topic, 'gt_depth_topic': args.depth_topic if has_gt else None},
         'eval_command': eval_command,
+        'eval_cap': eval_cap,
         'frames': [{'stamp_ns': f.stamp_ns, 'answered': f.depth_mono_ns is not None,
                     'end_to_end_ms': f.end_to_end_ms, 'node_latency_ms': f.node_latency_ms,
                     'inference_ms': f.inference_ms} for f in frames],
@@ -625,4 +540,5 @@ def _print_report(summary: dict[str, Any]) -> None:
         lines.append(f'recorded {summary["record"]["bag"]}: {counts}')
     if summary['eval_command']:
         lines.append(f'evaluate: {summary["eval_command"]}')
+        lines.append(f'  ({summary["eval_cap"]["reason"]})')
     print('\n'.join(lines))

@@ -129,7 +129,7 @@ class BagRGBD:
         FileNotFoundError: No bag at ``path``.
         ValueError: Bad options, a topic missing or of the wrong type, a malformed message.
         GroundTruthError: A sanity check failed (module docstring).
-        metric_solver_ros.tf_tree.TransformError: No transform chain LiDAR -> camera.
+        metric_solver_ros.bagtf.TransformError: No transform chain LiDAR -> camera.
     """
 
     def __init__(self, path: str | pathlib.Path, image_topic: str, camera_info_topic: str,
@@ -138,8 +138,13 @@ class BagRGBD:
                  tolerance_ms: float | None = None, short_side_px: int | None = None,
                  stride: int = 1, max_frames: int | None = None, scene: str = '',
                  quiet: bool = False) -> None:
-        from metric_solver_ros.bagio import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, check_topics
-        from metric_solver_ros.lidar import POINT_CLOUD2
+        from metric_solver_ros.bagio import (
+            CAMERA_INFO,
+            COMPRESSED_IMAGE,
+            IMAGE,
+            POINT_CLOUD2,
+            check_topics,
+        )
 
         if (depth_topic is None) == (lidar_topic is None):
             raise ValueError('give exactly one ground truth: a depth topic or a LiDAR topic')
@@ -198,9 +203,9 @@ class BagRGBD:
         infos = self._camera_infos()
         tree = None
         if self.lidar_topic:
-            from metric_solver_ros.tf_tree import TfTree
+            from metric_solver_ros.bagtf import PoseLookup
 
-            tree = TfTree.from_bag(self.path)
+            tree = PoseLookup.from_bag(self.path) or PoseLookup([])  # none: no chain, said so
         for frame in reader:
             if frame.index not in wanted:
                 continue
@@ -300,8 +305,12 @@ class BagRGBD:
                      tree: Any) -> np.ndarray:
         """The cloud projected into the image (at ``target``'s resolution); stats updated."""
         from metric_solver_ros.bagio import header_stamp_ns
-        from metric_solver_ros.lidar import cloud_to_xyz, coverage_fraction, project_to_depth
-        from metric_solver_ros.tf_tree import transform_points
+        from metric_solver_ros.lidar import (
+            cloud_to_xyz,
+            coverage_fraction,
+            project_to_depth,
+            transform_points,
+        )
 
         camera_frame = str(image_msg.header.frame_id).lstrip('/')
         lidar_frame = str(cloud_msg.header.frame_id).lstrip('/')
@@ -310,7 +319,7 @@ class BagRGBD:
                 f'the image frame is {camera_frame!r} and the LiDAR frame {lidar_frame!r}: both '
                 'messages need a header.frame_id to find the transform between them')
         xyz = cloud_to_xyz(cloud_msg)
-        camera_lidar = tree.lookup(camera_frame, lidar_frame, header_stamp_ns(cloud_msg))
+        camera_lidar = tree.transform(camera_frame, lidar_frame, header_stamp_ns(cloud_msg))
         points = transform_points(camera_lidar, xyz.astype(np.float64))
         full = project_to_depth(points, camera)  # the check counts at the recorded resolution
         projection = full if target == camera else project_to_depth(points, target)

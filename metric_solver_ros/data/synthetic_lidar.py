@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from metric_solver_ros.data.sample import Sample
-from metric_solver_ros.lidar import CameraModel
-from metric_solver_ros.tf_tree import make_transform, transform_points
+from metric_solver_ros.lidar import CameraModel, transform_points
 
 if TYPE_CHECKING:  # torch is imported where scenes are rendered: `--help` stays light
     from metric_solver_ros.data.synthetic import SceneSpec
@@ -53,6 +52,16 @@ CAMERA_LINK_FRAME = 'camera_link'
 CAMERA_ON_BASE_M = (0.2, 0.0, 0.3)
 #: Views rendered from the LiDAR's origin for the part of the scan the camera does not see.
 VIRTUAL_VIEWS = 4
+
+
+def make_transform(rotation: np.ndarray | None = None,
+                   translation_m: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """4x4 rigid transform of a 3x3 rotation (None: identity) and a translation [m]."""
+    matrix = np.eye(4)
+    if rotation is not None:
+        matrix[:3, :3] = rotation
+    matrix[:3, 3] = translation_m
+    return matrix
 
 
 @dataclass(frozen=True)
@@ -295,8 +304,8 @@ def write_lidar_bag(path: str | pathlib.Path, scenes: Iterable[SceneSpec], heigh
         rgb_to_compressed_msg,
         rgb_to_image_msg,
     )
+    from metric_solver_ros.bagtf import TF_STATIC_TOPIC, tf_message
     from metric_solver_ros.lidar import xyz_to_cloud_msg
-    from metric_solver_ros.tf_tree import TF_STATIC_TOPIC, tf_message
 
     if not rate_hz > 0:
         raise ValueError(f'rate must be > 0 Hz, got {rate_hz}')
@@ -305,7 +314,8 @@ def write_lidar_bag(path: str | pathlib.Path, scenes: Iterable[SceneSpec], heigh
                                                                      lidar_frame)
     count = 0
     with BagWriter(path, storage) as bag:
-        bag.write(TF_STATIC_TOPIC, tf_message(edges, start_ns), start_ns)
+        for parent, child, pose in edges:  # as static broadcasters send them: one each
+            bag.write(TF_STATIC_TOPIC, tf_message(pose, start_ns, parent, child), start_ns)
         for i, spec in enumerate(scenes):
             stamp_ns = start_ns + i * period_ns
             frame = render_sample(spec, height, width)

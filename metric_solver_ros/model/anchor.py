@@ -102,7 +102,9 @@ class AnchorPool(nn.Module):
             return self.embeddings[:1].expand(a.numel(), -1)
         log_pool = torch.log(pool)
         log_a = torch.log(a)
-        hi = torch.searchsorted(log_pool, log_a).clamp(1, pool.numel() - 1)
+        # searchsorted (left) as a count of smaller pool values: the same index, and exportable
+        # to ONNX (searchsorted has no ONNX function); the pool holds a handful of values.
+        hi = (log_pool.unsqueeze(0) < log_a.unsqueeze(1)).sum(1).clamp(1, pool.numel() - 1)
         lo = hi - 1
         t = (log_a - log_pool[lo]) / (log_pool[hi] - log_pool[lo])
         t = t.unsqueeze(1)

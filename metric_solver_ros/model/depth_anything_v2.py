@@ -20,12 +20,19 @@ from torch import Tensor, nn
 from .config import IMAGENET_MEAN, IMAGENET_STD, PRESETS, MetricSolverConfig, get_config
 from .dinov2 import DinoVisionTransformer
 from .dpt import DPTHead
+from .metric_solver import build_module
 
 DAV2_PRESETS: tuple[str, ...] = ('vits', 'vitb', 'vitl', 'vitg')
 """The encoders Depth Anything V2 was released with."""
 
 DAV2_HEAD_HIDDEN: int = 32
 """DA-V2's ``head_features_2``: width of the last hidden map, the same for every encoder."""
+
+DINOV2_HEAD_DIM: int = 64
+"""Channels per attention head of every DINOv2 ViT (vits 384 / 6 ... vitg 1536 / 24).
+
+Weights do not show the head count; a ``custom`` encoder takes ``embed_dim / 64`` heads.
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,10 +41,14 @@ class DepthAnythingV2Config:
 
     Encoder sizes and taps come from our preset of the same name (``config.PRESETS``, whose
     heads are DA-V2's sizes): vits 64 / (48, 96, 192, 384), vitb 128 / (96, 192, 384, 768),
-    vitl 256 / (256, 512, 1024, 1024), vitg 384 / (1536,) * 4.
+    vitl 256 / (256, 512, 1024, 1024), vitg 384 / (1536,) * 4. ``custom`` is the same layout
+    at other sizes (no such file is released; small teachers in tests): ``embed_dim``,
+    ``depth``, ``features`` and ``out_channels`` are then required, the encoder has
+    ``embed_dim / 64`` heads (:data:`DINOV2_HEAD_DIM`), an MLP of 4x and taps at the last block
+    of each quarter.
 
     Attributes:
-        preset: 'vits', 'vitb', 'vitl' or 'vitg'.
+        preset: 'vits', 'vitb', 'vitl', 'vitg' or 'custom'.
         max_depth_m: The metric model's ``max_depth`` [m] (depth = ``max_depth_m *
             sigmoid(head)``; 20 for the Hypersim, 80 for the Virtual KITTI models), or None for
             the relative model (``relu(head)``, disparity-like, no unit).
@@ -47,6 +58,8 @@ class DepthAnythingV2Config:
         num_register_tokens: DINOv2 register tokens (0 in every released DA-V2 model).
         interpolate_offset: DINOv2's positional-embedding interpolation offset (0.1 released).
         interpolate_antialias: Antialiasing in that interpolation (False released).
+        embed_dim: ``custom`` only: the ViT token width, a multiple of 64.
+        depth: ``custom`` only: the number of ViT blocks.
     """
 
     preset: str
@@ -56,12 +69,26 @@ class DepthAnythingV2Config:
     num_register_tokens: int = 0
     interpolate_offset: float = 0.1
     interpolate_antialias: bool = False
+    embed_dim: int | None = None
+    depth: int | None = None
 
     def __post_init__(self) -> None:
         """Fill the head sizes from the preset and validate every field."""
-        if self.preset not in DAV2_PRESETS:
+        if self.preset not in (*DAV2_PRESETS, 'custom'):
             raise ValueError(f'invalid Depth Anything V2 config: preset {self.preset!r} is not '
-                             f'one of {", ".join(DAV2_PRESETS)}')
+                             f'one of {", ".join(DAV2_PRESETS)} or custom')
+        sizes = (self.embed_dim, self.depth, self.features, self.out_channels)
+        if self.preset == 'custom' and None in sizes:
+            raise ValueError('invalid Depth Anything V2 config: a custom preset needs '
+                             'embed_dim, depth, features and out_channels')
+        if self.preset != 'custom' and (self.embed_dim, self.depth) != (None, None):
+            raise ValueError(f'invalid Depth Anything V2 config: embed_dim and depth are the '
+                             f'{self.preset!r} preset\'s; use preset custom for other sizes')
+        if self.embed_dim is not None and (self.embed_dim <= 0
+                                           or self.embed_dim % DINOV2_HEAD_DIM):
+            raise ValueError(f'invalid Depth Anything V2 config: embed_dim {self.embed_dim} '
+                             f'must be a positive multiple of {DINOV2_HEAD_DIM} (the DINOv2 '
+                             f'head width)')
         if self.features is None:
             object.__setattr__(self, 'features', PRESETS[self.preset].head_features)
         if self.out_channels is None:
@@ -94,11 +121,15 @@ class DepthAnythingV2Config:
         Raises:
             ValueError: Invalid head sizes or encoder settings.
         """
-        return get_config(self.preset, head_features=self.features,
-                          head_out_channels=self.out_channels, head_hidden=DAV2_HEAD_HIDDEN,
-                          num_register_tokens=self.num_register_tokens,
-                          interpolate_offset=self.interpolate_offset,
-                          interpolate_antialias=self.interpolate_antialias)
+        settings = {'head_features': self.features, 'head_out_channels': self.out_channels,
+                    'head_hidden': DAV2_HEAD_HIDDEN,
+                    'num_register_tokens': self.num_register_tokens,
+                    'interpolate_offset': self.interpolate_offset,
+                    'interpolate_antialias': self.interpolate_antialias}
+        if self.preset != 'custom':
+            return get_config(self.preset, **settings)
+        return MetricSolverConfig(preset='custom', embed_dim=self.embed_dim, depth=self.depth,
+                                  num_heads=self.embed_dim // DINOV2_HEAD_DIM, **settings)
 
 
 def dav2_input_size(image_hw: tuple[int, int], input_size: int = 518,
@@ -237,11 +268,4 @@ def create_depth_anything_v2(preset: str | DepthAnythingV2Config,
         config = preset
     else:
         config = DepthAnythingV2Config(preset=preset, max_depth_m=max_depth_m)
-    if device is not None:
-        with torch.device(device):
-            model = DepthAnythingV2(config)
-    else:
-        model = DepthAnythingV2(config)
-    if dtype is not None:
-        model.to(dtype=dtype)
-    return model.eval()
+    return build_module(DepthAnythingV2, config, device, dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -58,7 +59,9 @@ class MetricSolver(nn.Module):
             features: Output of :meth:`encode` with batch ``Bf``.
             anchors_m: Anchor depths [m], shape [A]. With ``Bf == 1`` and ``A > 1`` the single
                 image is decoded for every anchor in ONE batched call; with ``A == 1`` the anchor
-                applies to every image; otherwise ``A`` must equal ``Bf``.
+                applies to every image; with ``A = n Bf`` every image is decoded at n anchors
+                (anchor ``j`` goes with image ``j % Bf``: the images repeated n times, as the
+                consistency term of training reads them); otherwise ``A`` must equal ``Bf``.
             patch_hw: Token grid (h, w): the network input size divided by the patch size.
             check_anchors: Validate the anchors against the pool range on the host (a device
                 sync; skipped while compiling). Pass False after ``anchor_pool.validate``.
@@ -74,8 +77,12 @@ class MetricSolver(nn.Module):
         anchors = anchors_m.reshape(-1)
         batch_features, batch_anchors = features[0][0].shape[0], anchors.shape[0]
         if batch_features != batch_anchors and 1 not in (batch_features, batch_anchors):
-            raise ValueError(f'decode: {batch_anchors} anchors for features of batch '
-                             f'{batch_features}; use one anchor per image, one image or one anchor')
+            if batch_anchors % batch_features:
+                raise ValueError(f'decode: {batch_anchors} anchors for features of batch '
+                                 f'{batch_features}; use one anchor per image (or n per image), '
+                                 'one image or one anchor')
+            repeats = batch_anchors // batch_features
+            features = [(t.repeat(repeats, 1, 1), c.repeat(repeats, 1)) for t, c in features]
         embedding = self.anchor_pool(anchors, check=check_anchors)
         patch = self.config.patch_size
         out_hw = self.config.output_size((patch_hw[0] * patch, patch_hw[1] * patch))
@@ -109,11 +116,17 @@ def create_model(config: MetricSolverConfig | str, device: torch.device | str | 
     """
     if isinstance(config, str):
         config = get_config(config)
+    return build_module(MetricSolver, config, device, dtype)
+
+
+def build_module(cls: type[nn.Module], config: Any, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> nn.Module:
+    """``cls(config)`` built on ``device`` (e.g. ``'meta'``), cast to ``dtype``, in eval mode."""
     if device is not None:
         with torch.device(device):
-            model = MetricSolver(config)
+            model = cls(config)
     else:
-        model = MetricSolver(config)
+        model = cls(config)
     if dtype is not None:
         model.to(dtype=dtype)
     return model.eval()

@@ -16,6 +16,8 @@ Modules, in the order a frame is made:
 - ``intersect``: rays against solids, culled by screen tiles; sun shadows.
 - ``raycast``: ``render_specs`` in stages (geometry, shading, camera), ``render_batch``,
   ``render_scene``.
+- ``sequence``: camera sequences through one scene (``sequence_spec``, ``render_sequence``) with
+  exact poses.
 """
 
 from metric_solver_ros.data.synthetic.generate import scene_spec
@@ -33,9 +35,18 @@ from metric_solver_ros.data.synthetic.scene import (
     Room,
     SceneSpec,
 )
+from metric_solver_ros.data.synthetic.sequence import (
+    MOTIONS,
+    PosedSample,
+    SequenceSpec,
+    camera_pose,
+    render_sequence,
+    sequence_spec,
+)
 
 __all__ = [
     'KINDS',
+    'MOTIONS',
     'NEAR_M',
     'SHAPES',
     'TILE_PX',
@@ -45,11 +56,16 @@ __all__ = [
     'Lighting',
     'Material',
     'PackedScenes',
+    'PosedSample',
     'Room',
     'SceneSpec',
+    'SequenceSpec',
+    'camera_pose',
     'pack_scenes',
     'render_batch',
     'render_scene',
+    'render_sequence',
     'render_specs',
     'scene_spec',
+    'sequence_spec',
 ]

@@ -1,0 +1,363 @@
+"""The network's ONNX export run by OpenVINO or ONNX Runtime, behind the engine's seam.
+
+:class:`GraphBackend` offers what :class:`~metric_solver_ros.engine.DepthEngine` asks of the
+network: ``encode(x)`` -> features (``(tokens, cls)`` pairs per tap) and ``decode(features,
+anchors_m, patch_hw)`` -> logits, both as torch tensors on the engine's device, so resizing,
+decoding to metres, fusion, the feature cache and the point cloud stay the engine's own code.
+Graphs are exported per network input size on first use (:func:`.onnx_export.find_or_export`,
+cached on disk) and compiled once per size.
+
+Thread settings are chosen to share the CPU with other processes: a fixed thread count, no
+pinning of threads to cores (OpenVINO), no spinning of idle workers (ONNX Runtime).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import statistics
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metric_solver_ros.backends import BackendError, import_runtime
+from metric_solver_ros.backends.onnx_export import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    default_cache_dir,
+    find_or_export,
+    logit_names,
+    weights_sha256,
+)
+from metric_solver_ros.model import MetricSolver
+
+_LOG = logging.getLogger(__name__)
+
+#: Network input sizes whose compiled graphs one backend keeps (a camera rarely changes size).
+MAX_SIZES = 4
+#: ONNX Runtime providers tried, best first, for a CUDA device (those installed are used).
+ORT_CUDA_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
+
+
+class _OpenVinoGraph:
+    """One ONNX graph compiled by OpenVINO, run through one infer request."""
+
+    def __init__(self, path: pathlib.Path, device: str, properties: dict[str, Any]) -> None:
+        self._compiled = _openvino_core().compile_model(str(path), device, properties)
+        self._request = self._compiled.create_infer_request()
+        self._outputs = [port.get_any_name() for port in self._compiled.outputs]
+        # What the CPU runs: the bf16 hint falls back to f32 without bf16 instructions.
+        self.precision = self._compiled.get_property('INFERENCE_PRECISION_HINT').to_string()
+        self.threads = int(self._compiled.get_property('INFERENCE_NUM_THREADS'))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # share_inputs: no copy of the tokens; outputs are copied (the cache outlives a request)
+        result = self._request.infer(feeds, share_inputs=True)
+        return {name: result[name] for name in self._outputs}
+
+
+class _OrtGraph:
+    """One ONNX graph in an ONNX Runtime session."""
+
+    def __init__(self, path: pathlib.Path, providers: Sequence[Any], options: Any) -> None:
+        import onnxruntime as ort
+
+        self._session = ort.InferenceSession(str(path), options, providers=list(providers))
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self.precision = 'f32'
+        self.threads = int(self._session.get_session_options().intra_op_num_threads)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._outputs, self._session.run(self._outputs, feeds), strict=True))
+
+
+_CORE = None
+
+
+def _openvino_core():
+    """The process's OpenVINO ``Core`` (one: it loads the device plugins)."""
+    global _CORE
+    if _CORE is None:
+        _CORE = import_runtime('openvino').Core()
+    return _CORE
+
+
+class GraphBackend:
+    """A Metric-Solver model run from its ONNX export by OpenVINO or ONNX Runtime.
+
+    Args:
+        model: The network (exported from a float32 CPU copy; not modified).
+        runtime: ``openvino`` or ``onnxruntime``.
+        device: The engine's torch device; outputs are returned there. ONNX Runtime runs on the
+            CPU for ``cpu`` and with its TensorRT / CUDA providers for ``cuda``; OpenVINO runs on
+            ``openvino_device`` (CUDA is not one).
+        precision: ``fp32``, ``bf16`` (OpenVINO's bf16 inference hint, used where the CPU has
+            bf16 instructions) or ``fp16`` (ONNX Runtime's TensorRT provider only).
+        num_threads: Threads of the runtime on the CPU (None: the runtime's default).
+        cache_dir: Where exports are kept (None: ``~/.cache/metric_solver_ros/onnx``).
+        openvino_device: ``CPU``, ``GPU`` (an Intel GPU) or ``auto`` (``GPU`` when OpenVINO
+            lists one, else ``CPU``); ``CPU`` asks for a ``cpu`` torch device.
+        providers: ONNX Runtime providers to use instead of the default choice (names or
+            ``(name, options)`` pairs).
+
+    Raises:
+        BackendError: The runtime is not installed, or cannot serve the device / providers.
+    """
+
+    def __init__(self, model: MetricSolver, runtime: str, device: torch.device,
+                 precision: str = 'fp32', num_threads: int | None = None,
+                 cache_dir: str | os.PathLike | None = None, openvino_device: str = 'CPU',
+                 providers: Sequence[Any] | None = None) -> None:
+        self.runtime = runtime
+        self._module = import_runtime(runtime)
+        self.model = model
+        self.device = torch.device(device)
+        self.precision = precision
+        self.num_threads = num_threads
+        self.cache_dir = cache_dir
+        self._digest = weights_sha256(model)
+        self._names = logit_names(model)
+        self._taps = len(model.config.taps)
+        self._graphs: OrderedDict[tuple[int, int], tuple[Any, Any]] = OrderedDict()
+        if runtime == 'openvino':
+            self._make = self._openvino_factory(openvino_device)
+        else:
+            self._make = self._ort_factory(providers)
+
+    # ------------------------------------------------------------------------ runtimes
+
+    def _openvino_factory(self, openvino_device: str) -> Callable[[pathlib.Path], Any]:
+        if self.device.type != 'cpu' and str(openvino_device).upper() == 'CPU':
+            raise BackendError(f'backend openvino runs on the CPU or an Intel GPU, not on '
+                               f'{self.device}; use device cpu or auto, or backend torch / '
+                               f'onnxruntime')
+        if self.precision == 'fp16':
+            raise BackendError('precision fp16 is not offered by backend openvino on the CPU; '
+                               'use fp32 or bf16')
+        available = _openvino_core().available_devices
+        name = str(openvino_device).upper()
+        if name == 'AUTO':
+            name = 'GPU' if any(d.startswith('GPU') for d in available) else 'CPU'
+        if not any(d == name or d.startswith(name + '.') for d in available):
+            raise BackendError(f'OpenVINO device {name} is not available here (available: '
+                               f'{", ".join(available)})')
+        properties: dict[str, Any] = {
+            'PERFORMANCE_HINT': 'LATENCY',
+            'INFERENCE_PRECISION_HINT': 'bf16' if self.precision == 'bf16' else 'f32',
+        }
+        if name == 'CPU':
+            properties['NUM_STREAMS'] = 1
+            # Unpinned: a thread pinned to a core another process is busy on cannot move.
+            properties['ENABLE_CPU_PINNING'] = False
+            if self.num_threads:
+                properties['INFERENCE_NUM_THREADS'] = int(self.num_threads)
+        self.target = f'openvino {self._module.__version__.split("-")[0]} {name}'
+        return lambda path: _OpenVinoGraph(path, name, properties)
+
+    def _ort_factory(self, providers: Sequence[Any] | None) -> Callable[[pathlib.Path], Any]:
+        ort = self._module
+        available = ort.get_available_providers()
+        if providers is None:
+            if self.device.type == 'cuda':
+                providers = [p for p in ORT_CUDA_PROVIDERS if p in available]
+                if not providers:
+                    raise BackendError(
+                        f'backend onnxruntime on {self.device}: this onnxruntime build has no '
+                        f'CUDA or TensorRT provider (available: {", ".join(available)}); '
+                        f'install onnxruntime-gpu (a Jetson build on Jetson) or use device cpu')
+                providers = [self._tensorrt_options(p) for p in providers]
+                providers.append('CPUExecutionProvider')
+            else:
+                if self.precision != 'fp32':
+                    raise BackendError(f'backend onnxruntime runs fp32 on the CPU, not '
+                                       f'{self.precision}')
+                providers = ['CPUExecutionProvider']
+        for provider in providers:
+            name = provider[0] if isinstance(provider, tuple) else provider
+            if name not in available:
+                raise BackendError(f'onnxruntime provider {name} is not available here '
+                                   f'(available: {", ".join(available)})')
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if self.num_threads:
+            options.intra_op_num_threads = int(self.num_threads)
+        # Idle workers sleep instead of spinning: spinning burns the cores other nodes need.
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        options.log_severity_level = 3
+        names = [p[0] if isinstance(p, tuple) else p for p in providers]
+        self.target = f'onnxruntime {ort.__version__} {"+".join(names)}'
+        return lambda path: _OrtGraph(path, providers, options)
+
+    def _tensorrt_options(self, provider: str) -> Any:
+        if provider != 'TensorrtExecutionProvider':
+            return provider
+        cache = pathlib.Path(self.cache_dir or default_cache_dir()) / 'tensorrt'
+        return (provider, {'trt_fp16_enable': self.precision in ('fp16', 'bf16'),
+                           'trt_engine_cache_enable': True,
+                           'trt_engine_cache_path': str(cache)})
+
+    # ------------------------------------------------------------------------ the seam
+
+    def describe(self) -> str:
+        """Runtime, device, and the precision and threads the runtime reports (0: its default).
+
+        Before the first frame (nothing compiled yet) the requested settings are shown.
+        """
+        graphs = [g for pair in self._graphs.values() for g in pair]
+        precision = '/'.join(sorted({g.precision for g in graphs})) or self.precision
+        threads = sorted({g.threads for g in graphs}) or [self.num_threads or 0]
+        return f'{self.target} {precision}, threads {"/".join(map(str, threads))}'
+
+    def graphs(self, input_hw: tuple[int, int]) -> tuple[Any, Any]:
+        """The compiled (encoder, decoder) for a network input size, exported when missing."""
+        key = (int(input_hw[0]), int(input_hw[1]))
+        pair = self._graphs.get(key)
+        if pair is None:
+            export_dir = find_or_export(self.model, self.cache_dir, key, self._digest)
+            pair = (self._make(export_dir / ENCODER_FILE), self._make(export_dir / DECODER_FILE))
+            self._graphs[key] = pair
+            while len(self._graphs) > MAX_SIZES:
+                self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(key)
+        return pair
+
+    def encode(self, x: Tensor) -> tuple[tuple[Tensor, Tensor], ...]:
+        """Run the encoder graph on normalised images [B, 3, H, W] (one run per image).
+
+        Returns:
+            Per tap ``(patch_tokens [B, N, D], class_token [B, D])`` float32 on the device.
+        """
+        encoder, _ = self.graphs(tuple(x.shape[-2:]))
+        images = x.detach().float().cpu().numpy()
+        runs = [encoder.run({'image': images[i:i + 1]}) for i in range(images.shape[0])]
+        pairs = []
+        for tap in range(self._taps):
+            tokens = np.concatenate([r[f'tokens_{tap}'] for r in runs])
+            cls = np.concatenate([r[f'cls_{tap}'] for r in runs])
+            pairs.append((self._to_device(tokens), self._to_device(cls)))
+        return tuple(pairs)
+
+    def decode(self, features: Sequence[tuple[Tensor, Tensor]], anchors_m: Tensor,
+               patch_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """Decode every anchor for every encoded image, one decoder run per image.
+
+        Args:
+            features: Output of :meth:`encode` for ``F`` images (2 with flip TTA).
+            anchors_m: The ``A`` anchors [m] (validated by the caller).
+            patch_hw: Token grid of the encoded images.
+
+        Returns:
+            Logits [F * A, 1, h, w] per name, image-major (all anchors of image 0 first), as the
+            torch path's ``repeat_interleave`` / ``repeat`` batch.
+        """
+        patch = self.model.config.patch_size
+        _, decoder = self.graphs((patch_hw[0] * patch, patch_hw[1] * patch))
+        anchors = anchors_m.detach().float().reshape(-1).cpu().numpy()
+        tokens = [t.detach().float().cpu().numpy() for t, _ in features]
+        runs = []
+        for image in range(tokens[0].shape[0]):
+            feeds = {f'tokens_{tap}': tokens[tap][image:image + 1] for tap in range(self._taps)}
+            feeds['anchors_m'] = anchors
+            runs.append(decoder.run(feeds))
+        return {name: self._to_device(np.concatenate([r[name] for r in runs]))
+                for name in self._names}
+
+    def _to_device(self, array: np.ndarray) -> Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor if self.device.type == 'cpu' else tensor.to(self.device)
+
+
+_PRECISION_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}
+
+
+def open_runtime(backend: str, model: MetricSolver, device: torch.device, dtype: torch.dtype,
+                 num_threads: int | None = None, cache_dir: str | os.PathLike | None = None,
+                 requested_device: str = 'cpu') -> tuple[GraphBackend | None, str]:
+    """The ONNX runtime a backend name asks for, or its ``auto`` candidate.
+
+    Args:
+        backend: A checked name of ``BACKENDS``.
+        model: The network.
+        device: The engine's device.
+        dtype: The engine's network precision (the runtime's precision hint).
+        num_threads: CPU threads (None: the runtime's default).
+        cache_dir: Where exports are kept.
+        requested_device: The device setting (``auto``, ``cpu``, ``cuda``...): OpenVINO runs on
+            the CPU for ``cpu``, and on an Intel GPU where present for ``auto``.
+
+    Returns:
+        ``(runtime, note)``: the runtime, or None for torch, and a note for logs. For ``auto`` the
+        runtime is OpenVINO on the CPU when it imports: a candidate for :func:`settle_auto`.
+
+    Raises:
+        BackendError: An explicitly named runtime that cannot serve (``auto`` falls back).
+    """
+    if backend == 'torch':
+        return None, 'torch'
+    if backend == 'auto' and device.type != 'cpu':
+        return None, 'torch (auto: on CUDA)'
+    name = 'openvino' if backend == 'auto' else backend
+    try:
+        auto_device = str(requested_device).strip().lower() == 'auto'
+        runtime = GraphBackend(model, name, device, _PRECISION_NAMES[dtype],
+                               num_threads=num_threads, cache_dir=cache_dir,
+                               openvino_device='auto' if auto_device else 'CPU')
+    except BackendError as exc:
+        if backend != 'auto':
+            raise
+        _LOG.info('backend auto: %s; using torch', exc)
+        return None, 'torch (auto: OpenVINO unavailable)'
+    return runtime, name
+
+
+def settle_auto(candidate: GraphBackend, torch_encode: Callable[[Tensor], Any], x: Tensor,
+                runs: int = 3) -> tuple[GraphBackend | None, str]:
+    """Backend ``auto``: keep the candidate if its encoder beats torch's on a first frame.
+
+    Both encoders run once to warm up, then ``runs`` times each; the medians are compared. The
+    first call of the candidate exports (or finds in the cache) and compiles its graphs; if that
+    fails for any reason, torch is kept.
+
+    Args:
+        candidate: The runtime :func:`open_runtime` offered for ``auto``.
+        torch_encode: The model's encoder.
+        x: The frame's normalised network input [B, 3, H, W].
+        runs: Timed runs of each encoder.
+
+    Returns:
+        ``(candidate or None for torch, a note with both timings)``.
+    """
+
+    def median_ms(fn: Callable[[], Any]) -> float:
+        fn()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+
+    try:
+        with torch.inference_mode():
+            graph_ms = median_ms(lambda: candidate.encode(x))
+            torch_ms = median_ms(lambda: torch_encode(x))
+    except Exception as exc:  # noqa: BLE001 - any export / compile failure: stay on torch
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        _LOG.warning('backend auto: %s unusable for this model (%s); using torch',
+                     candidate.runtime, reason)
+        return None, f'torch (auto: {candidate.runtime} failed)'
+    timing = f'encoder {graph_ms:.1f} ms vs torch {torch_ms:.1f} ms'
+    chosen = candidate if graph_ms < torch_ms else None
+    note = (f'{candidate.runtime} (auto: {timing})' if chosen is not None
+            else f'torch (auto: {candidate.runtime} {timing})')
+    _LOG.info('backend auto chose %s', note)
+    return chosen, note
