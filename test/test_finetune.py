@@ -258,3 +258,32 @@ def test_finetune_on_a_lidar_bag_fixes_a_scene_family_the_bundled_model_gets_wro
         assert after['delta1'] > before['delta1'] + 0.08
         assert after['abs_rel'] < 0.75 * before['abs_rel']
         assert after['scale_error'] < before['scale_error']
+
+
+@pytest.mark.slow
+def test_torchrun_trains_on_every_rank_and_rank_0_scores_and_writes(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from metric_solver_ros.data.synthetic import render_scene
+
+    bagio.write_rgbd_bag(tmp_path / 'bag', [render_scene('indoor', i, 28, 42) for i in range(6)])
+    out, report = tmp_path / 'ft.safetensors', tmp_path / 'r.json'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           '-m', 'metric_solver_ros.cli',
+           *_finetune(tmp_path / 'bag', out, '--depth-topic', DEPTH, '--steps', '2',
+                      '--batch-size', '2', '--image-size', '28', '42', '--anchors', '10',
+                      '--report', str(report))]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ends = re.findall(r'\[rank (\d)\] step (\d+) param_digest ([0-9a-f]{64})', result.stdout)
+    assert sorted(rank for rank, _, _ in ends) == ['0', '1'], result.stdout[-3000:]
+    assert ends[0][1:] == ends[1][1:] == ('2', ends[0][2])  # same step, same weights
+    assert result.stdout.count('before    anchor=10') == 1  # rank 0 scores, once
+    assert result.stdout.count(f'wrote {out}') == 1
+    assert json.loads(report.read_text())['frames'] == {'train': 4, 'holdout': 2}
+    assert not list(tmp_path.glob('.ft*'))
