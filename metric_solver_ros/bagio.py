@@ -566,6 +566,24 @@ def raw_message_groups(path: str | pathlib.Path, topics: Collection[str]
             yield group
 
 
+def read_header_stamps(path: str | pathlib.Path,
+                       topics: Sequence[str]) -> dict[str, list[int]]:
+    """Header stamps [ns] of every message of ``topics``, sorted, without deserialising.
+
+    A stamp of 0 falls back to the log time (as :class:`SyncedReader` pairs them).
+
+    Raises:
+        FileNotFoundError: If there is no bag at ``path``.
+        ValueError: If a topic is not in the bag.
+    """
+    stamps: dict[str, list[int]] = {t: [] for t in topics}
+    with _open_reader(path) as reader:
+        connections = _connections_for(reader, topics, path)
+        for connection, log_time_ns, raw in reader.messages(connections=connections):
+            stamps[connection.topic].append(cdr_header_stamp_ns(raw) or log_time_ns)
+    return {topic: sorted(values) for topic, values in stamps.items()}
+
+
 def pair_by_stamp(images: Sequence[tuple[int, X]], depths: Sequence[tuple[int, Y]],
                   tolerance_ns: int) -> list[tuple[X, Y, int]]:
     """Pair each image with the nearest-stamped depth within a tolerance, one-to-one.
@@ -708,6 +726,11 @@ class SyncedReader:
 
     def __len__(self) -> int:
         return len(self._stamps)
+
+    @property
+    def stamps_ns(self) -> list[int]:
+        """Reference header stamp [ns] of each frame, in frame order (ascending)."""
+        return list(self._stamps)
 
     def __iter__(self) -> Iterator[SyncedFrame]:
         if not self._stamps:

@@ -5,10 +5,13 @@ Writing: :func:`tf_message` turns a 4x4 ``T_parent_child`` into a TFMessage (qua
 
 Reading: :class:`PoseLookup` collects every transform of a bag's tf topics and answers
 ``T_root_frame`` for a frame at a stamp by walking up the tree (``map -> odom -> base_link ->
-camera_link -> camera_optical_frame``, each edge from ``/tf`` or ``/tf_static``). A dynamic edge
-is interpolated between the two transforms that bracket the stamp (translation linearly,
-rotation by normalised quaternion interpolation, exact enough between tf samples) when both lie
-within the tolerance, else the nearest within the tolerance is used; with none, no pose.
+camera_link -> camera_optical_frame``, each edge from ``/tf`` or ``/tf_static``), and
+``T_target_source`` between any two connected frames (:meth:`PoseLookup.transform`, tf2's
+``lookupTransform``: e.g. a LiDAR's points into a camera's optical frame, through their common
+parent), with a :class:`TransformError` that names both frames and the tree when there is none.
+A dynamic edge is interpolated between the two transforms that bracket the stamp (translation
+linearly, rotation by spherical linear interpolation, ``transforms3d``'s quaternions) when both
+lie within the tolerance, else the nearest within the tolerance is used; with none, no pose.
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ from typing import Any
 import numpy as np
 
 TF_MESSAGE = 'tf2_msgs/msg/TFMessage'
+TF_TOPIC = '/tf'
+TF_STATIC_TOPIC = '/tf_static'
 #: Topics read for transforms (whichever the bag has).
-TF_TOPICS = ('/tf', '/tf_static')
+TF_TOPICS = (TF_TOPIC, TF_STATIC_TOPIC)
+#: Default tolerance [ns] of a dynamic transform used at a stamp (10 Hz tf brackets any stamp).
+TF_TOLERANCE_NS = 50_000_000
+
+
+class TransformError(ValueError):
+    """No transform between two frames at a time; the message names both frames and the tree."""
 
 
 def tf_message(pose: np.ndarray, stamp_ns: int, parent_frame: str, child_frame: str) -> Any:
@@ -72,15 +83,14 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
 
 
 def _interpolate(a: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
-    """``(1 - weight) a + weight b`` for rigid transforms (nlerp of the rotation)."""
-    from transforms3d.quaternions import mat2quat, quat2mat
+    """``(1 - weight) a + weight b`` for rigid transforms (slerp of the rotation)."""
+    from transforms3d.quaternions import mat2quat, qinverse, qmult, qpow, quat2mat
 
     qa, qb = mat2quat(a[:3, :3]), mat2quat(b[:3, :3])
     if np.dot(qa, qb) < 0:  # the shorter way round
         qb = -qb
-    q = (1.0 - weight) * qa + weight * qb
     out = np.eye(4)
-    out[:3, :3] = quat2mat(q / np.linalg.norm(q))
+    out[:3, :3] = quat2mat(qmult(qa, qpow(qmult(qinverse(qa), qb), weight)))
     out[:3, 3] = (1.0 - weight) * a[:3, 3] + weight * b[:3, 3]
     return out
 
@@ -185,3 +195,61 @@ class PoseLookup:
                 raise ValueError(f'the transforms form a loop through {frame_id}')
             seen.add(frame_id)
         return frame_id, pose
+
+    def describe(self) -> str:
+        """The edges as text, for error messages: ``base_link -> lidar (static), ...``."""
+        if not self._edges:
+            return 'no transforms'
+        return ', '.join(f'{e.parent} -> {child} ' + ('(static)' if e.static is not None else
+                                                     f'(/tf, {len(e.stamps_ns)} transforms)')
+                         for child, e in sorted(self._edges.items()))
+
+    def _up(self, frame_id: str) -> list[str]:
+        """``frame_id``, its parent, ..., its root."""
+        chain = [frame_id]
+        while chain[-1] in self._edges and len(chain) <= len(self._edges):  # a loop ends too
+            chain.append(self._edges[chain[-1]].parent)
+        return chain
+
+    def transform(self, target: str, source: str, stamp_ns: int,
+                  tolerance_ns: int = TF_TOLERANCE_NS) -> np.ndarray:
+        """``T_target_source`` at ``stamp_ns``: points given in ``source`` -> ``target``.
+
+        The chain runs up from both frames to their nearest common ancestor (tf2's
+        ``lookupTransform(target, source, time)``).
+
+        Args:
+            target: Frame the points are wanted in (e.g. a camera's optical frame).
+            source: Frame the points are given in (e.g. a LiDAR's frame).
+            stamp_ns: Time of the points [ns].
+            tolerance_ns: Largest distance [ns] to a dynamic transform used.
+
+        Raises:
+            TransformError: The frames are not connected (both named, with every edge the bag
+                has), or a moving edge has no transform within the tolerance.
+        """
+        target, source = target.lstrip('/'), source.lstrip('/')
+        up_source, up_target = self._up(source), self._up(target)
+        common = next((f for f in up_source if f in up_target), None)
+        if common is None:
+            missing = [f'{f!r} is in no transform' for f in (source, target)
+                       if f not in self.frames]
+            why = '; '.join(missing) or 'they are in separate trees'
+            raise TransformError(f'no transform chain from frame {source!r} to frame '
+                                 f'{target!r} ({why}); the bag has: {self.describe()}')
+        poses = []  # T_common_source, then T_common_target
+        for chain in (up_source, up_target):
+            pose = np.eye(4)
+            for child in chain[:chain.index(common)]:
+                edge = self._edges[child]
+                step = edge.at(stamp_ns, tolerance_ns)
+                if step is None:
+                    span = (f'{edge.stamps_ns[0] / 1e9:.3f} s to {edge.stamps_ns[-1] / 1e9:.3f} s'
+                            if edge.stamps_ns else 'never')
+                    raise TransformError(
+                        f'no transform {edge.parent} -> {child} within {tolerance_ns / 1e6:g} ms '
+                        f'of {stamp_ns / 1e9:.3f} s (/tf has it {span}), on the chain from '
+                        f'{source!r} to {target!r}')
+                pose = step @ pose
+            poses.append(pose)
+        return np.linalg.inv(poses[1]) @ poses[0]

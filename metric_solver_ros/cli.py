@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'distill': ('metric_solver_ros.commands.distill',
                 'teach a Metric-Solver student with a metric teacher (DA-V2 or ours) on your '
                 'images, video or bag; no ground truth needed'),
+    'finetune': ('metric_solver_ros.commands.finetune',
+                 "fine-tune on a robot's own bag (RGB-D or LiDAR ground truth); report the "
+                 'holdout before and after'),
     'eval': ('metric_solver_ros.commands.eval',
              'accuracy on a rosbag (or synthetic scenes): metrics.json, metrics.csv, report.md'),
     'predict': ('metric_solver_ros.commands.predict',

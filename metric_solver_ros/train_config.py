@@ -14,7 +14,7 @@ import pathlib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-DATA_SOURCES = ('synthetic', 'rgbd_folder', 'hypersim', 'vkitti2')
+DATA_SOURCES = ('synthetic', 'rgbd_folder', 'hypersim', 'vkitti2', 'rosbag')
 """The ``source`` names a ``data`` entry may give (``train_data`` builds each)."""
 
 
@@ -58,10 +58,13 @@ class TrainConfig:
     data: list[dict[str, Any]] = field(
         default_factory=lambda: [{'source': 'synthetic', 'kind': 'mixed', 'weight': 1.0}],
         metadata={'help': (
-        'Sources, each ``{source: synthetic | rgbd_folder | hypersim | vkitti2, weight: w, '
-        '...}``; synthetic takes ``kind`` (indoor, outdoor, mixed) and ``length`` (number of '
-        "distinct scenes), the others ``root`` plus their reader's keyword arguments. "
-        'Several sources are mixed per sample with probabilities proportional to ``weight``.')})
+        'Sources, each ``{source: synthetic | rgbd_folder | hypersim | vkitti2 | rosbag, '
+        'weight: w, ...}``; synthetic takes ``kind`` (indoor, outdoor, mixed) and ``length`` '
+        "(number of distinct scenes), rosbag ``path``, ``image_topic``, ``camera_info_topic``, "
+        '``depth_topic`` or ``lidar_topic`` and ``data.rosbag.BagRGBD``\'s other keyword '
+        "arguments (``split``, ``holdout_fraction``, ...), the others ``root`` plus their "
+        "reader's keyword arguments. Several sources are mixed per sample with probabilities "
+        'proportional to ``weight``.')})
     image_size: tuple[int, int] = field(default=(196, 252), metadata={'help': (
         'Training image (H, W) [px], multiples of the patch size (14).')})
     augment: bool = field(default=True, metadata={'help': (

@@ -112,7 +112,10 @@ def _source_dataset(spec: dict[str, Any], cfg: TrainConfig, seed: int) -> Datase
         'rgbd_folder': ('rgbd_folder', 'RGBDFolder'),
         'hypersim': ('hypersim', 'Hypersim'),
         'vkitti2': ('vkitti2', 'VKITTI2'),
+        'rosbag': ('rosbag', 'BagRGBD'),
     }[spec['source']]
+    if spec['source'] == 'rosbag':  # decoded at the training resolution (sparse GT kept whole)
+        options.setdefault('short_side_px', min(cfg.image_size))
     module = importlib.import_module(f'metric_solver_ros.data.{module_name}')
     reader = getattr(module, class_name)(**options)
     augment_config = AugmentConfig(scale_range=cfg.augment_scale_range)

@@ -39,6 +39,21 @@ except ImportError:
     assert out.strip() == 'blocked'
 
 
+def test_bag_ground_truth_reads_without_torch():
+    out = _python(BLOCK_TORCH + '''
+from metric_solver_ros.cli import build_parser
+from metric_solver_ros.data.rosbag import BagRGBD
+from metric_solver_ros.lidar import project_to_depth
+from metric_solver_ros.bagtf import PoseLookup
+
+args = build_parser().parse_args(['finetune', '--bag', 'b', '--image-topic', 'i',
+                                  '--camera-info-topic', 'c', '--lidar-topic', 'l',
+                                  '--steps', '0', '--out', 'o.safetensors'])
+print(args.lidar_topic)
+''')
+    assert out.strip() == 'l'
+
+
 def test_train_help_lists_every_config_field_with_its_help_without_torch():
     out = _python(BLOCK_TORCH + '''
 import contextlib, io

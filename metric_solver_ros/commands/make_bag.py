@@ -4,8 +4,10 @@ Examples::
 
     metric-solver make-bag --out demo_bag --synthetic indoor --seed 0 --frames 20 --size 240 320
     metric-solver make-bag --out nyu_bag --storage sqlite3 --folder /data/nyu_rgbd --compressed
-    metric-solver make-bag --out walk_bag --synthetic-sequence indoor --motion forward \\
+    metric-solver make-bag --out walk_bag --synthetic-sequence indoor --motion forward \
         --frames 30 --seed 7 --size 240 320
+    metric-solver make-bag --out lidar_bag --synthetic indoor --frames 20 --lidar \
+        --lidar-offset 0.05 -0.1 0.03 --lidar-rpy 0 -5 10 --world-scale 0.5
 
 Frame ``i`` is stamped ``start + i / rate`` (header stamp and log time) on every topic. Topics:
 ``--image-topic`` (``rgb8`` Image, or JPEG CompressedImage on ``<image-topic>/compressed`` with
@@ -13,7 +15,11 @@ Frame ``i`` is stamped ``start + i / rate`` (header stamp and log time) on every
 ``--depth-topic`` (``32FC1`` metres or ``16UC1`` millimetres). ``--synthetic`` renders a new
 scene per frame (seeds ``--seed``, ``--seed + 1``, ...); ``--synthetic-sequence`` one camera
 moving through one scene (``data/synthetic/sequence.py``; sampled at ``--rate``), with the exact
-camera pose per frame on ``/tf`` (``--world-frame`` -> ``--frame-id``).
+camera pose per frame on ``/tf`` (``--world-frame`` -> ``--frame-id``). With ``--lidar``
+(``--synthetic`` only) also a LiDAR ``PointCloud2`` on ``--lidar-topic`` and the mount on
+``/tf_static`` (``metric_solver_ros.data.synthetic_lidar``: the scanner model);
+``--world-scale`` multiplies every length of the ``--synthetic`` scenes (same images, scaled
+metric depth).
 """
 
 from __future__ import annotations
@@ -57,6 +63,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--tf-topic', default='/tf', help='camera poses of a sequence')
     parser.add_argument('--world-frame', default='map',
                         help='parent frame of the camera poses (default: %(default)s)')
+    parser.add_argument('--world-scale', type=float, default=1.0,
+                        help='synthetic: multiply every length of the scenes (depth scales, the '
+                             'images stay; default: %(default)s)')
+    _add_lidar_arguments(parser)
+
+
+def _add_lidar_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--lidar*`` options; defaults are ``LidarScanner``'s (light: no torch import)."""
+    from metric_solver_ros.data.synthetic_lidar import LidarScanner
+
+    scanner = LidarScanner()
+    lidar = parser.add_argument_group('LiDAR (with --synthetic): a spinning scanner beside the '
+                                      'camera, its cloud and the mount on /tf_static')
+    lidar.add_argument('--lidar', action='store_true', help='write a LiDAR cloud and /tf_static')
+    lidar.add_argument('--lidar-topic', default='/lidar/points', help='PointCloud2 topic')
+    lidar.add_argument('--lidar-frame', default='lidar_link', help="the cloud's frame")
+    lidar.add_argument('--lidar-rings', type=int, default=scanner.rings,
+                       help='beams (default: %(default)s)')
+    lidar.add_argument('--lidar-elevation', type=float, nargs=2, metavar=('LO', 'HI'),
+                       default=scanner.elevation_deg,
+                       help='lowest and highest beam elevation [deg] (default: %(default)s)')
+    lidar.add_argument('--lidar-azimuth-step', type=float, default=scanner.azimuth_step_deg,
+                       help='angle between samples of a ring [deg] (default: %(default)s)')
+    lidar.add_argument('--lidar-range', type=float, nargs=2, metavar=('MIN', 'MAX'),
+                       default=scanner.range_m, help='range of a return [m] (default: %(default)s)')
+    lidar.add_argument('--lidar-offset', type=float, nargs=3, metavar=('X', 'Y', 'Z'),
+                       default=scanner.offset_m,
+                       help='LiDAR origin in the camera optical frame (x right, y down, z '
+                            'forward) [m] (default: %(default)s)')
+    lidar.add_argument('--lidar-rpy', type=float, nargs=3, metavar=('ROLL', 'PITCH', 'YAW'),
+                       default=scanner.rpy_deg,
+                       help='LiDAR rotation about its own x, y, z axes from upright, looking '
+                            'along the optical axis [deg] (default: %(default)s)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f'--frames must be >= 1, got {args.frames}')
     if args.out.exists():
         raise ValueError(f'{args.out} exists; remove it or choose another --out')
+    if (args.lidar or args.world_scale != 1.0) and not args.synthetic:
+        raise ValueError('--lidar and --world-scale need --synthetic (the scanner and the scale '
+                         'act on its scenes, a new one per frame)')
+    if args.lidar or args.world_scale != 1.0:
+        return _run_synthetic_robot(args)
     if (args.motion is None) != (args.synthetic_sequence is None):
         raise ValueError('--motion goes with --synthetic-sequence, and it needs one')
     if args.synthetic_sequence:
@@ -101,4 +145,45 @@ def run(args: argparse.Namespace) -> int:
     poses = f', {args.tf_topic}' if args.synthetic_sequence else ''
     print(f'wrote {written} frames to {args.out} ({args.storage}): {image_topic}, '
           f'{args.depth_topic} [{args.depth_encoding}], {args.info_topic}{poses}')
+    return 0
+
+
+def _run_synthetic_robot(args: argparse.Namespace) -> int:
+    """Synthetic scenes at ``--world-scale``, with a LiDAR and ``/tf_static`` if ``--lidar``."""
+    from metric_solver_ros.bagio import write_rgbd_bag
+    from metric_solver_ros.data.synthetic import scene_spec
+    from metric_solver_ros.data.synthetic_lidar import (
+        LidarScanner,
+        render_sample,
+        scale_scene,
+        write_lidar_bag,
+    )
+
+    height, width = args.size
+    count = 10 if args.frames is None else args.frames
+    scenes = [scale_scene(scene_spec(args.synthetic, args.seed + i), args.world_scale)
+              for i in range(count)]
+    topics = dict(storage=args.storage, image_topic=args.image_topic,
+                  depth_topic=args.depth_topic, info_topic=args.info_topic,
+                  frame_id=args.frame_id, rate_hz=args.rate, depth_encoding=args.depth_encoding,
+                  compressed=args.compressed)
+    image_topic = args.image_topic + ('/compressed' if args.compressed else '')
+    if not args.lidar:
+        written = write_rgbd_bag(args.out, (render_sample(s, height, width) for s in scenes),
+                                 **topics)
+        print(f'wrote {written} frames to {args.out} ({args.storage}, world scale '
+              f'{args.world_scale:g}): {image_topic}, {args.depth_topic} '
+              f'[{args.depth_encoding}], {args.info_topic}')
+        return 0
+    scanner = LidarScanner(
+        rings=args.lidar_rings, elevation_deg=tuple(args.lidar_elevation),
+        azimuth_step_deg=args.lidar_azimuth_step, range_m=tuple(args.lidar_range),
+        offset_m=tuple(args.lidar_offset), rpy_deg=tuple(args.lidar_rpy))
+    written = write_lidar_bag(args.out, scenes, height, width, scanner,
+                              lidar_topic=args.lidar_topic, lidar_frame=args.lidar_frame,
+                              **topics)
+    print(f'wrote {written} frames to {args.out} ({args.storage}, world scale '
+          f'{args.world_scale:g}): {image_topic}, {args.depth_topic} [{args.depth_encoding}], '
+          f'{args.info_topic}, {args.lidar_topic} ({scanner.rings} rings, frame '
+          f'{args.lidar_frame}), /tf_static')
     return 0

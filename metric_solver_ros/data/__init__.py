@@ -3,6 +3,8 @@
 - ``sample.Sample``: one RGB image + planar metric depth + intrinsics (shared by all sources).
 - ``synthetic``: procedural indoor / outdoor scenes rendered by ray casting in torch
   (``render_scene``, ``render_batch``), exact depth, CPU or CUDA.
+- ``rosbag``: a robot's own bag, images with RGB-D or LiDAR ground truth (``BagRGBD``).
+- ``synthetic_lidar``: a LiDAR scanner in the synthetic world, test bags with ``/tf_static``.
 - ``rgbd_folder``: the generic RGB-D folder format users bring (``RGBDFolder``,
   ``write_rgbd_folder``); ``hypersim`` and ``vkitti2``: public datasets in their published layout.
 - ``augment``: crops, resizes, flips and colour jitter that keep metric scale.
@@ -16,6 +18,7 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     'AugmentConfig': 'augment',
+    'BagRGBD': 'rosbag',
     'FolderDataset': 'datasets',
     'MixedDataset': 'datasets',
     'SyntheticDataset': 'datasets',
