@@ -51,7 +51,7 @@ def tf_message(pose: np.ndarray, stamp_ns: int, parent_frame: str, child_frame: 
     """
     from transforms3d.quaternions import mat2quat
 
-    from metric_solver_ros.bagio import _header, get_typestore
+    from metric_solver_ros.bagio.messages import _header, get_typestore
 
     pose = np.asarray(pose, dtype=np.float64)
     if pose.shape != (4, 4) or not np.allclose(pose[3], (0, 0, 0, 1)):
