@@ -405,6 +405,28 @@ class ReplayLink:
             self.arrivals.put((key, time.monotonic_ns(), data))
         return receive
 
+    def set_node_parameters(self, timeout_s: float = 10.0, **values: Any) -> str | None:
+        """Set parameters of the running node (``<ns>/metric_solver``) through its service.
+
+        Returns:
+            None when every value was taken, else why not (the node's reason, or no service).
+        """
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, f'{self.ns}/metric_solver/set_parameters')
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                return f'no parameter service {self.ns}/metric_solver/set_parameters'
+            future = client.call_async(SetParameters.Request(
+                parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]))
+            if not wait_for(future.done, timeout_s) or future.result() is None:
+                return 'the node did not answer the parameter request'
+            refused = [r.reason for r in future.result().results if not r.successful]
+            return '; '.join(refused) if refused else None
+        finally:
+            self.node.destroy_client(client)
+
     def missing_links(self, with_info: bool) -> list[str]:
         """Topics not matched yet: our publishers without the node, the node's outputs unseen."""
         missing = [] if self.pub_image.get_subscription_count() else [self.image_topic]

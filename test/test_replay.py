@@ -15,7 +15,7 @@ from node_harness import small_checkpoint
 from metric_solver_ros import bagio
 from metric_solver_ros.commands import eval as eval_command
 from metric_solver_ros.commands import replay
-from metric_solver_ros.node_client import NodeProcess, wait_for
+from metric_solver_ros.node_client import DepthNodeClient, NodeProcess, wait_for
 
 NS, NS_COMPRESSED = '/replay', '/replay_jpeg'
 IMAGE, DEPTH = '/camera/color/image_raw', '/camera/depth/image_raw'
@@ -149,10 +149,18 @@ def test_lockstep_replay_answers_every_frame_and_records_an_evaluable_bag(node, 
     # --force records afresh over the earlier recording and its replay.json.
     code = replay.run(_parse(replay, [
         '--bag', bag, '--image-topic', IMAGE, '--namespace', NS, '--record', record,
-        '--lockstep', '--wait-s', 10, '--max-frames', 2, '--force']))
+        '--lockstep', '--wait-s', 10, '--max-frames', 2, '--force', '--temporal-filter',
+        'full']))
     assert code == 0, capsys.readouterr().out + node.output()
     summary = json.loads((tmp_path / 'out' / 'replay.json').read_text())
     assert summary['frames_published'] == summary['frames_answered'] == 2
+    assert summary['temporal_filter'] == 'full'
+    probe = DepthNodeClient(NS)
+    try:
+        assert probe.get_parameter('temporal_filter') == 'full'  # set on the running node
+        assert probe.set_parameters(temporal_filter='off')[0].successful
+    finally:
+        probe.close()
     assert len(_recorded_stamps(record, f'{NS}/depth')) == 2
     assert len(_recorded_stamps(record, DEPTH)) == 2
 

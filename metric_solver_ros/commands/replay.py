@@ -66,6 +66,7 @@ from metric_solver_ros.bagio import (
 )
 from metric_solver_ros.commands.common import add_bag_arguments, check_bag_arguments
 from metric_solver_ros.node_client import NODE_OUTPUTS, ReplayLink, percentiles, wait_for
+from metric_solver_ros.temporal_filter import MODES as TEMPORAL_FILTER_MODES
 
 #: Pause after every link is matched [s]: the node's reader may match our image writer later
 #: than our writer matched it (DDS discovery is asymmetric) and drops best-effort samples
@@ -106,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--wait-s', type=float, default=5.0,
                         help='how long to wait for the node to appear, and for answers after '
                              'the last image / between outputs [s] (default: %(default)s)')
+    parser.add_argument('--temporal-filter', choices=TEMPORAL_FILTER_MODES, default=None,
+                        help='set the running node\'s temporal_filter parameter before playing '
+                             '(off, scale, full); default: leave the node as it is')
     parser.add_argument('--summary', type=pathlib.Path, default=None,
                         help='where to write the JSON summary (default: replay.json next to '
                              'the recorded bag; none without --record)')
@@ -373,6 +377,12 @@ def run(args: argparse.Namespace) -> int:
                   'FASTDDS_BUILTIN_TRANSPORTS).', file=sys.stderr)
             return 1
         time.sleep(SETTLE_S)
+        if args.temporal_filter is not None:
+            refused = link.set_node_parameters(temporal_filter=args.temporal_filter)
+            if refused:
+                print(f'metric-solver replay: could not set temporal_filter '
+                      f'{args.temporal_filter} on the node: {refused}', file=sys.stderr)
+                return 1
         if args.record is not None:
             if args.force and args.record.exists():
                 shutil.rmtree(args.record)  # _check: a bag folder, not the bag being played
@@ -483,6 +493,7 @@ def _summary(args: argparse.Namespace, session: _Session, image_type: str, durat
         'bag': str(args.bag), 'image_topic': args.image_topic, 'image_type': image_type,
         'camera_info_topic': args.camera_info_topic, 'namespace': args.namespace,
         'rate': args.rate, 'lockstep': args.lockstep, 'wait_s': args.wait_s,
+        'temporal_filter': args.temporal_filter,
         'completed': completed, 'duration_s': duration_s,
         'frames_published': len(frames), 'frames_answered': len(answered),
         'answered_fraction': len(answered) / len(frames) if frames else None,
