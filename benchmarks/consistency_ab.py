@@ -28,7 +28,7 @@ OUT = REPO / 'out' / 'consistency_ab'
 BASE_WEIGHTS = [1.0, 1.0, 0.05, 0.1]
 
 
-def arm_overrides(name: str, steps: int, weight: float) -> dict:
+def arm_overrides(name: str, steps: int, weight: float, amp: str = 'off') -> dict:
     """TrainConfig overrides of one arm (on top of config/train_default.yaml)."""
     from metric_solver_ros.checkpoint import default_model_path
 
@@ -37,7 +37,7 @@ def arm_overrides(name: str, steps: int, weight: float) -> dict:
         'max_steps': steps, 'time_budget_s': 0.0, 'schedule_by_time': False,
         'lr': 5.0e-5, 'min_lr': 5.0e-6, 'warmup_steps': 20, 'ema_decay': 0.99,
         'eval_interval': steps, 'checkpoint_interval': steps, 'log_interval': 25,
-        'eval_frames': 32, 'seed': 4242,
+        'eval_frames': 32, 'seed': 4242, 'amp': amp,
         'loss_weights': BASE_WEIGHTS + ([weight] if name == 'consistency' else []),
     }
 
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=400)
     parser.add_argument('--weight', type=float, default=0.1, help='consistency weight')
     parser.add_argument('--arms', nargs='+', default=['base', 'consistency'])
+    parser.add_argument('--amp', default='off', help='autocast of both arms (bf16 only on '
+                        'CPUs with AVX512-BF16 / AMX; default: %(default)s)')
     parser.add_argument('--frames', type=int, default=64, help='held-out scenes per kind')
     args = parser.parse_args()
 
@@ -60,7 +62,7 @@ def main() -> None:
     if args.action == 'train':
         for name in args.arms:
             cfg = load_config(REPO / 'config' / 'train_default.yaml',
-                              arm_overrides(name, args.steps, args.weight))
+                              arm_overrides(name, args.steps, args.weight, args.amp))
             summary = train(cfg)
             print(name, json.dumps({k: v for k, v in summary.items() if k != 'losses'},
                                    default=str))
