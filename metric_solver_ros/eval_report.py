@@ -25,12 +25,12 @@ CSV_VALUE_COLUMNS = ('n_pixels', *METRIC_NAMES, 'pred_nan_fraction', 'mask_accur
                      'delta1_aligned', 'scale_ratio', 'gt_median_m', 'scale_error', 'scale_slope')
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Convert numpy scalars, paths and non-finite floats (-> None) for strict JSON."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -62,7 +62,7 @@ def write_outputs(result: EvalResult, out_dir: str | pathlib.Path,
     data = result.to_json()
     data['config'] = dict(config or {})
     paths = {'json': out / 'metrics.json', 'csv': out / 'metrics.csv', 'report': out / 'report.md'}
-    paths['json'].write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + '\n')
+    paths['json'].write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + '\n')
     _write_csv(result, paths['csv'])
     plots = write_plots(result, out)
     paths.update(plots)

@@ -297,7 +297,7 @@ def _resize(array: np.ndarray, shape: tuple[int, int], interpolation: int) -> np
     return cv2.resize(array, (shape[1], shape[0]), interpolation=interpolation)
 
 
-def _nearest(depth_m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def nearest_to_shape(depth_m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Depth at ``shape`` by nearest neighbour, keeping +inf and NaN (for far decisions)."""
     import cv2
 
@@ -475,7 +475,7 @@ def evaluate(frames: Iterable[EvalFrame], predictor: Predictor, *,
         for name, prediction in predictor(frame).items():
             prediction = Prediction(*prediction)
             far.setdefault(name, FarDecisions(min_depth_m=min_depth_m)).add(
-                _nearest(prediction.depth_m, gt.shape), gt)
+                nearest_to_shape(prediction.depth_m, gt.shape), gt)
             prediction = to_gt_resolution(prediction, gt.shape, min_depth_m, cap_m)
             if prediction.anchor_m is not None:
                 by_anchor[float(prediction.anchor_m)] = prediction.depth_m

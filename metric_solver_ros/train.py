@@ -275,14 +275,12 @@ def evaluate(model: MetricSolver, frames: dict[str, dict[str, torch.Tensor]],
     ``pixel_log_spread`` over ``anchor_metrics.CONSISTENCY_ANCHORS_M`` of the kind (within the
     pool; see ``anchor_metrics``). The encoder runs once per batch for all anchors.
     """
-    import cv2
-
     from metric_solver_ros.anchor_metrics import (
         CONSISTENCY_ANCHORS_M,
         AnchorConsistency,
         FarDecisions,
     )
-    from metric_solver_ros.evaluation import Prediction, to_gt_resolution
+    from metric_solver_ros.evaluation import Prediction, nearest_to_shape, to_gt_resolution
     from metric_solver_ros.metrics import DEFAULT_MIN_DEPTH_M, MetricAggregator
 
     config = model.config
@@ -321,8 +319,7 @@ def evaluate(model: MetricSolver, frames: dict[str, dict[str, torch.Tensor]],
                 resized = to_gt_resolution(Prediction(pred[i], near[i], anchor_m), gt.shape,
                                            DEFAULT_MIN_DEPTH_M, cap_m)
                 aggregator.add(resized.depth_m, gt, resized.near)
-                far.add(cv2.resize(pred[i], (gt.shape[1], gt.shape[0]),
-                                   interpolation=cv2.INTER_NEAREST), gt)
+                far.add(nearest_to_shape(pred[i], gt.shape), gt)
                 if len(spread_anchors) >= 2:
                     consistency.add({a: to_gt_resolution(
                         Prediction(by_anchor[a][0][i]), gt.shape, DEFAULT_MIN_DEPTH_M,

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import numbers
 import os
 import pathlib
 import shutil
@@ -117,21 +115,14 @@ def _holdout_scores(checkpoint: pathlib.Path, frames: list[Any], anchors: tuple[
     """``eval``'s ``results`` (``anchor=<a>`` -> frame-mean metrics) of a model on the holdout."""
     from metric_solver_ros import evaluation
     from metric_solver_ros.engine import DepthEngine
+    from metric_solver_ros.eval_report import jsonable
 
     engine = DepthEngine.from_checkpoint(str(checkpoint), device=args.device)
     result = evaluation.evaluate(
         evaluation.sample_frames(frames), evaluation.EnginePredictor(engine, anchors),
         cap_m=args.cap, examples=0, total=len(frames), progress=False)
 
-    def plain(value: Any) -> Any:  # strict JSON: Python numbers, non-finite -> null
-        if isinstance(value, numbers.Integral):
-            return int(value)
-        if isinstance(value, numbers.Real):
-            return float(value) if math.isfinite(value) else None
-        return value
-
-    return {name: {key: plain(value) for key, value in aggregator.frame_mean().items()}
-            for name, aggregator in result.results.items()}
+    return {name: jsonable(aggregator.frame_mean()) for name, aggregator in result.results.items()}
 
 
 def _train_config(args: argparse.Namespace, init: pathlib.Path, run_dir: pathlib.Path) -> Any:
