@@ -30,7 +30,12 @@ from metric_solver_ros.backends.graph import open_runtime, settle_auto
 from metric_solver_ros.backends.threads import apply_torch_threads, resolve_num_threads
 from metric_solver_ros.cuda_graphs import OOM_ERRORS, CudaGraphs
 from metric_solver_ros.model import MetricSolver
-from metric_solver_ros.model.fusion import DEFAULT_FUSION, FUSION_RULES, fuse_decoded
+from metric_solver_ros.model.fusion import (
+    DEFAULT_FUSION,
+    FUSION_RULES,
+    LARGEST_FAR_ONLY,
+    fuse_decoded,
+)
 from metric_solver_ros.model.representation import decode as decode_outputs
 from metric_solver_ros.model.representation import decode_fused
 from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES, native_bf16
@@ -553,9 +558,10 @@ class DepthEngine:
             value = value.float()
             if cache.flipped:
                 value = 0.5 * (value[:count] + value[count:].flip(-1))
-            if fused and rule == 'finest' and key == 'd_tf_logit':
-                # Fusion reads the far map of the largest anchor only: upsample just that one
-                # (validate_anchors sorts the anchors ascending, so it is the last).
+            if fused and rule in LARGEST_FAR_ONLY and key == 'd_tf_logit':
+                # The rule reads the far map of the largest anchor only: upsample just that one
+                # (validate_anchors sorts the anchors ascending, so it is the last; decoding
+                # broadcasts it, and only the largest anchor's far depth is read).
                 value = value[-1:]
             logits[key] = F.interpolate(value, size=cache.image_hw, mode='bilinear',
                                         align_corners=False)

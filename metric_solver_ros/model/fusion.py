@@ -39,6 +39,9 @@ FUSION_RULES: tuple[str, ...] = ('finest', 'median', 'covering', 'soft')
 DEFAULT_FUSION: str = 'covering'
 """The rule the engine, the node and the tools use unless told otherwise."""
 
+LARGEST_FAR_ONLY: tuple[str, ...] = ('finest', 'covering')
+"""Rules that read no far depth but the largest anchor's (the engine decodes only that one)."""
+
 
 def _weighted_log(logs: Tensor, weights: Tensor, fallback: Tensor) -> Tensor:
     """Per pixel ``sum(w ln d) / sum(w)`` over dim 0; ``fallback`` where every weight is 0."""
