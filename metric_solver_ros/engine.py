@@ -15,7 +15,6 @@ healthy network; a NaN from the network is passed through, not hidden).
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Sequence
@@ -29,6 +28,14 @@ from metric_solver_ros.backends import GRAPH_BACKENDS, BackendError, check_backe
 from metric_solver_ros.backends.graph import open_runtime, settle_auto
 from metric_solver_ros.backends.threads import apply_torch_threads, resolve_num_threads
 from metric_solver_ros.cuda_graphs import OOM_ERRORS, CudaGraphs
+from metric_solver_ros.engine_setup import (
+    EngineError,
+    EngineOutOfMemory,
+    network_input_size,
+    resolve_device,
+    resolve_precision,
+)
+from metric_solver_ros.frame_outputs import HostCopy, PointsRequest, back_project, pack_points
 from metric_solver_ros.model import MetricSolver
 from metric_solver_ros.model.fusion import (
     DEFAULT_FUSION,
@@ -38,30 +45,17 @@ from metric_solver_ros.model.fusion import (
 )
 from metric_solver_ros.model.representation import decode as decode_outputs
 from metric_solver_ros.model.representation import decode_fused
-from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES, native_bf16
+from metric_solver_ros.runtime_options import MULTI_ANCHOR_RESOLUTIONS
 
-_LOG = logging.getLogger(__name__)
+__all__ = ['DepthEngine', 'DepthResult', 'EngineError', 'EngineOutOfMemory', 'PointsRequest',
+           'network_input_size', 'resolve_device', 'resolve_precision']
 
-_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 #: Most anchors decoded for one frame (bounds the decoder batch).
 MAX_ANCHORS = 8
 #: Widest image aspect (long : short side) for ``keep_aspect``: the network's long side follows
 #: the aspect, so an 8x640 image would become 196x15680 px (~40 s on a CPU, attention growing
 #: with the square of the tokens). 8:1 covers panoramic and KITTI-like (3.3:1) cameras.
 MAX_ASPECT_RATIO = 8
-
-
-class EngineError(ValueError):
-    """A request the engine cannot serve (bad device, anchor, image or state); says why."""
-
-
-class EngineOutOfMemory(EngineError):
-    """The device ran out of memory for this frame; the frame is dropped, the engine is usable.
-
-    :meth:`DepthEngine.degrade` trades resolution (then the GPU) for memory.
-    """
-
-
 #: Smallest network input side :meth:`DepthEngine.degrade` goes down to [px].
 MIN_INPUT_SIZE_PX = 112
 
@@ -77,8 +71,11 @@ class DepthResult:
         anchor_index: int8 [H, W] index into ``anchors_m`` of the anchor used per pixel when
             several were fused, else None.
         points_m: float32 [H/stride, W/stride, 3] camera-frame points [m] (NaN invalid), when
-            intrinsics were given, else None.
+            intrinsics were given, else None (a view of ``cloud``).
         points_rgb: uint8 [H/stride, W/stride, 3] colours of ``points_m``, when asked for.
+        cloud: float32 [H/stride, W/stride, F] the points in the ``sensor_msgs/PointCloud2``
+            layout (``frame_outputs.pack_points``: x, y, z and, with colours, rgb): its bytes are
+            the message's data. None without points.
         timings_ms: Stage durations [ms] (``preprocess``, ``encoder``, ``decoder``, ``fusion``,
             ``total``; ``encoder`` is 0 for a re-decode).
     """
@@ -90,101 +87,7 @@ class DepthResult:
     points_m: np.ndarray | None = None
     points_rgb: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PointsRequest:
-    """What back-projection to do alongside a frame.
-
-    Attributes:
-        intrinsics: ``(fx, fy, cx, cy)`` [px] at the input image resolution.
-        stride: Keep every ``stride``-th pixel in both directions (organised cloud).
-        max_range_m: Points farther than this [m] (Euclidean) become NaN; inf keeps all finite.
-        with_rgb: Also return the colour of each point.
-    """
-
-    intrinsics: tuple[float, float, float, float]
-    stride: int = 1
-    max_range_m: float = math.inf
-    with_rgb: bool = False
-
-
-def resolve_device(device: str) -> torch.device:
-    """Turn ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` into a torch device.
-
-    Args:
-        device: The requested device.
-
-    Returns:
-        The device to use. ``auto`` falls back to the CPU, with a log line, when CUDA is missing.
-
-    Raises:
-        EngineError: If CUDA is asked for and unavailable, or the name is unknown.
-    """
-    name = str(device).strip().lower()
-    if name == 'auto':
-        if torch.cuda.is_available():
-            return torch.device('cuda')
-        _LOG.info('device auto: CUDA is not available, using the CPU')
-        return torch.device('cpu')
-    if name == 'cpu':
-        return torch.device('cpu')
-    if name == 'cuda' or name.startswith('cuda:'):
-        if not torch.cuda.is_available():
-            raise EngineError(
-                f'device {device!r} requested but CUDA is not available (torch '
-                f'{torch.__version__}, built with CUDA: {torch.version.cuda or "no"}); '
-                f'use device auto or cpu')
-        return torch.device(name)
-    raise EngineError(f'unknown device {device!r}; expected one of {", ".join(DEVICES)}')
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Pick the network dtype: ``auto`` is bf16 with :func:`native_bf16`, else fp16 / CPU fp32.
-
-    Raises:
-        EngineError: For an unknown name, or half precision on the CPU.
-    """
-    name = str(precision).strip().lower()
-    if name not in PRECISIONS:
-        raise EngineError(f'unknown precision {precision!r}; expected one of '
-                          f'{", ".join(PRECISIONS)}')
-    if name == 'auto':
-        if device.type == 'cuda':
-            return torch.bfloat16 if native_bf16(device) else torch.float16
-        return torch.float32
-    if device.type == 'cpu' and name == 'fp16':
-        raise EngineError('precision fp16 is not supported on the CPU; use fp32 or bf16')
-    return _DTYPES[name]
-
-
-def network_input_size(image_hw: tuple[int, int], short_side_px: int, patch_px: int,
-                       mode: str = 'keep_aspect') -> tuple[int, int]:
-    """Network input size for an image: multiples of the patch size.
-
-    Args:
-        image_hw: ``(height, width)`` of the camera image [px].
-        short_side_px: Target length of the shorter side [px] (``square``: both sides).
-        patch_px: The encoder's patch size [px] (14).
-        mode: ``keep_aspect`` (the longer side follows the image aspect) or ``square``.
-
-    Returns:
-        ``(height, width)`` [px], each a positive multiple of ``patch_px``.
-    """
-    if mode not in RESIZE_MODES:
-        raise EngineError(f'unknown resize mode {mode!r}; expected one of {RESIZE_MODES}')
-
-    def snap(length: float) -> int:
-        return max(patch_px, int(round(length / patch_px)) * patch_px)
-
-    short = snap(short_side_px)
-    if mode == 'square':
-        return short, short
-    height, width = image_hw
-    scale = short / min(height, width)
-    if height <= width:
-        return short, snap(width * scale)
-    return snap(height * scale), short
+    cloud: np.ndarray | None = None
 
 
 class DepthEngine:
@@ -204,11 +107,17 @@ class DepthEngine:
         fusion: Rule fusing several anchors, one of ``model.fusion.FUSION_RULES`` (see that
             module and docs/METHOD.md).
         compile: Wrap the encoder and decoder in ``torch.compile``.
-        cuda_graphs: On CUDA, replay the encoder and the decoder as CUDA graphs, one captured
-            per input signature (image size, anchor count) on first use: batch-1 inference is
-            launch-bound on GPUs, a graph launches a whole stage at once. No effect on the CPU;
-            not combined with ``compile``. If a capture fails the engine logs why and runs
-            eagerly.
+        cuda_graphs: On CUDA, replay each frame as two CUDA graphs, one captured per input
+            signature (image size, anchor count, outputs asked for) on first use: the encoder,
+            and the decoder with fusion, far limit and point cloud (so a re-decode replays the
+            second alone). Batch-1 inference is launch-bound on GPUs; a graph launches a whole
+            stage at once. No effect on the CPU; not combined with ``compile``. If a capture
+            fails the engine logs why and runs that part eagerly (the decoder alone as a graph
+            when the finish cannot be captured).
+        multi_anchor_resolution: ``full``, or ``half``: decodes of several anchors run the
+            heads' finest stages at half resolution (``DPTHead.forward(reduced_tail=True)``)
+            and the fused result is upsampled to the camera as always; torch backend only.
+            ``benchmarks/multi_anchor.py`` measures its cost and its depth against ``full``.
         backend: What runs the network (``metric_solver_ros.backends``): ``torch``,
             ``openvino`` or ``onnxruntime`` (its ONNX export, made per input size on first use
             and cached in ``onnx_cache_dir``), or ``auto`` (torch on CUDA; on the CPU OpenVINO
@@ -223,7 +132,7 @@ class DepthEngine:
                  flip_tta: bool = False, far_limit_m: float | None = None,
                  compile: bool = False, cuda_graphs: bool = False, backend: str = 'torch',
                  num_threads: int | None = None, onnx_cache_dir: str | None = None,
-                 fusion: str = DEFAULT_FUSION) -> None:
+                 fusion: str = DEFAULT_FUSION, multi_anchor_resolution: str = 'full') -> None:
         if compile and cuda_graphs:
             raise EngineError('compile and cuda_graphs exclude each other (torch.compile\'s '
                               'mode="reduce-overhead" captures its own graphs)')
@@ -253,6 +162,10 @@ class DepthEngine:
         if fusion not in FUSION_RULES:
             raise EngineError(f'fusion {fusion!r} is not one of {", ".join(FUSION_RULES)}')
         self.fusion = fusion
+        if multi_anchor_resolution not in MULTI_ANCHOR_RESOLUTIONS:
+            raise EngineError(f'multi_anchor_resolution {multi_anchor_resolution!r} is not one '
+                              f'of {", ".join(MULTI_ANCHOR_RESOLUTIONS)}')
+        self.multi_anchor_resolution = multi_anchor_resolution
         self._mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
         self._encode = self.model.encode
@@ -261,6 +174,8 @@ class DepthEngine:
             self._encode = torch.compile(self.model.encode)
             self._decode = torch.compile(self.model.decode)
         self._graphs = CudaGraphs() if cuda_graphs else None
+        self._frame_graphs = CudaGraphs() if cuda_graphs else None  # decoder + finish
+        self._host_copy = HostCopy()
         self._cache: _FrameCache | None = None
         self._onnx_cache_dir = onnx_cache_dir
         try:  # a GraphBackend (ONNX runtime) in place of the torch modules, or None
@@ -400,6 +315,7 @@ class DepthEngine:
         self._cache = None
         if self._graphs is not None:
             self._graphs.clear()  # their memory pools belong to the old size / device
+            self._frame_graphs.clear()
         if self.input_size > MIN_INPUT_SIZE_PX:
             patch = self.config.patch_size
             old = self.input_size
@@ -451,6 +367,11 @@ class DepthEngine:
         """Whether the network runs as CUDA graphs (asked for, on CUDA, no capture failed)."""
         return (self._graphs is not None and self._graphs.error is None
                 and self.device.type == 'cuda')
+
+    @property
+    def _frame_graph_on(self) -> bool:
+        """Whether the decoder and the finish run as one graph (else eager, or the decoder's)."""
+        return self.cuda_graphs and self._frame_graphs.error is None
 
     @property
     def has_frame(self) -> bool:
@@ -542,56 +463,41 @@ class DepthEngine:
     @torch.inference_mode()
     def _decode_cached(self, cache: _FrameCache, anchors: tuple[float, ...], fuse: bool,
                        points: PointsRequest | None) -> list[DepthResult]:
-        far_limit_m = self.far_limit_m  # once: another thread may change it
+        # Read once: another thread may change them.
+        far_limit_m, rule = self.far_limit_m, self.fusion
         start = time.perf_counter()
         count = len(anchors)
-        anchors_t = torch.tensor(anchors, dtype=torch.float32, device=self.device)
-        if self._runtime is not None:
-            # One decoder run per encoded image (and its mirror): the same image-major batch.
-            outputs = self._runtime.decode(cache.features, anchors_t, cache.patch_hw)
-        else:
-            outputs = self._decode_torch(cache, anchors_t)
         fused = fuse and count > 1
-        rule = self.fusion  # once: another thread may change it
-        logits = {}
-        for key, value in outputs.items():
-            value = value.float()
-            if cache.flipped:
-                value = 0.5 * (value[:count] + value[count:].flip(-1))
-            if fused and rule in LARGEST_FAR_ONLY and key == 'd_tf_logit':
-                # The rule reads the far map of the largest anchor only: upsample just that one
-                # (validate_anchors sorts the anchors ascending, so it is the last; decoding
-                # broadcasts it, and only the largest anchor's far depth is read).
-                value = value[-1:]
-            logits[key] = F.interpolate(value, size=cache.image_hw, mode='bilinear',
-                                        align_corners=False)
-        self._sync()
-        decoded_at = time.perf_counter()
-        if fused and rule == 'finest':
-            depth, near, index = decode_fused(logits, anchors_t, self.config)
-            depths, nears, indices, groups = depth, near, index, [anchors]
-        elif fused:
-            decoded = decode_outputs(logits, anchors_t, self.config)
-            depths = fuse_decoded(decoded, anchors_t, self.config, rule)
-            nears = decoded['near'].any(dim=0, keepdim=True)
-            indices, groups = None, [anchors]
+        step = _FinishStep(fuse=fuse, rule=rule, points=points is not None,
+                           with_rgb=points is not None and points.with_rgb,
+                           stride=max(1, int(points.stride)) if points is not None else 1,
+                           reduced=(self.multi_anchor_resolution == 'half' and count > 1
+                                    and self._runtime is None))
+        anchors_t = torch.tensor(anchors, dtype=torch.float32, device=self.device)
+        fx, fy, cx, cy = points.intrinsics if points is not None else (1.0, 1.0, 0.0, 0.0)
+        limits = (points.max_range_m if points is not None else math.inf,
+                  far_limit_m if far_limit_m is not None else math.inf)
+        # One small upload: tensors, not constants, so a CUDA graph of the finish serves any.
+        params = torch.tensor((fx, fy, cx, cy, *limits), dtype=torch.float32).to(
+            self.device, non_blocking=True)
+        if self._frame_graph_on:
+            # Decoder, fusion and point cloud as ONE graph (static outputs: copied below).
+            flat = tuple(t for pair in cache.features for t in pair)
+
+            def frame(*inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+                pairs = tuple(zip(inputs[0:-3:2], inputs[1:-3:2], strict=True))
+                return self._finish(step, cache, pairs, *inputs[-3:])
+
+            outputs = self._frame_graphs.run(
+                ('frame', cache.patch_hw, cache.image_hw, cache.flipped, step),
+                frame, flat + (anchors_t, params, cache.image))
+            decoded_at = fused_at = time.perf_counter()
         else:
-            decoded = decode_outputs(logits, anchors_t, self.config)
-            depths, nears, indices = decoded['depth_m'], decoded['near'], None
-            groups = [anchors] if fuse else [(a,) for a in anchors]
-        if far_limit_m is not None:
-            depths = torch.where(depths > far_limit_m, torch.inf, depths)
-        cloud = rgb = None
-        if points is not None:
-            cloud, rgb = self._back_project(depths[0, 0], cache, points)
-        self._sync()
-        fused_at = time.perf_counter()
-        # One copy of each finished output to the host.
-        depth_np = depths[:, 0].cpu().numpy()
-        near_np = nears[:, 0].cpu().numpy()
-        index_np = indices[0, 0].to(torch.int8).cpu().numpy() if indices is not None else None
-        cloud_np = cloud.cpu().numpy() if cloud is not None else None
-        rgb_np = rgb.cpu().numpy() if rgb is not None else None
+            outputs, decoded_at = self._finish(step, cache, cache.features, anchors_t, params,
+                                               cache.image, timed=True)
+            self._sync()
+            fused_at = time.perf_counter()
+        host = self._host_copy(outputs)  # one copy of every finished output to the host
         done = time.perf_counter()
         timings = {
             'preprocess': cache.preprocess_ms, 'encoder': cache.encoder_ms,
@@ -600,18 +506,84 @@ class DepthEngine:
         }
         cache.preprocess_ms = cache.encoder_ms = 0.0  # a later re-decode pays no encoder
         timings['total'] = sum(timings.values())
+        groups = [anchors] if fuse else [(a,) for a in anchors]
+        depth_np, near_np, cloud_np = host['depth'], host['near'], host['cloud']
         return [
             DepthResult(depth_m=depth_np[i], near=near_np[i], anchors_m=group,
-                        anchor_index=index_np, points_m=cloud_np, points_rgb=rgb_np,
-                        timings_ms=dict(timings))
+                        anchor_index=host['index'] if fused and rule == 'finest' else None,
+                        points_m=cloud_np[..., :3] if cloud_np is not None else None,
+                        points_rgb=host['rgb'], cloud=cloud_np, timings_ms=dict(timings))
             for i, group in enumerate(groups)
         ]
 
-    def _decode_torch(self, cache: _FrameCache, anchors_t: torch.Tensor
-                      ) -> dict[str, torch.Tensor]:
+    def _finish(self, step: _FinishStep, cache: _FrameCache, features: tuple,
+                anchors_t: torch.Tensor, params: torch.Tensor, image: torch.Tensor,
+                timed: bool = False):
+        """Decoder, fusion, far limit and point cloud of one frame: device tensors only.
+
+        The same function runs eagerly (CPU, or CUDA without graphs) and as one CUDA graph.
+
+        Args:
+            step: What to compute (hashable: part of the graph's key).
+            cache: The frame (its size and flip; its tensors come as ``features`` and
+                ``image``, the graph's inputs).
+            features: The encoder features.
+            anchors_t: The anchors [m], float32 [A], ascending.
+            params: float32 ``(fx, fy, cx, cy, max_range_m, far_limit_m)``.
+            image: uint8 [1, 3, H, W] RGB (point colours).
+            timed: Also return the time [s, perf_counter] when decoding ended (a device sync).
+
+        Returns:
+            ``{'depth', 'near', 'index', 'cloud', 'rgb'}`` (absent outputs None), plus the time
+            with ``timed``.
+        """
+        count = int(anchors_t.shape[0])
+        fused = step.fuse and count > 1
+        if self._runtime is not None:
+            # One decoder run per encoded image (and its mirror): the same image-major batch.
+            outputs = self._runtime.decode(features, anchors_t, cache.patch_hw)
+        else:
+            outputs = self._decode_torch(features, cache, anchors_t, step.reduced)
+        logits = {}
+        for key, value in outputs.items():
+            value = value.float()
+            if cache.flipped:
+                value = 0.5 * (value[:count] + value[count:].flip(-1))
+            if fused and step.rule in LARGEST_FAR_ONLY and key == 'd_tf_logit':
+                # The rule reads the far map of the largest anchor only: upsample just that one
+                # (validate_anchors sorts the anchors ascending, so it is the last; decoding
+                # broadcasts it, and only the largest anchor's far depth is read).
+                value = value[-1:]
+            logits[key] = F.interpolate(value, size=cache.image_hw, mode='bilinear',
+                                        align_corners=False)
+        decoded_at = None
+        if timed:
+            self._sync()
+            decoded_at = time.perf_counter()
+        index = None
+        if fused and step.rule == 'finest':
+            depths, nears, index = decode_fused(logits, anchors_t, self.config)
+            index = index[0, 0].to(torch.int8)
+        elif fused:
+            decoded = decode_outputs(logits, anchors_t, self.config)
+            depths = fuse_decoded(decoded, anchors_t, self.config, step.rule)
+            nears = decoded['near'].any(dim=0, keepdim=True)
+        else:
+            decoded = decode_outputs(logits, anchors_t, self.config)
+            depths, nears = decoded['depth_m'], decoded['near']
+        depths = torch.where(depths > params[5], torch.inf, depths)  # the far limit (inf: none)
+        out = {'depth': depths[:, 0], 'near': nears[:, 0], 'index': index, 'cloud': None,
+               'rgb': None}
+        if step.points:
+            xyz, rgb = back_project(depths[0, 0], image, tuple(params[:4]), step.stride,
+                                    params[4], step.with_rgb)
+            out['cloud'], out['rgb'] = pack_points(xyz, rgb), rgb
+        return (out, decoded_at) if timed else out
+
+    def _decode_torch(self, features: tuple, cache: _FrameCache, anchors_t: torch.Tensor,
+                      reduced: bool) -> dict[str, torch.Tensor]:
         """The torch modules' decoder batch: image-major, all anchors of each image."""
         count = len(anchors_t)
-        features = cache.features
         if cache.flipped:
             # Batch: A anchors for the image, then A for its mirror (features batch 2 -> 2A).
             features = tuple((t.repeat_interleave(count, 0), c.repeat_interleave(count, 0))
@@ -619,39 +591,32 @@ class DepthEngine:
             anchors_net = anchors_t.repeat(2)
         else:
             anchors_net = anchors_t
-        if self.cuda_graphs:
+        if self.cuda_graphs and not self._frame_graph_on:
             patch_hw = cache.patch_hw
 
             def decode(*flat: torch.Tensor) -> dict[str, torch.Tensor]:
                 pairs = tuple(zip(flat[0:-1:2], flat[1:-1:2], strict=True))
-                return self._decode(pairs, flat[-1], patch_hw, check_anchors=False)
+                return self._decode(pairs, flat[-1], patch_hw, check_anchors=False,
+                                    reduced_tail=reduced)
 
             flat = tuple(t for pair in features for t in pair) + (anchors_net,)
             # Static outputs, valid until this graph's next replay: every use in
-            # _decode_cached copies (float, interpolate) before returning.
-            return self._graphs.run(('decode', patch_hw), decode, flat)
-        return self._decode(features, anchors_net, cache.patch_hw, check_anchors=False)
+            # _finish copies (float, interpolate) before returning.
+            return self._graphs.run(('decode', patch_hw, reduced), decode, flat)
+        return self._decode(features, anchors_net, cache.patch_hw, check_anchors=False,
+                            reduced_tail=reduced)
 
-    def _back_project(self, depth_m: torch.Tensor, cache: _FrameCache,
-                      request: PointsRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Organised camera-frame points [m] from depth and pinhole intrinsics, on the device."""
-        fx, fy, cx, cy = request.intrinsics
-        stride = max(1, int(request.stride))
-        height, width = cache.image_hw
-        v = torch.arange(0, height, stride, device=self.device, dtype=torch.float32)
-        u = torch.arange(0, width, stride, device=self.device, dtype=torch.float32)
-        z = depth_m[::stride, ::stride]
-        x = (u.view(1, -1) - cx) / fx * z
-        y = (v.view(-1, 1) - cy) / fy * z
-        xyz = torch.stack([x, y, z], dim=-1)
-        invalid = ~torch.isfinite(z)
-        if math.isfinite(request.max_range_m):
-            invalid |= xyz.norm(dim=-1) > request.max_range_m
-        xyz = xyz.masked_fill(invalid.unsqueeze(-1), torch.nan)
-        rgb = None
-        if request.with_rgb:
-            rgb = cache.image[0, :, ::stride, ::stride].permute(1, 2, 0)
-        return xyz, rgb
+
+@dataclass(frozen=True)
+class _FinishStep:
+    """What :meth:`DepthEngine._finish` computes for a frame (hashable: a graph key part)."""
+
+    fuse: bool
+    rule: str
+    points: bool
+    with_rgb: bool
+    stride: int
+    reduced: bool
 
 
 @dataclass

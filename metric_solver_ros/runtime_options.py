@@ -19,6 +19,8 @@ PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 """Network precisions of the engine and the node's ``precision`` parameter."""
 RESIZE_MODES = ('keep_aspect', 'square')
 """How the engine sizes the network input: ``keep_aspect`` (short side) or ``square``."""
+MULTI_ANCHOR_RESOLUTIONS = ('full', 'half')
+"""Resolution of the heads' finest stages when several anchors are decoded (engine, node)."""
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -66,6 +66,8 @@ class FeatureFusionBlock(nn.Module):
         x = self.out_conv(x)
         if size is None:
             return F.interpolate(x, scale_factor=2.0, mode='bilinear', align_corners=True)
+        if tuple(size) == tuple(x.shape[-2:]):  # align_corners: the same size is the identity
+            return x
         return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=True)
 
 
@@ -115,8 +117,8 @@ class DPTHead(nn.Module):
         self.mask_conv = nn.Conv2d(hidden, 1, kernel_size=1) if with_mask else None
 
     def forward(self, features: Sequence[tuple[Tensor, Tensor]], anchor_embedding: Tensor | None,
-                patch_hw: tuple[int, int], out_hw: tuple[int, int]
-                ) -> tuple[Tensor, Tensor | None]:
+                patch_hw: tuple[int, int], out_hw: tuple[int, int], *,
+                reduced_tail: bool = False) -> tuple[Tensor, Tensor | None]:
         """Decode tapped encoder features for a batch of anchors.
 
         Args:
@@ -127,9 +129,15 @@ class DPTHead(nn.Module):
                 (and only for) a ``dav2_layout`` head.
             patch_hw: Token grid (h, w) = input size / patch size.
             out_hw: Output size (h, w) [px].
+            reduced_tail: Run the finest stages at half resolution: ``refinenet1`` does not
+                upsample, ``output_conv1`` runs at the finest tap's grid and the last
+                convolutions at half of ``out_hw``, which is then the output size (the caller
+                upsamples the logits). About a quarter of those stages' cost; see
+                ``benchmarks/multi_anchor.py`` for what it does to the depth.
 
         Returns:
-            ``(depth_logit [B, 1, h, w], mask_logit [B, 1, h, w] or None)``.
+            ``(depth_logit [B, 1, h, w], mask_logit [B, 1, h, w] or None)``; ``(h, w)`` is
+            ``out_hw``, or half of it (rounded) with ``reduced_tail``.
 
         Raises:
             ValueError: An anchor embedding given to a DA-V2 head, or none to a conditioned one.
@@ -137,28 +145,15 @@ class DPTHead(nn.Module):
         if (anchor_embedding is None) != (self.anchor_dim == 0):
             raise ValueError('an anchor-conditioned DPT head needs anchor_embedding; a '
                              'dav2_layout head takes None')
-        ph, pw = patch_hw
-        layers = []
-        for i, (tokens, _cls) in enumerate(features):
-            project = self.projects[i]
-            weight = project.weight[:, :, 0, 0]
-            if anchor_embedding is None:
-                x = F.linear(tokens, weight, project.bias)
-            else:
-                x = F.linear(tokens, weight[:, :self.embed_dim])  # [Bf, N, C], once per image
-                bias = F.linear(anchor_embedding.to(x.dtype), weight[:, self.embed_dim:],
-                                project.bias)  # [A, C]: the concatenated anchor channels
-                x = x + bias.unsqueeze(1)
-            x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], ph, pw)
-            layers.append(self.resize_layers[i](x))
+        l1, l2, l3, l4 = self._levels(features, anchor_embedding, patch_hw)
         s = self.scratch
-        l1, l2, l3, l4 = (s.layer1_rn(layers[0]), s.layer2_rn(layers[1]),
-                          s.layer3_rn(layers[2]), s.layer4_rn(layers[3]))
         path = s.refinenet4(l4, size=l3.shape[2:])
         path = s.refinenet3(path, l3, size=l2.shape[2:])
         path = s.refinenet2(path, l2, size=l1.shape[2:])
-        path = s.refinenet1(path, l1)
+        path = s.refinenet1(path, l1, size=l1.shape[2:] if reduced_tail else None)
         out = s.output_conv1(path)
+        if reduced_tail:
+            out_hw = (max(1, round(out_hw[0] / 2)), max(1, round(out_hw[1] / 2)))
         if tuple(out.shape[-2:]) != tuple(out_hw):  # same size: align_corners makes it identity
             out = F.interpolate(out, size=tuple(out_hw), mode='bilinear', align_corners=True)
         hidden = s.output_conv2[1](s.output_conv2[0](out))
@@ -170,3 +165,97 @@ class DPTHead(nn.Module):
         bias = torch.cat((depth_conv.bias, self.mask_conv.bias), dim=0)
         logits = F.conv2d(hidden, weight, bias)
         return logits[:, :1], logits[:, 1:]
+
+    def _levels(self, features: Sequence[tuple[Tensor, Tensor]], anchor_embedding: Tensor | None,
+                patch_hw: tuple[int, int]) -> list[Tensor]:
+        """The four ``layerX_rn`` maps: projected, resized and mapped to ``head_features``.
+
+        One image decoded at several anchors computes the image's part once: ``projects``,
+        ``resize_layers`` and ``layerX_rn`` are linear, so each map is the image's map plus the
+        response of the same stages to the anchor's constant projection bias, which
+        :func:`constant_response` evaluates on a few cells of the grid.
+        """
+        ph, pw = patch_hw
+        rns = (self.scratch.layer1_rn, self.scratch.layer2_rn, self.scratch.layer3_rn,
+               self.scratch.layer4_rn)
+        batch_features = features[0][0].shape[0]
+        share = anchor_embedding is not None and batch_features == 1
+        levels = []
+        for i, (tokens, _cls) in enumerate(features):
+            project, resize, rn = self.projects[i], self.resize_layers[i], rns[i]
+            weight = project.weight[:, :, 0, 0]
+            if anchor_embedding is None:
+                x = F.linear(tokens, weight, project.bias)
+            else:
+                x = F.linear(tokens, weight[:, :self.embed_dim], project.bias)  # once per image
+                # [A, C]: the concatenated anchor channels, a per-anchor bias of the projection
+                bias = F.linear(anchor_embedding.to(x.dtype), weight[:, self.embed_dim:])
+                if not share:
+                    x = x + bias.unsqueeze(1)
+            x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], ph, pw)
+            level = rn(resize(x))
+            if share:
+                level = level + constant_response(i, resize, rn, bias, patch_hw)
+            levels.append(level)
+        return levels
+
+
+#: Grid cells (per side) on which :func:`constant_response` evaluates a stage: enough for the
+#: borders (two rows or columns of output at each edge) and a whole period of the interior.
+_RESPONSE_CELLS = 11
+
+
+def constant_response(level: int, resize: nn.Module, rn: nn.Module, bias: Tensor,
+                      patch_hw: tuple[int, int]) -> Tensor:
+    """``rn(resize(map))`` without biases, for maps constant over the token grid.
+
+    The stages are translation-equivariant with zero padding, so the response to a constant map
+    is periodic in the interior (period: the up-sampling factor of ``resize``) and differs only
+    in the two outermost rows and columns. It is computed on a grid of at most
+    ``_RESPONSE_CELLS`` cells (of the same parity as the real grid, for the stride-2 level) and
+    spread to the full map by indexing.
+
+    Args:
+        level: Tapped level 0..3 (``resize_layers`` index: 4x, 2x, 1x up; 2x down).
+        resize: ``resize_layers[level]`` (its bias belongs to the image part).
+        rn: ``scratch.layerX_rn`` (no bias).
+        bias: Constant values [A, C] per anchor.
+        patch_hw: Token grid (h, w).
+
+    Returns:
+        [A, head_features, h', w'], the size of ``rn(resize(x))`` for an x of the token grid.
+    """
+    small_hw = tuple(n if n <= _RESPONSE_CELLS + 1 else _RESPONSE_CELLS + (n - _RESPONSE_CELLS) % 2
+                     for n in patch_hw)
+    x = bias[:, :, None, None].expand(-1, -1, *small_hw)
+    if isinstance(resize, nn.Identity):
+        y = x
+    elif isinstance(resize, nn.ConvTranspose2d):
+        y = F.conv_transpose2d(x, resize.weight, None, resize.stride, resize.padding,
+                               resize.output_padding)
+    else:
+        y = F.conv2d(x, resize.weight, None, resize.stride, resize.padding)
+    y = rn(y)
+    if tuple(small_hw) == tuple(patch_hw):
+        return y
+    period = (4, 2, 1, 1)[level]
+    rows = _spread_index(_level_size(level, patch_hw[0]), y.shape[2], period, y.device)
+    cols = _spread_index(_level_size(level, patch_hw[1]), y.shape[3], period, y.device)
+    return y[:, :, rows][:, :, :, cols]
+
+
+def _level_size(level: int, cells: int) -> int:
+    """Rows (or columns) of level ``level``'s map for ``cells`` tokens: 4x, 2x, 1x, half up."""
+    return (4 * cells, 2 * cells, cells, (cells + 1) // 2)[level]
+
+
+def _spread_index(out: int, small_out: int, period: int, device: torch.device) -> Tensor:
+    """Index into the small grid's output of each of the ``out`` rows (or columns) of the full.
+
+    Two rows at each edge see the zero padding; the rows between repeat with ``period``.
+    """
+    border = 2
+    index = torch.arange(out, device=device)
+    interior = border + (index - border) % period
+    tail = small_out - (out - index)
+    return torch.where(index < border, index, torch.where(index >= out - border, tail, interior))

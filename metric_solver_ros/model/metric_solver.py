@@ -52,7 +52,7 @@ class MetricSolver(nn.Module):
             images, self.config.taps, return_class_token=True)
 
     def decode(self, features: Features, anchors_m: Tensor, patch_hw: tuple[int, int], *,
-               check_anchors: bool = True) -> dict[str, Tensor]:
+               check_anchors: bool = True, reduced_tail: bool = False) -> dict[str, Tensor]:
         """Run the heads for a batch of anchors.
 
         Args:
@@ -65,11 +65,13 @@ class MetricSolver(nn.Module):
             patch_hw: Token grid (h, w): the network input size divided by the patch size.
             check_anchors: Validate the anchors against the pool range on the host (a device
                 sync; skipped while compiling). Pass False after ``anchor_pool.validate``.
+            reduced_tail: The heads' finest stages at half resolution (``DPTHead.forward``):
+                the logits come at half of ``config.output_size``.
 
         Returns:
             ``'d_sn_logit'``, ``'mask_logit'`` (if ``config.mask_head``) and ``'d_tf_logit'``
             (if ``config.far_head``), each [max(Bf, A), 1, h, w] with
-            ``(h, w) = config.output_size(input size)``.
+            ``(h, w) = config.output_size(input size)`` (half of it with ``reduced_tail``).
 
         Raises:
             ValueError: Anchors outside the pool range or batch sizes that do not match.
@@ -86,12 +88,14 @@ class MetricSolver(nn.Module):
         embedding = self.anchor_pool(anchors, check=check_anchors)
         patch = self.config.patch_size
         out_hw = self.config.output_size((patch_hw[0] * patch, patch_hw[1] * patch))
-        d_sn_logit, mask_logit = self.near_head(features, embedding, patch_hw, out_hw)
+        d_sn_logit, mask_logit = self.near_head(features, embedding, patch_hw, out_hw,
+                                                reduced_tail=reduced_tail)
         outputs = {'d_sn_logit': d_sn_logit}
         if mask_logit is not None:
             outputs['mask_logit'] = mask_logit
         if self.far_head is not None:
-            outputs['d_tf_logit'] = self.far_head(features, embedding, patch_hw, out_hw)[0]
+            outputs['d_tf_logit'] = self.far_head(features, embedding, patch_hw, out_hw,
+                                                  reduced_tail=reduced_tail)[0]
         return outputs
 
     def forward(self, images: Tensor, anchors_m: Tensor, *,
