@@ -269,10 +269,16 @@ def pack_cloud(xyz_m: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
         Structured array with the leading shape of ``xyz_m`` (its ``tobytes()`` is the
         PointCloud2 ``data``; ``dtype.itemsize`` is ``point_step``).
     """
-    points = np.empty(xyz_m.shape[:-1], dtype=cloud_dtype(rgb is not None))
-    points['x'], points['y'], points['z'] = xyz_m[..., 0], xyz_m[..., 1], xyz_m[..., 2]
-    if rgb is not None:
-        rgb = rgb.astype(np.uint32)
-        packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        points['rgb'] = packed.astype(np.uint32).view(np.float32)
-    return points
+    lead = xyz_m.shape[:-1]
+    xyz = np.ascontiguousarray(xyz_m, dtype='<f4')
+    if rgb is None:
+        return xyz.view(cloud_dtype(False))[..., 0]
+    import cv2
+
+    # OpenCV's channel shuffles are vectorised; numpy's strided field writes are ~6x slower.
+    # PCL's packed colour: the little-endian uint32 0x00RRGGBB, i.e. the bytes B, G, R, 0.
+    colour = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1, 1, 3),
+                          cv2.COLOR_RGB2BGRA).view(np.int32)
+    np.bitwise_and(colour, 0x00FFFFFF, out=colour)
+    packed = cv2.merge([xyz.reshape(-1, 1, 3), colour.view(np.float32)])
+    return packed.reshape(*lead, 4).view(cloud_dtype(True))[..., 0]

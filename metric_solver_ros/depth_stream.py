@@ -59,7 +59,7 @@ class DepthStream:
         """The result to publish (``result`` itself when nothing changes).
 
         Args:
-            result: An engine ``DepthResult`` (``depth_m``, ``points_m``).
+            result: An engine ``DepthResult`` (``depth_m``, ``points_m``, ``cloud``).
             frame_id: The image's frame id.
             stamp_ns: The image's stamp [ns].
             anchors_m: The anchors the result was decoded at [m].
@@ -88,4 +88,5 @@ class DepthStream:
         points = result.points_m
         if points is not None:
             points = move_points(points, result.depth_m, depth, stride, max_range_m)
-        return dataclasses.replace(result, depth_m=depth, points_m=points)
+        # The engine's packed cloud holds the raw points: the message is packed anew.
+        return dataclasses.replace(result, depth_m=depth, points_m=points, cloud=None)

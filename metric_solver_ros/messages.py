@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from metric_solver_ros.conversions import POINTFIELD_FLOAT32, depth_to_16uc1, pack_cloud
+from metric_solver_ros.conversions import (
+    POINTFIELD_FLOAT32,
+    cloud_dtype,
+    depth_to_16uc1,
+    pack_cloud,
+)
 from metric_solver_ros.msg import DepthInfo
 
 if TYPE_CHECKING:
@@ -64,23 +69,30 @@ def mask_msg(header: Any, near: np.ndarray) -> Image:
     return image_msg(header, near.astype(np.uint8) * np.uint8(255), 'mono8')
 
 
-def cloud_msg(header: Any, xyz_m: np.ndarray, rgb: np.ndarray | None) -> PointCloud2:
+def cloud_msg(header: Any, xyz_m: np.ndarray, rgb: np.ndarray | None = None,
+              cloud: np.ndarray | None = None) -> PointCloud2:
     """The organised ``points`` cloud: x, y, z [m] (NaN invalid) and, with ``rgb``, colour.
 
     Args:
         header: Header of the input image.
         xyz_m: float32 [H, W, 3] camera-frame points [m].
         rgb: uint8 [H, W, 3] colours, or None.
+        cloud: The same points already in the message layout (the engine's
+            ``DepthResult.cloud``: float32 [H, W, 3 or 4], packed on the device): its bytes
+            are sent as they are, and ``xyz_m`` / ``rgb`` are not read.
     """
-    points = pack_cloud(xyz_m, rgb)
-    msg = PointCloud2(header=header, height=points.shape[0], width=points.shape[1],
+    if cloud is None:
+        cloud = pack_cloud(xyz_m, rgb)
+    else:
+        cloud = cloud.view(cloud_dtype(cloud.shape[-1] == 4))[..., 0]
+    msg = PointCloud2(header=header, height=cloud.shape[0], width=cloud.shape[1],
                       is_bigendian=False, is_dense=False)
-    msg.fields = [PointField(name=name, offset=points.dtype.fields[name][1],
+    msg.fields = [PointField(name=name, offset=cloud.dtype.fields[name][1],
                              datatype=POINTFIELD_FLOAT32, count=1)
-                  for name in points.dtype.names]
-    msg.point_step = points.dtype.itemsize
+                  for name in cloud.dtype.names]
+    msg.point_step = cloud.dtype.itemsize
     msg.row_step = msg.point_step * msg.width
-    msg.data = as_uint8_array(points)
+    msg.data = as_uint8_array(cloud)
     return msg
 
 

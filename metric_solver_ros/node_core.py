@@ -543,7 +543,7 @@ class DepthNodeCore:
                 self._pub_mask.publish(messages.mask_msg(header, result.near))
             if result.points_m is not None:
                 self._pub_points.publish(messages.cloud_msg(header, result.points_m,
-                                                            result.points_rgb))
+                                                            result.points_rgb, result.cloud))
             info = messages.depth_info_msg(
                 result, header, settings.anchor_mode,
                 lambda: self._node.get_clock().now().nanoseconds, self._mailbox.dropped,

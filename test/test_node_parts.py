@@ -11,7 +11,7 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from metric_solver_ros import messages
-from metric_solver_ros.conversions import depth_to_16uc1
+from metric_solver_ros.conversions import depth_to_16uc1, pack_cloud
 from metric_solver_ros.engine import DepthResult
 from metric_solver_ros.mailbox import Mailbox
 from metric_solver_ros.node_client import cloud_xyz, image_array, percentiles
@@ -229,3 +229,14 @@ def test_diagnostic_array_holds_one_status_with_every_key():
     assert [(kv.key, kv.value) for kv in status.values] == [(k, str(i))
                                                             for i, k in enumerate(KEYS)]
     assert msg.header.stamp.sec == 4
+
+
+def test_cloud_message_sends_a_packed_cloud_as_it_is():
+    xyz = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    packed = pack_cloud(xyz, rgb).view(np.float32).reshape(2, 3, 4)
+    from_host = messages.cloud_msg(header(), xyz, rgb)
+    from_packed = messages.cloud_msg(header(), xyz * 0, None, cloud=packed)  # xyz, rgb unread
+    assert bytes(from_packed.data) == bytes(from_host.data)
+    assert [f.name for f in from_packed.fields] == ['x', 'y', 'z', 'rgb']
+    assert (from_packed.point_step, from_packed.row_step) == (16, 48)

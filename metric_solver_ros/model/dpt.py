@@ -200,9 +200,10 @@ class DPTHead(nn.Module):
         return levels
 
 
-#: Grid cells (per side) on which :func:`constant_response` evaluates a stage: enough for the
-#: borders (two rows or columns of output at each edge) and a whole period of the interior.
-_RESPONSE_CELLS = 11
+#: Grid cells (per side) on which :func:`constant_response` evaluates each level: the fewest that
+#: hold the borders (two output rows or columns at each edge) and a whole period of the interior
+#: (4 and 2 rows up-sampled, 1 for the last two levels; the stride-2 level needs 5 output rows).
+_RESPONSE_CELLS = (3, 3, 5, 9)
 
 
 def constant_response(level: int, resize: nn.Module, rn: nn.Module, bias: Tensor,
@@ -211,9 +212,8 @@ def constant_response(level: int, resize: nn.Module, rn: nn.Module, bias: Tensor
 
     The stages are translation-equivariant with zero padding, so the response to a constant map
     is periodic in the interior (period: the up-sampling factor of ``resize``) and differs only
-    in the two outermost rows and columns. It is computed on a grid of at most
-    ``_RESPONSE_CELLS`` cells (of the same parity as the real grid, for the stride-2 level) and
-    spread to the full map by indexing.
+    in the two outermost rows and columns. It is computed on a grid of a few cells
+    (``_RESPONSE_CELLS``) and spread to the full map by indexing.
 
     Args:
         level: Tapped level 0..3 (``resize_layers`` index: 4x, 2x, 1x up; 2x down).
@@ -225,9 +225,10 @@ def constant_response(level: int, resize: nn.Module, rn: nn.Module, bias: Tensor
     Returns:
         [A, head_features, h', w'], the size of ``rn(resize(x))`` for an x of the token grid.
     """
-    small_hw = tuple(n if n <= _RESPONSE_CELLS + 1 else _RESPONSE_CELLS + (n - _RESPONSE_CELLS) % 2
-                     for n in patch_hw)
-    x = bias[:, :, None, None].expand(-1, -1, *small_hw)
+    cells = _RESPONSE_CELLS[level]
+    # the stride-2 level: a grid of the real grid's parity (its last row sees padding or not)
+    small_hw = tuple(n if n <= cells + 1 else cells + (n - cells) % 2 for n in patch_hw)
+    x = bias[:, :, None, None].expand(-1, -1, *small_hw).contiguous()
     if isinstance(resize, nn.Identity):
         y = x
     elif isinstance(resize, nn.ConvTranspose2d):
