@@ -88,5 +88,6 @@ class DepthStream:
         points = result.points_m
         if points is not None:
             points = move_points(points, result.depth_m, depth, stride, max_range_m)
-        # The engine's packed cloud holds the raw points: the message is packed anew.
-        return dataclasses.replace(result, depth_m=depth, points_m=points, cloud=None)
+        # The engine's packed cloud and statistics are of the raw depth: computed anew.
+        return dataclasses.replace(result, depth_m=depth, points_m=points, cloud=None,
+                                   statistics=None)

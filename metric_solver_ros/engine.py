@@ -35,7 +35,13 @@ from metric_solver_ros.engine_setup import (
     resolve_device,
     resolve_precision,
 )
-from metric_solver_ros.frame_outputs import HostCopy, PointsRequest, back_project, pack_points
+from metric_solver_ros.frame_outputs import (
+    HostCopy,
+    PointsRequest,
+    back_project,
+    depth_statistics,
+    pack_points,
+)
 from metric_solver_ros.model import MetricSolver
 from metric_solver_ros.model.fusion import (
     DEFAULT_FUSION,
@@ -76,6 +82,9 @@ class DepthResult:
         cloud: float32 [H/stride, W/stride, F] the points in the ``sensor_msgs/PointCloud2``
             layout (``frame_outputs.pack_points``: x, y, z and, with colours, rgb): its bytes are
             the message's data. None without points.
+        statistics: ``depth_info``'s ``(near_fraction, far_fraction, min_m, median_m, max_m)``
+            of ``depth_m`` (``messages.depth_statistics``), computed on CUDA devices with the
+            frame (a sort there is cheap); None on the CPU (the node computes them there).
         timings_ms: Stage durations [ms] (``preprocess``, ``encoder``, ``decoder``, ``fusion``,
             ``total``; ``encoder`` is 0 for a re-decode).
     """
@@ -88,6 +97,7 @@ class DepthResult:
     points_rgb: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     cloud: np.ndarray | None = None
+    statistics: tuple[float, float, float, float, float] | None = None
 
 
 class DepthEngine:
@@ -471,6 +481,7 @@ class DepthEngine:
         step = _FinishStep(fuse=fuse, rule=rule, points=points is not None,
                            with_rgb=points is not None and points.with_rgb,
                            stride=max(1, int(points.stride)) if points is not None else 1,
+                           statistics=self.device.type == 'cuda',
                            reduced=(self.multi_anchor_resolution == 'half' and count > 1
                                     and self._runtime is None))
         anchors_t = torch.tensor(anchors, dtype=torch.float32, device=self.device)
@@ -508,11 +519,13 @@ class DepthEngine:
         timings['total'] = sum(timings.values())
         groups = [anchors] if fuse else [(a,) for a in anchors]
         depth_np, near_np, cloud_np = host['depth'], host['near'], host['cloud']
+        stats = host['stats'].tolist() if host['stats'] is not None else None
         return [
             DepthResult(depth_m=depth_np[i], near=near_np[i], anchors_m=group,
                         anchor_index=host['index'] if fused and rule == 'finest' else None,
                         points_m=cloud_np[..., :3] if cloud_np is not None else None,
-                        points_rgb=host['rgb'], cloud=cloud_np, timings_ms=dict(timings))
+                        points_rgb=host['rgb'], cloud=cloud_np, timings_ms=dict(timings),
+                        statistics=tuple(stats[i]) if stats is not None else None)
             for i, group in enumerate(groups)
         ]
 
@@ -534,8 +547,8 @@ class DepthEngine:
             timed: Also return the time [s, perf_counter] when decoding ended (a device sync).
 
         Returns:
-            ``{'depth', 'near', 'index', 'cloud', 'rgb'}`` (absent outputs None), plus the time
-            with ``timed``.
+            ``{'depth', 'near', 'index', 'cloud', 'rgb', 'stats'}`` (absent ones None), plus
+            the time with ``timed``.
         """
         count = int(anchors_t.shape[0])
         fused = step.fuse and count > 1
@@ -573,7 +586,9 @@ class DepthEngine:
             depths, nears = decoded['depth_m'], decoded['near']
         depths = torch.where(depths > params[5], torch.inf, depths)  # the far limit (inf: none)
         out = {'depth': depths[:, 0], 'near': nears[:, 0], 'index': index, 'cloud': None,
-               'rgb': None}
+               'rgb': None, 'stats': None}
+        if step.statistics:
+            out['stats'] = depth_statistics(out['depth'], out['near'])
         if step.points:
             xyz, rgb = back_project(depths[0, 0], image, tuple(params[:4]), step.stride,
                                     params[4], step.with_rgb)
@@ -617,6 +632,7 @@ class _FinishStep:
     with_rgb: bool
     stride: int
     reduced: bool
+    statistics: bool
 
 
 @dataclass

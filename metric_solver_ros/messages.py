@@ -163,7 +163,8 @@ def depth_info_msg(result: DepthResult, header: Any, anchor_mode: str,
     msg.anchor = float(max(result.anchors_m))
     msg.anchors = array.array('f', result.anchors_m)
     (msg.near_fraction, msg.far_fraction, msg.min_depth, msg.median_depth,
-     msg.max_depth) = depth_statistics(depth, result.near)
+     msg.max_depth) = (result.statistics if result.statistics is not None
+                       else depth_statistics(depth, result.near))
     msg.inference_ms = float(result.timings_ms.get('total', 0.0))
     msg.redecoded = requested_ns is not None
     since_ns = (requested_ns if msg.redecoded

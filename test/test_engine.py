@@ -332,7 +332,27 @@ def test_cuda_graphs_replay_equals_eager_on_cuda(image):
                                        eager.infer(frame, anchors).depth_m, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(graphed.redecode(5.0).depth_m, eager.redecode(5.0).depth_m,
                                    rtol=1e-4)
-    assert graphed.cuda_graphs and len(graphed._graphs) == 3  # encoder; decoder for 1 and 3
+    # the encoder; the decoder with its finish for 1 and 3 anchors (a re-decode replays one)
+    assert graphed.cuda_graphs and len(graphed._graphs) == 1 and len(graphed._frame_graphs) == 2
+    request = PointsRequest((80.0, 80.0, 47.5, 35.5), 2, 20.0, True)
+    for intrinsics in ((80.0, 80.0, 47.5, 35.5), (60.0, 70.0, 40.0, 30.0)):  # one graph for any
+        request = PointsRequest(intrinsics, 2, 20.0, True)
+        ours, theirs = graphed.infer(image, 10.0, request), eager.infer(image, 10.0, request)
+        np.testing.assert_allclose(ours.points_m, theirs.points_m, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(ours.points_rgb, theirs.points_rgb)
+        assert ours.cloud.shape == (36, 48, 4)
+    assert len(graphed._frame_graphs) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_results_carry_the_depth_info_statistics(image):
+    from metric_solver_ros.messages import depth_statistics
+
+    torch.manual_seed(0)
+    engine = DepthEngine(create_model(CONFIG), device='cuda', precision='fp32', far_limit_m=12.0)
+    for result in [engine.infer(image, (2.0, 10.0))] + engine.infer_each(image, (2.0, 10.0)):
+        np.testing.assert_allclose(result.statistics,
+                                   depth_statistics(result.depth_m, result.near), rtol=1e-6)
 
 
 def _relative_error_quantiles(depth_m: np.ndarray, expected_m: np.ndarray) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from node_harness import camera_image
 from metric_solver_ros.conversions import pack_cloud
 from metric_solver_ros.data.synthetic import render_scene
 from metric_solver_ros.engine import DepthEngine, EngineError, PointsRequest
-from metric_solver_ros.frame_outputs import HostCopy, back_project, pack_points
+from metric_solver_ros.frame_outputs import HostCopy, back_project, depth_statistics, pack_points
 from metric_solver_ros.model import MetricSolverConfig, create_model
 
 CONFIG = MetricSolverConfig(preset='custom', embed_dim=48, depth=4, num_heads=2, taps=(0, 1, 2, 3),
@@ -135,3 +135,22 @@ def test_staged_host_copy_equals_the_tensors():
         np.testing.assert_array_equal(staged[key], value.numpy())
         assert not np.shares_memory(staged[key], value.numpy())
         assert np.shares_memory(direct[key], value.numpy())
+
+
+def test_device_statistics_equal_the_hosts():
+    from metric_solver_ros.messages import depth_statistics as host_statistics
+
+    rng = np.random.default_rng(0)
+    for shape in ((4, 5), (7, 9), (1, 1), (2, 2), (48, 64)):
+        for trial in range(12):
+            depth = rng.uniform(0.1, 50.0, size=shape).astype(np.float32)
+            depth[rng.random(shape) < 0.3] = np.nan
+            depth[rng.random(shape) < 0.2] = np.inf
+            if trial == 0:
+                depth[:] = np.nan  # nothing defined
+            elif trial == 1:
+                depth[:] = np.inf  # nothing finite
+            near = rng.random(shape) < 0.5
+            expected = np.array(host_statistics(depth, near), dtype=np.float32)
+            ours = depth_statistics(torch.from_numpy(depth)[None], torch.from_numpy(near)[None])
+            np.testing.assert_allclose(ours[0].numpy(), expected, rtol=1e-6, equal_nan=True)

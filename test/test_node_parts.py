@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -100,6 +101,11 @@ def test_depth_info_message_reports_the_frame():
     for sec, now_ns in ((0, 5), (5, 0)):
         no_latency = messages.depth_info_msg(frame, header(sec), 'fixed', lambda n=now_ns: n, 0)
         assert math.isnan(no_latency.latency_ms)
+    # statistics the engine computed with the frame (CUDA) are sent as they are
+    given = dataclasses.replace(frame, statistics=(0.5, 0.25, 1.5, 2.0, 3.0))
+    info = messages.depth_info_msg(given, header(5), 'auto', lambda: 5_250_000_000, 0)
+    assert (info.near_fraction, info.far_fraction, info.min_depth, info.median_depth,
+            info.max_depth) == (0.5, 0.25, 1.5, 2.0, 3.0)
 
 
 def test_depth_statistics_hand_computed():
