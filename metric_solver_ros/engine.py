@@ -128,6 +128,8 @@ class DepthEngine:
             heads' finest stages at half resolution (``DPTHead.forward(reduced_tail=True)``)
             and the fused result is upsampled to the camera as always; torch backend only.
             ``benchmarks/multi_anchor.py`` measures its cost and its depth against ``full``.
+        channels_last: Keep the network's 4-D weights channels-last (NHWC), the layout GPU
+            convolution kernels prefer in half precision; the same numbers either way.
         backend: What runs the network (``metric_solver_ros.backends``): ``torch``,
             ``openvino`` or ``onnxruntime`` (its ONNX export, made per input size on first use
             and cached in ``onnx_cache_dir``), or ``auto`` (torch on CUDA; on the CPU OpenVINO
@@ -142,7 +144,8 @@ class DepthEngine:
                  flip_tta: bool = False, far_limit_m: float | None = None,
                  compile: bool = False, cuda_graphs: bool = False, backend: str = 'torch',
                  num_threads: int | None = None, onnx_cache_dir: str | None = None,
-                 fusion: str = DEFAULT_FUSION, multi_anchor_resolution: str = 'full') -> None:
+                 fusion: str = DEFAULT_FUSION, multi_anchor_resolution: str = 'full',
+                 channels_last: bool = False) -> None:
         if compile and cuda_graphs:
             raise EngineError('compile and cuda_graphs exclude each other (torch.compile\'s '
                               'mode="reduce-overhead" captures its own graphs)')
@@ -161,6 +164,9 @@ class DepthEngine:
         # The ONNX runtimes take float32 graphs and inputs; the precision is their hint.
         self._net_dtype = torch.float32 if backend in GRAPH_BACKENDS else self.dtype
         self.model = model.to(device=self.device, dtype=self._net_dtype).eval()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.pool_m: tuple[float, ...] = tuple(float(a) for a in self.config.anchor_pool_m)
         self.input_size = int(input_size or min(self.config.input_size))
         if self.input_size < self.config.patch_size:

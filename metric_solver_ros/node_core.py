@@ -232,7 +232,9 @@ class DepthNodeCore:
                 path, device=fixed['device'], precision=fixed['precision'],
                 input_size=fixed['input_size'] or None, resize_mode=fixed['resize_mode'],
                 compile=fixed['compile'], cuda_graphs=fixed['cuda_graphs'],
-                backend=fixed['backend'], num_threads=fixed['num_threads'])
+                backend=fixed['backend'], num_threads=fixed['num_threads'],
+                multi_anchor_resolution=fixed['multi_anchor_resolution'],
+                channels_last=fixed['channels_last'])
         except (CheckpointError, EngineError, BackendError, FileNotFoundError) as exc:
             raise StartupError(f'cannot start: {exc}') from exc
 

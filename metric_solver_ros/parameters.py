@@ -21,7 +21,12 @@ from typing import Any
 from metric_solver_ros.anchor_modes import MODES as ANCHOR_MODES
 from metric_solver_ros.backends import BACKENDS
 from metric_solver_ros.conversions import DEPTH_ENCODINGS as DEPTH_IMAGE_ENCODINGS
-from metric_solver_ros.runtime_options import DEVICES, PRECISIONS, RESIZE_MODES
+from metric_solver_ros.runtime_options import (
+    DEVICES,
+    MULTI_ANCHOR_RESOLUTIONS,
+    PRECISIONS,
+    RESIZE_MODES,
+)
 from metric_solver_ros.temporal_filter import MODES as TEMPORAL_FILTER_MODES
 
 IMAGE_TRANSPORTS = ('raw', 'compressed')
@@ -80,9 +85,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'or square.', read_only=True, choices=RESIZE_MODES),
     ParamSpec('compile', False, 'Compile the network with torch.compile at start-up.',
               read_only=True),
-    ParamSpec('cuda_graphs', False, 'On CUDA, replay the encoder and decoder as CUDA graphs '
-              '(captured per image size and anchor count on first use); no effect on the CPU; '
-              'not with compile.', read_only=True),
+    ParamSpec('cuda_graphs', False, 'On CUDA, replay each frame as two CUDA graphs, the '
+              'encoder and the decoder with fusion, cloud and statistics (captured per image '
+              'size, anchor count and outputs on first use); no effect on the CPU; not with '
+              'compile.', read_only=True),
+    ParamSpec('multi_anchor_resolution', 'full', 'full, or half: when several anchors are '
+              'decoded (`anchors`, auto/roi switches), the heads\' finest stages run at half '
+              'resolution, cheaper per extra anchor but blurrier at edges '
+              '(benchmarks/RESULTS.md, "Extra anchors"); torch backend only.', read_only=True,
+              choices=MULTI_ANCHOR_RESOLUTIONS),
+    ParamSpec('channels_last', False, 'Channels-last (NHWC) network weights, the layout GPU '
+              'convolutions prefer in half precision; the same depth either way.',
+              read_only=True),
     ParamSpec('image_transport', 'raw', 'raw: subscribe to `image` (sensor_msgs/Image); '
               'compressed: subscribe to `<image>/compressed` (sensor_msgs/CompressedImage), '
               'where `<image>` is the resolved `image` topic (image_transport\'s convention: '

@@ -154,3 +154,15 @@ def test_device_statistics_equal_the_hosts():
             expected = np.array(host_statistics(depth, near), dtype=np.float32)
             ours = depth_statistics(torch.from_numpy(depth)[None], torch.from_numpy(near)[None])
             np.testing.assert_allclose(ours[0].numpy(), expected, rtol=1e-6, equal_nan=True)
+
+
+def test_channels_last_weights_give_the_same_depth(model):
+    image = camera_image(96, 72)
+    plain = DepthEngine(model, device='cpu', precision='fp32').infer(image, (2.0, 10.0))
+    nhwc = DepthEngine(create_model(model.config), device='cpu', precision='fp32',
+                       channels_last=True)
+    nhwc.model.load_state_dict(model.state_dict())
+    assert nhwc.model.near_head.scratch.layer1_rn.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    np.testing.assert_allclose(nhwc.infer(image, (2.0, 10.0)).depth_m, plain.depth_m,
+                               rtol=1e-4, atol=1e-5)

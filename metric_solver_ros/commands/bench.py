@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 
 from metric_solver_ros.commands.common import add_runtime_arguments
+from metric_solver_ros.runtime_options import MULTI_ANCHOR_RESOLUTIONS
 
 ANCHORS_4 = (2.0, 10.0, 40.0, 80.0)
 
@@ -49,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--compile', action='store_true', help='torch.compile the network')
     parser.add_argument('--cuda-graphs', action='store_true',
                         help='replay the encoder and decoder as CUDA graphs (CUDA only)')
+    parser.add_argument('--multi-anchor-resolution', default='full',
+                        choices=MULTI_ANCHOR_RESOLUTIONS,
+                        help='heads\' finest stages at half resolution for several anchors')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels-last (NHWC) weights')
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     add_runtime_arguments(parser)
 
@@ -64,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     common = dict(device=args.device, precision=args.precision, input_size=args.input_size,
                   resize_mode=args.resize_mode, compile=args.compile,
                   cuda_graphs=args.cuda_graphs, backend=args.backend,
-                  num_threads=args.num_threads)
+                  num_threads=args.num_threads,
+                  multi_anchor_resolution=args.multi_anchor_resolution,
+                  channels_last=args.channels_last)
     if args.preset:
         from metric_solver_ros.model import create_model
 
@@ -160,6 +168,8 @@ def measure(engine, width: int, height: int, anchor_m: float = 10.0, warmup: int
         'device': str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device),
         'precision': str(engine.dtype).replace('torch.', ''),
         'cuda_graphs': engine.cuda_graphs,
+        'multi_anchor_resolution': engine.multi_anchor_resolution,
+        'channels_last': engine.channels_last,
         'backend': engine.backend,
         'backend_detail': engine.backend_description,
         'preset': engine.config.preset,
