@@ -8,7 +8,8 @@ measured first) for ``--duration`` seconds, and reports:
   says of the same frames in ``depth_info`` (small messages: their count is what the node
   processed, whether or not this client kept up with the large answers; its stamp -> publish
   latency, inference time and skipped frames);
-- end-to-end latency percentiles p50 / p95 / p99 (image stamp -> depth received, one clock);
+- end-to-end latency percentiles p50 / p95 / p99 (image stamp -> depth received, one clock),
+  and with ``--points`` the same for the cloud (``cloud_latency_ms``);
 - the latency trend: percentiles per time window and the least-squares slope of the p50 series
   [ms per minute], and the ratio of the last window's p99 to the first's;
 - node RSS after warm-up and at the end, and its growth [%];
@@ -52,6 +53,13 @@ from metric_solver_ros.node_client import (
 )
 
 
+def cloud_latency(sent: list[int], clouds: list[tuple[int, int]]) -> dict:
+    """Image stamp -> cloud received [ms] percentiles (p50 / p95 / p99) of the clouds answered."""
+    sent_set = set(sent)
+    latencies = [(receive - stamp) / 1e6 for stamp, receive in clouds if stamp in sent_set]
+    return percentiles(latencies, ndigits=2)
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process [MiB] (Linux /proc)."""
     for line in pathlib.Path(f'/proc/{pid}/status').read_text().splitlines():
@@ -78,7 +86,8 @@ class LoadClient:
                                                    qos_profile_sensor_data)
         self.answers: list[tuple[int, int]] = []  # (stamp ns, receive ns)
         self.node.create_subscription(Image, f'{namespace}/depth', self._on_depth, 10)
-        self.clouds: list[int] = []  # stamps [ns] of the PointCloud2 answers (with ``points``)
+        self.clouds: list[tuple[int, int]] = []  # (stamp ns, receive ns) of the PointCloud2
+        # answers (with ``points``)
         self.cloud_size: list[int] | None = None  # [width, height] of the last cloud
         self.infos: list[tuple[int, float, float, int]] = []  # (stamp ns, latency ms,
         # inference ms, frames skipped so far) from the node's depth_info
@@ -99,7 +108,7 @@ class LoadClient:
         self.infos.append((stamp_ns(msg), msg.latency_ms, msg.inference_ms, msg.frames_skipped))
 
     def _on_cloud(self, msg) -> None:
-        self.clouds.append(stamp_ns(msg))
+        self.clouds.append((stamp_ns(msg), time.time_ns()))
         self.cloud_size = [msg.width, msg.height]
 
     def prepare(self, rgb: np.ndarray, intrinsics) -> None:
@@ -317,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             'rss_mb': {'start': round(rss_start, 1), 'end': round(rss_end, 1),
                        'growth_pct': round(100.0 * (rss_end / rss_start - 1.0), 2)},
             'points': args.points,
-            'clouds_received': len(set(client.clouds) & set(sent)) if args.points else None,
+            'clouds_received': (len({s for s, _ in client.clouds} & set(sent)) if args.points
+                                else None),
+            'cloud_latency_ms': cloud_latency(sent, list(client.clouds)) if args.points else None,
             'cloud_size': client.cloud_size,
             'profile': profile,
             'device': args.device, 'cuda_graphs': args.cuda_graphs,
