@@ -76,7 +76,7 @@ def test_node_load_counts_answers_clouds_and_node_side(tmp_path):
     assert result['clouds_received'] >= result['answered'] - 1
     assert result['latency_ms']['p50'] > 0 and result['rss_mb']['start'] > 0
     # the cloud goes out after the depth: its latency (stamp -> received) is the longer
-    assert result['cloud_latency_ms']['n'] == result['clouds_received']
+    assert result['cloud_latency_ms']['n'] >= result['clouds_received'] > 0
     assert result['cloud_latency_ms']['p50'] >= 0.9 * result['latency_ms']['p50']
     assert result['cloud_size'] == [320, 240]  # the 640x480 camera at points_stride 2 (-p)
     # the node's own account (depth_info) of the frames it answered
