@@ -5,7 +5,7 @@ Two changes to the decoding of one image at several anchors (``model/dpt.py``):
 - **shared stages** (always on, exact): ``projects``, ``resize_layers`` and ``layerX_rn`` are
   linear, so the image's part runs once and each anchor adds the response of those stages to its
   constant projection bias (``dpt.constant_response``); "before" is the per-anchor computation
-  (the image's features repeated per anchor, which is what the heads computed until now);
+  (``shared_stages=False``: what the heads computed until now);
 - **half tail** (engine ``multi_anchor_resolution='half'``): the finest stages at half
   resolution when several anchors are decoded; the fused depth is upsampled as always.
 
@@ -51,10 +51,10 @@ def decoder_times(model, size: tuple[int, int], device: torch.device, dtype: tor
     features = model.encode(image)
     one = torch.tensor([10.0], device=device)
     four = torch.tensor([1.0, 3.0, 10.0, 40.0], device=device)
-    repeated = tuple((t.repeat(4, 1, 1), c.repeat(4, 1)) for t, c in features)
     variants = {
         'before_1': lambda: model.decode(features, one, patch_hw, check_anchors=False),
-        'before_4': lambda: model.decode(repeated, four, patch_hw, check_anchors=False),
+        'before_4': lambda: model.decode(features, four, patch_hw, check_anchors=False,
+                                         shared_stages=False),
         'shared_4': lambda: model.decode(features, four, patch_hw, check_anchors=False),
         'half_4': lambda: model.decode(features, four, patch_hw, check_anchors=False,
                                        reduced_tail=True),

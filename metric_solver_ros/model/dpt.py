@@ -118,7 +118,8 @@ class DPTHead(nn.Module):
 
     def forward(self, features: Sequence[tuple[Tensor, Tensor]], anchor_embedding: Tensor | None,
                 patch_hw: tuple[int, int], out_hw: tuple[int, int], *,
-                reduced_tail: bool = False) -> tuple[Tensor, Tensor | None]:
+                reduced_tail: bool = False, shared_stages: bool = True
+                ) -> tuple[Tensor, Tensor | None]:
         """Decode tapped encoder features for a batch of anchors.
 
         Args:
@@ -134,6 +135,8 @@ class DPTHead(nn.Module):
                 convolutions at half of ``out_hw``, which is then the output size (the caller
                 upsamples the logits). About a quarter of those stages' cost; see
                 ``benchmarks/multi_anchor.py`` for what it does to the depth.
+            shared_stages: With one image (``Bf == 1``) compute the linear stages once for all
+                anchors (``_levels``); False: per anchor, as training and ONNX export do.
 
         Returns:
             ``(depth_logit [B, 1, h, w], mask_logit [B, 1, h, w] or None)``; ``(h, w)`` is
@@ -145,7 +148,7 @@ class DPTHead(nn.Module):
         if (anchor_embedding is None) != (self.anchor_dim == 0):
             raise ValueError('an anchor-conditioned DPT head needs anchor_embedding; a '
                              'dav2_layout head takes None')
-        l1, l2, l3, l4 = self._levels(features, anchor_embedding, patch_hw)
+        l1, l2, l3, l4 = self._levels(features, anchor_embedding, patch_hw, shared_stages)
         s = self.scratch
         path = s.refinenet4(l4, size=l3.shape[2:])
         path = s.refinenet3(path, l3, size=l2.shape[2:])
@@ -167,7 +170,7 @@ class DPTHead(nn.Module):
         return logits[:, :1], logits[:, 1:]
 
     def _levels(self, features: Sequence[tuple[Tensor, Tensor]], anchor_embedding: Tensor | None,
-                patch_hw: tuple[int, int]) -> list[Tensor]:
+                patch_hw: tuple[int, int], shared_stages: bool = True) -> list[Tensor]:
         """The four ``layerX_rn`` maps: projected, resized and mapped to ``head_features``.
 
         One image decoded at several anchors computes the image's part once: ``projects``,
@@ -179,7 +182,7 @@ class DPTHead(nn.Module):
         rns = (self.scratch.layer1_rn, self.scratch.layer2_rn, self.scratch.layer3_rn,
                self.scratch.layer4_rn)
         batch_features = features[0][0].shape[0]
-        share = anchor_embedding is not None and batch_features == 1
+        share = shared_stages and anchor_embedding is not None and batch_features == 1
         levels = []
         for i, (tokens, _cls) in enumerate(features):
             project, resize, rn = self.projects[i], self.resize_layers[i], rns[i]

@@ -52,7 +52,8 @@ class MetricSolver(nn.Module):
             images, self.config.taps, return_class_token=True)
 
     def decode(self, features: Features, anchors_m: Tensor, patch_hw: tuple[int, int], *,
-               check_anchors: bool = True, reduced_tail: bool = False) -> dict[str, Tensor]:
+               check_anchors: bool = True, reduced_tail: bool = False,
+               shared_stages: bool = True) -> dict[str, Tensor]:
         """Run the heads for a batch of anchors.
 
         Args:
@@ -67,6 +68,8 @@ class MetricSolver(nn.Module):
                 sync; skipped while compiling). Pass False after ``anchor_pool.validate``.
             reduced_tail: The heads' finest stages at half resolution (``DPTHead.forward``):
                 the logits come at half of ``config.output_size``.
+            shared_stages: With one image, compute the heads' linear stages once for all
+                anchors (exact; ``DPTHead._levels``); False computes them per anchor.
 
         Returns:
             ``'d_sn_logit'``, ``'mask_logit'`` (if ``config.mask_head``) and ``'d_tf_logit'``
@@ -88,14 +91,14 @@ class MetricSolver(nn.Module):
         embedding = self.anchor_pool(anchors, check=check_anchors)
         patch = self.config.patch_size
         out_hw = self.config.output_size((patch_hw[0] * patch, patch_hw[1] * patch))
-        d_sn_logit, mask_logit = self.near_head(features, embedding, patch_hw, out_hw,
-                                                reduced_tail=reduced_tail)
+        options = {'reduced_tail': reduced_tail, 'shared_stages': shared_stages}
+        d_sn_logit, mask_logit = self.near_head(features, embedding, patch_hw, out_hw, **options)
         outputs = {'d_sn_logit': d_sn_logit}
         if mask_logit is not None:
             outputs['mask_logit'] = mask_logit
         if self.far_head is not None:
             outputs['d_tf_logit'] = self.far_head(features, embedding, patch_hw, out_hw,
-                                                  reduced_tail=reduced_tail)[0]
+                                                  **options)[0]
         return outputs
 
     def forward(self, images: Tensor, anchors_m: Tensor, *,
