@@ -443,29 +443,31 @@ class DepthEngine:
             # the long side follows the aspect: attention cost grows with its square
             raise EngineError(f'image of {width}x{height} px: aspect ratio above '
                               f'{MAX_ASPECT_RATIO}:1 is not supported')
-        chw = pixels.permute(2, 0, 1).unsqueeze(0)
-        if color_order == 'bgr':
-            chw = chw.flip(1)
         net_hw = network_input_size((height, width), self.input_size, self.config.patch_size,
                                     self.resize_mode)
-        x = chw.float().div_(255.0)
-        x = F.interpolate(x, size=net_hw, mode='bilinear', align_corners=False,
-                          antialias=net_hw[0] < height or net_hw[1] < width)
-        x = ((x - self._mean) / self._std).to(self._net_dtype)
         flipped = self.flip_tta
-        if flipped:
-            x = torch.cat([x, x.flip(-1)], dim=0)
+        bgr = color_order == 'bgr'
         if self._auto_pending:
             self._auto_pending = False
+            x, _ = self._prepare(pixels, net_hw, bgr, flipped)
             self._runtime, self._backend_note = settle_auto(self._runtime, self.model.encode, x)
             if self._runtime is not None:
                 self._encode = self._runtime.encode
-        self._sync()
-        encoded = time.perf_counter()
+
+        def encode(frame: torch.Tensor) -> tuple[tuple, torch.Tensor]:
+            x, chw = self._prepare(frame, net_hw, bgr, flipped)
+            return self._encode(x), chw
+
         if self.cuda_graphs:
-            # The graph's static outputs: overwritten by the next frame, which replaces the cache.
-            features = self._graphs.run(('encode',), self._encode, (x,))
+            # Resize, normalisation and encoder as one graph. Its static outputs are overwritten
+            # by the next frame, which replaces the cache.
+            self._sync()
+            encoded = time.perf_counter()
+            features, chw = self._graphs.run(('encode', net_hw, bgr, flipped), encode, (pixels,))
         else:
+            x, chw = self._prepare(pixels, net_hw, bgr, flipped)
+            self._sync()
+            encoded = time.perf_counter()
             features = self._encode(x)
         self._sync()
         done = time.perf_counter()
@@ -475,6 +477,24 @@ class DepthEngine:
             image_hw=(height, width), image=chw, flipped=flipped,
             preprocess_ms=(encoded - start) * 1e3, encoder_ms=(done - encoded) * 1e3)
         return cache
+
+    def _prepare(self, pixels: torch.Tensor, net_hw: tuple[int, int], bgr: bool, flipped: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network input of an HxWx3 uint8 image, and the image as RGB uint8 [1, 3, H, W].
+
+        The input is resized, normalised and, when ``flipped``, batched with its mirror.
+        """
+        height, width = int(pixels.shape[0]), int(pixels.shape[1])
+        chw = pixels.permute(2, 0, 1).unsqueeze(0)
+        if bgr:
+            chw = chw.flip(1)
+        x = chw.float().div_(255.0)
+        x = F.interpolate(x, size=net_hw, mode='bilinear', align_corners=False,
+                          antialias=net_hw[0] < height or net_hw[1] < width)
+        x = ((x - self._mean) / self._std).to(self._net_dtype)
+        if flipped:
+            x = torch.cat([x, x.flip(-1)], dim=0)
+        return x, chw
 
     @torch.inference_mode()
     def _decode_cached(self, cache: _FrameCache, anchors: tuple[float, ...], fuse: bool,
