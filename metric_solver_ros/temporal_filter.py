@@ -21,19 +21,20 @@ moved since the previous frame, from odometry or /tf; None = unknown, the blind 
 Blind, a still camera's slow scale wobble (the model following exposure drift) cannot be told
 from approaching or receding, so it is followed. Told the camera is still, the filter *holds*:
 
-- the camera counts as still while its net motion since a reference frame (the hold's first
-  frame) stays within ``still_translation_m`` and ``still_rotation_rad``; the net motion, not
-  the per-frame one, because a mount's vibration (zero-mean, up to 1 deg between frames
-  outdoors in the synthetic sequences) is as large per frame as a slow pan, but does not add
-  up; the hold starts once that held for ``still_frames`` frames (a pan leaves the bounds by
-  then);
-- still, the pixels see the same surfaces as in the reference frame, so the level ``L_t`` is
+- the camera counts as still while its net motion since a reference frame stays within
+  ``still_translation_m`` and ``still_rotation_rad``; the net motion, not the per-frame one,
+  because a mount's vibration (zero-mean, up to 1 deg between frames outdoors in the synthetic
+  sequences) is as large per frame as a slow pan (from 0.26 deg), but does not add up; the hold
+  starts once that held for ``still_frames`` frames (a pan is out of the bounds by then);
+- held, the pixels see the same surfaces as in the reference frame, so the level ``L_t`` is
   measured against that frame directly (no chain of per-frame steps that random-walks): the
   ratio of the median depths over the sampled pixels that kept their structure (within
-  ``cut_log`` of the median ratio; so a person walking in is left out). Held, ``X`` is the
-  running mean of these levels over the hold (the last ``hold_frames`` of them), and ``v`` is
-  0. Any moving or unknown frame ends the hold: the alpha-beta path goes on from there.
-  Scene cuts and anchor resets work as blind.
+  ``cut_log`` of the median ratio, so that a person walking in is left out). The median
+  depth, not the median ratio: it is what stays put for a still scene (a model's exposure
+  response is not uniform over depth, and the median ratio then drifts). ``X`` starts where the
+  output was and moves towards these levels by ``hold_gain`` a frame; ``v`` is 0. A moving or
+  unknown frame ends the hold (the alpha-beta path goes on from ``X``); scene cuts and anchor
+  resets work as blind.
 
 ``full`` also smooths each pixel where the scene is static: after the scale step, the previous
 filtered frame is carried forward by the output's global scale change (a steady approach is not
@@ -178,16 +179,21 @@ class TemporalFilterSettings:
         cut_fraction: Share of changed pixels that makes a scene cut.
         jump_log: A global scale innovation ``|r|`` beyond this is a scene cut.
         sample_px: About how many pixels are sampled for the scale and the cut test.
-        still_translation_m: Hint: largest net translation [m] since the hold's reference
-            frame of a still camera (above the 1-14 mm a shaking mount nets; 2 cm changes the
-            depth of a surface 2 m ahead by 1 %).
-        still_rotation_rad: Hint: largest net rotation [rad] since the reference (1.5 deg:
-            above the up to 1.1 deg of vibration; a 1.5 deg turn shifts the image by 2.6 % of
-            the focal length, so the sampled pixels still see the same surfaces).
+        still_translation_m: Hint: largest net translation [m] since the reference frame of a
+            still camera (above the up to 14 mm a shaking mount nets between two frames; 2 cm
+            changes the depth of a surface 2 m ahead by 1 %).
+        still_rotation_rad: Hint: largest net rotation [rad] since the reference (1 deg: above
+            the vibration of a still synthetic camera, whose net turn between two frames
+            exceeds 1 deg once in 200; a 1 deg turn shifts the image by 1.7 % of the focal
+            length, so the sampled pixels still see the same surfaces).
         still_frames: Hint: frames the camera must stay within those bounds before the hold
-            starts (4: pans of 8 deg/s and more at 10 Hz are out of the bounds by then).
-        hold_frames: Hint: the held scale is the mean of the last (about) this many frames'
-            levels (50: 5 s at 10 Hz, longer than the exposure drift's period).
+            starts (2: a pan of 8 deg/s or more at 10 Hz has left them by then, 1.6 deg, with
+            the vibration about 1 time in 25; with 1, pans were held every other frame; with
+            3, static sequences lost the hold of their first frames, scale_jitter x0.55
+            instead of x0.27 on seed 5).
+        hold_gain: Hint: share of a held frame's level difference taken into the held scale
+            (0.02: a time constant of 50 frames, 5 s at 10 Hz, longer than the exposure
+            drift's period; 0 holds the scale where it was).
     """
 
     scale_gain: float = 0.25
@@ -199,9 +205,9 @@ class TemporalFilterSettings:
     jump_log: float = 0.3
     sample_px: int = 10_000
     still_translation_m: float = 0.02
-    still_rotation_rad: float = math.radians(1.5)
-    still_frames: int = 4
-    hold_frames: int = 50
+    still_rotation_rad: float = math.radians(1.0)
+    still_frames: int = 2
+    hold_gain: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0.0 < self.scale_gain <= 1.0:
@@ -218,20 +224,22 @@ class TemporalFilterSettings:
             raise ValueError(f'sample_px must be >= 100, got {self.sample_px}')
         if not (self.still_translation_m >= 0 and self.still_rotation_rad >= 0):
             raise ValueError('still_translation_m and still_rotation_rad must be >= 0')
-        if self.still_frames < 1 or self.hold_frames < 1:
-            raise ValueError('still_frames and hold_frames must be >= 1')
+        if self.still_frames < 1:
+            raise ValueError(f'still_frames must be >= 1, got {self.still_frames}')
+        if not 0.0 <= self.hold_gain <= 1.0:
+            raise ValueError(f'hold_gain must be in [0, 1], got {self.hold_gain}')
 
 
 class _Hold:
-    """The stillness hint's state: the reference frame and the levels measured against it."""
+    """The stillness hint's state: the reference frame and the held scale."""
 
-    def __init__(self, sample_log: np.ndarray, level: float) -> None:
+    def __init__(self, sample_log: np.ndarray, raw_log: float) -> None:
         self.sample_log = sample_log  # ln depth of the reference frame's sampled pixels
-        self.level = level  # its level (X when it became the reference)
+        self.raw_log = raw_log  # its raw log scale L
         self.pose = np.eye(4)  # T_reference_current
         self.frames = 0  # frames since the reference, all within the still bounds
-        self.mean = level  # running mean of the levels (the reference counts once)
-        self.count = 1
+        self.level: float | None = None  # the held X, from the first held frame on
+
 
 class TemporalFilter:
     """Filter one depth stream (module docstring).
@@ -303,22 +311,22 @@ class TemporalFilter:
         if step is None:
             return self._cut(depth)
         hold = self._track(camera_motion)
-        level = None if hold is None else self._held_level(hold, sample_log)
+        level = None
+        if hold is not None and hold.frames >= self.settings.still_frames:
+            level = self._held_level(hold, sample_log)
         raw_log = self._raw_log + step if level is None else level
         innovation = raw_log - (self._smooth_log + self._trend)
         settings = self.settings
         if abs(innovation) > settings.jump_log:
             return self._cut(depth)
         before = self._smooth_log
-        self.held = False
-        if level is not None:
-            hold.count += 1  # the running mean of the levels since the reference
-            hold.mean += (raw_log - hold.mean) / min(hold.count, settings.hold_frames)
-            self.held = hold.frames >= settings.still_frames
-        else:
-            self._hold = None  # this frame is the next reference
-        if self.held:
-            self._smooth_log, self._trend = hold.mean, 0.0
+        self.held = level is not None
+        if hold is not None and not self.held and hold.frames >= settings.still_frames:
+            self._hold = None  # no level against the reference: this frame is the next one
+        if self.held:  # pulled slowly from where the output was towards the measured level
+            held = before if hold.level is None else hold.level
+            hold.level = held + settings.hold_gain * (raw_log - held)
+            self._smooth_log, self._trend = hold.level, 0.0
         else:
             self._smooth_log += self._trend + settings.scale_gain * innovation
             self._trend += settings.trend_gain * innovation
@@ -380,7 +388,7 @@ class TemporalFilter:
             return None
         hold = self._hold
         if hold is None:
-            hold = _Hold(self._sample_log, self._raw_log, self._smooth_log)
+            hold = _Hold(self._sample_log, self._raw_log)
         pose = hold.pose @ CameraMotion(*camera_motion).matrix()
         cos_angle = (float(np.trace(pose[:3, :3])) - 1.0) / 2.0
         settings = self.settings
