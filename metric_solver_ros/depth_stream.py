@@ -18,12 +18,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from metric_solver_ros.anchor_modes import ScaleHandover
 from metric_solver_ros.temporal_filter import TemporalFilter, move_points
+
+if TYPE_CHECKING:
+    from metric_solver_ros.temporal_filter import CameraMotion
 
 
 class DepthStream:
@@ -55,7 +58,7 @@ class DepthStream:
 
     def correct(self, result: Any, frame_id: str, stamp_ns: int, anchors_m: Sequence[float],
                 decode_at: Callable[[float], np.ndarray | None], stride: int = 1,
-                max_range_m: float = math.inf) -> Any:
+                max_range_m: float = math.inf, camera_motion: CameraMotion | None = None) -> Any:
         """The result to publish (``result`` itself when nothing changes).
 
         Args:
@@ -67,6 +70,8 @@ class DepthStream:
                 features), or None when that is not possible; called once at a handover.
             stride: Pixel stride of ``result.points_m``.
             max_range_m: Points farther than this [m] become NaN.
+            camera_motion: How the camera moved since the previous image (odometry), None
+                when unknown: the temporal filter's stillness hint.
         """
         depth = result.depth_m
         if self._switched_from is not None:
@@ -82,7 +87,7 @@ class DepthStream:
             self.filter.reset()
         self._stream = stream
         if self.filter.mode != 'off':
-            depth = self.filter.apply(depth, tuple(anchors_m))
+            depth = self.filter.apply(depth, tuple(anchors_m), camera_motion)
         if depth is result.depth_m:
             return result
         points = result.points_m

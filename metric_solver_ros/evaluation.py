@@ -254,20 +254,41 @@ class FilteredPredictor:
         predictor: The predictor filtered.
         mode: ``'off'``, ``'scale'`` or ``'full'`` (see :mod:`metric_solver_ros.temporal_filter`).
         settings: Filter tuning (default: the filter's).
+        motion_hint: Tell the filter how the camera moved since the previous frame, from the
+            frames' poses (``pose_world_cam``; unknown where a pose is missing).
+        still_camera: The camera is known still: with ``motion_hint``, frames without poses
+            count as not moved (the user's ``--static-camera``).
     """
 
-    def __init__(self, predictor: Predictor, mode: str, settings: Any = None) -> None:
+    def __init__(self, predictor: Predictor, mode: str, settings: Any = None, *,
+                 motion_hint: bool = False, still_camera: bool = False) -> None:
         from metric_solver_ros.temporal_filter import MODES
 
         if mode not in MODES:
             raise ValueError(f'temporal filter mode must be one of {MODES}, got {mode!r}')
         self.predictor, self.mode, self.settings = predictor, mode, settings
+        self.motion_hint, self.still_camera = motion_hint, still_camera
         self.filters: dict[str, Any] = {}
+        self._pose: np.ndarray | None = None  # the previous frame's
+        self.hinted_frames = 0  # frames whose camera motion the filters were told
+
+    def _motion(self, frame: EvalFrame) -> Any:
+        """The camera's motion since the previous frame, or None when unknown."""
+        from metric_solver_ros.temporal_filter import CameraMotion
+
+        previous, self._pose = self._pose, frame.pose_world_cam
+        if not self.motion_hint:
+            return None
+        if previous is not None and frame.pose_world_cam is not None:
+            return CameraMotion.between(previous, frame.pose_world_cam)
+        return CameraMotion() if self.still_camera and frame.pose_world_cam is None else None
 
     def __call__(self, frame: EvalFrame) -> dict[str, Prediction]:
         """Return the predictor's results with filtered depth (masks unchanged)."""
         from metric_solver_ros.temporal_filter import TemporalFilter
 
+        motion = self._motion(frame)
+        self.hinted_frames += motion is not None
         out = {}
         for name, prediction in self.predictor(frame).items():
             prediction = Prediction(*prediction)
@@ -275,7 +296,7 @@ class FilteredPredictor:
             if flt is None:
                 flt = self.filters[name] = TemporalFilter(self.mode, self.settings)
             anchor = prediction.decoded_m if prediction.decoded_m else prediction.anchor_m
-            out[name] = prediction._replace(depth_m=flt.apply(prediction.depth_m, anchor))
+            out[name] = prediction._replace(depth_m=flt.apply(prediction.depth_m, anchor, motion))
         return out
 
 

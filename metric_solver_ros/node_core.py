@@ -4,7 +4,8 @@ Topics (relative names, remappable; see README "Topics, parameters, services"):
 
 - in: ``image`` (sensor_msgs/Image) or ``<image>/compressed`` (``image_transport:
   compressed``, image_transport's convention: ``<image>`` is the resolved ``image`` topic),
-  ``camera_info``, ``anchor`` (std_msgs/Float32, metres);
+  ``camera_info``, ``anchor`` (std_msgs/Float32, metres), and with ``odometry_topic`` that
+  topic (nav_msgs/Odometry: the temporal filter's stillness hint);
 - out: ``depth`` (32FC1 m, REP 117, or 16UC1 mm, REP 118), ``depth/camera_info``,
   ``anchor_mask`` (mono8, 255 = near), ``points`` (PointCloud2, organised), ``depth_info``
   (metric_solver_ros/DepthInfo), ``/diagnostics`` (1 Hz);
@@ -67,6 +68,7 @@ from metric_solver_ros.node_parameters import (
 from metric_solver_ros.parameters import SPECS, RuntimeSettings, validate_changes
 from metric_solver_ros.process_life import StartupError, ThrottledLog, transport_warning
 from metric_solver_ros.srv import SetAnchor
+from metric_solver_ros.temporal_filter import MotionFromOdometry
 
 #: Out-of-memory frames in a row before the engine gives up resolution (then the GPU).
 OOM_STREAK = 2
@@ -79,6 +81,16 @@ EXIT_JOIN_S = 1.5
 def _sorted_anchors(anchors_m: Sequence[float]) -> tuple[float, ...]:
     """The anchors' check before a model is loaded: numbers only (the pool comes later)."""
     return tuple(sorted({float(a) for a in anchors_m}))
+
+
+def _odometry_type() -> type:
+    """nav_msgs/Odometry, imported only when ``odometry_topic`` is set (ros-nav-msgs)."""
+    try:
+        from nav_msgs.msg import Odometry
+    except ImportError as exc:
+        raise StartupError(f'odometry_topic needs nav_msgs (ros-<distro>-nav-msgs, or the '
+                           f'ros-nav-msgs wheel): {exc}') from exc
+    return Odometry
 
 
 def _precision(engine: DepthEngine) -> str:
@@ -117,6 +129,9 @@ class DepthNodeCore:
         self.fixed, values = declare_parameters(node)
         self._settings = settings_from(values, _sorted_anchors)
         self._stream = DepthStream(self._settings.temporal_filter)
+        # odometry_topic: the message type now (a missing nav_msgs fails the start at once)
+        self._odometry_type = _odometry_type() if self.fixed['odometry_topic'] else None
+        self._odometry = MotionFromOdometry() if self._odometry_type else None
         self.engine: DepthEngine | None = None
         self._selector: AnchorSelector | None = None
         self._active = False
@@ -265,6 +280,8 @@ class DepthNodeCore:
         subscribe(CameraInfo, 'camera_info', self._pairing.add)
         keep(node.destroy_subscription,
              node.create_subscription(Float32, 'anchor', self._on_anchor_topic, 10))
+        if self._odometry is not None:
+            subscribe(self._odometry_type, self.fixed['odometry_topic'], self._on_odometry)
         self._pub_depth = publisher(Image, 'depth')
         self._pub_depth_info_cam = publisher(CameraInfo, 'depth/camera_info')
         self._pub_mask = publisher(Image, 'anchor_mask')
@@ -384,6 +401,12 @@ class DepthNodeCore:
         if self._active:
             self._stats.image_received()
             self._mailbox.put_image(msg)
+
+    def _on_odometry(self, msg: Any) -> None:
+        twist = msg.twist.twist
+        self._odometry.add(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+                           (twist.linear.x, twist.linear.y, twist.linear.z),
+                           (twist.angular.x, twist.angular.y, twist.angular.z))
 
     def _work(self, mailbox: Mailbox, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -507,10 +530,11 @@ class DepthNodeCore:
             redecoded = self._run_engine(lambda: engine.redecode((anchor_m,)), 'handover')
             return None if redecoded is None else redecoded.depth_m
 
-        stamp = header.stamp
+        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        motion = None if self._odometry is None else self._odometry.motion(stamp_ns)
         return self._stream.correct(
-            result, header.frame_id, stamp.sec * 1_000_000_000 + stamp.nanosec, anchors,
-            decode_at, settings.points_stride, settings.points_max_range or math.inf)
+            result, header.frame_id, stamp_ns, anchors, decode_at, settings.points_stride,
+            settings.points_max_range or math.inf, camera_motion=motion)
 
     def _run_engine(self, call: Callable[[], DepthResult], what: str) -> DepthResult | None:
         """``call()``; None when the engine refused (logged as ``what``) or ran out of memory."""

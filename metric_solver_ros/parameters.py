@@ -115,6 +115,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '0 = every usable core, at most 4. Idle threads sleep instead of spinning; set it '
               'below the core count to leave cores to other nodes.', read_only=True,
               int_range=(0, 256, 1)),
+    ParamSpec('odometry_topic', '', 'nav_msgs/Odometry topic of the robot carrying the camera '
+              '(e.g. odom); empty = none. Its twist tells the temporal filter when the camera is '
+              'still, and the filter then holds the scale instead of following its slow wobble '
+              '(odometry more than 0.5 s from an image\'s stamp counts as unknown).',
+              read_only=True),
     # --- dynamic
     ParamSpec('anchor', 10.0, 'Anchor depth [m]: pixels nearer than it use the near branch. '
               'Small for manipulation (0.5-2), large for navigation (20-120). Must lie in the '
@@ -131,8 +136,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('roi', [0, 0, 0, 0], 'Region of interest for anchor_mode roi: x, y, width, height '
               '[px] in the input image; width or height 0 = the whole image.'),
     ParamSpec('temporal_filter', 'off', 'Temporal filter of the published depth: off; scale '
-              '(smooths the per-frame global scale, motion-safe); full (also smooths static '
-              'pixels, resets where the scene moves). It resets itself on an anchor change, a '
+              '(smooths the per-frame global scale, motion-safe; holds it while `odometry_topic` '
+              'says the camera is still); full (also smooths static pixels, resets where the '
+              'scene moves). It resets itself on an anchor change, a '
               'scene cut, a new camera frame or a stamp going back (docs/EVALUATION.md).',
               choices=TEMPORAL_FILTER_MODES),
     ParamSpec('flip_tta', False, 'Average the network outputs of the image and its mirror '

@@ -70,3 +70,16 @@ def test_the_filter_smooths_and_resets_on_a_new_frame_id_or_a_stamp_going_back()
     assert stream.correct(again, 'other_cam', 3, (10.0,), lambda a: None) is again  # went back
     stream.set_filter('off')
     assert stream.filter.mode == 'off'
+
+
+def test_the_camera_motion_reaches_the_filter():
+    from metric_solver_ros.temporal_filter import CameraMotion
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(2.0, 6.0, (24, 32)).astype(np.float32)
+    for motion, held in ((CameraMotion(), True), (None, False)):
+        stream = DepthStream('scale')
+        for i, s in enumerate((1.0, 1.05, 0.97, 1.04)):
+            stream.correct(_result(base * np.float32(s), points=False), 'cam', i, (10.0,),
+                           lambda a: None, camera_motion=motion)
+        assert stream.filter.held is held

@@ -571,3 +571,57 @@ def test_bad_checkpoint_refuses_to_start(tmp_path, rclpy_context):
     process.stop()
     assert 'cannot start' in output and str(bad) in output
 
+
+
+def _odometry_type():
+    """nav_msgs/Odometry with its type support, or skip (the ros-nav-msgs wheel is missing)."""
+    try:
+        from nav_msgs.msg import Odometry
+        from rclpy.type_support import check_for_type_support
+
+        check_for_type_support(Odometry)
+    except Exception as exc:  # ImportError, or UnsupportedTypeSupport without its libraries
+        pytest.skip(f'nav_msgs is not usable here: {exc}')
+    return Odometry
+
+
+def test_odometry_saying_still_holds_the_published_scale(checkpoint, tmp_path, rclpy_context):
+    """A still robot: the temporal filter holds the scale that blind it only smooths."""
+    odometry_type = _odometry_type()
+    ns = '/odom_cam'
+    process = NodeProcess(['-r', f'__ns:={ns}', '-p', f'checkpoint:={checkpoint}',
+                           '-p', 'device:=cpu', '-p', 'anchor:=10.0',
+                           '-p', 'odometry_topic:=odom'], tmp_path / 'node.log')
+    probe = Probe(ns)
+    image = camera_image(WIDTH, HEIGHT).astype(np.float32)
+    try:
+        assert probe.wait_ready(60.0, process.alive), process.output()
+        odometry = probe.node.create_publisher(odometry_type, f'{ns}/odom', 10)
+        assert wait_for(lambda: odometry.get_subscription_count() > 0, 10.0), process.output()
+        assert probe.get_parameter('odometry_topic') == 'odom'
+        assert not probe.set_parameters(odometry_topic='other')[0].successful  # read-only
+
+        def levels(start_s: int, still: bool) -> list[float]:
+            """The ln median depth of frames whose brightness wobbles (the model follows it)."""
+            out = []
+            for k in range(8):
+                stamp = start_s * 1_000_000_000 + k * 100_000_000
+                if still:  # zero twist, stamped with the image
+                    msg = odometry_type()
+                    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+                    odometry.publish(msg)
+                rgb = np.clip(image * (1.0 + 0.35 * math.sin(1.3 * k)), 0, 255).astype(np.uint8)
+                depth = image_array(request(probe, stamp, keys=('depth',), rgb=rgb)['depth'])
+                out.append(float(np.log(np.median(depth[np.isfinite(depth)]))))
+            return out[2:]  # the hold starts at the third frame (still_frames)
+
+        raw = levels(300, still=False)  # temporal_filter off
+        assert probe.set_parameters(temporal_filter='scale')[0].successful
+        held = levels(400, still=True)
+        blind = levels(500, still=False)  # the last odometry is 100 s old: unknown
+        assert np.std(raw) > 1e-4, raw  # the model does follow the brightness
+        assert np.std(held) < 0.1 * np.std(raw), (held, raw)
+        assert np.std(blind) > 3 * np.std(held), (blind, held)
+    finally:
+        probe.close()
+        process.stop()

@@ -291,7 +291,7 @@ def test_colour_bar_ticks_are_round_and_inside_the_range():
 
 def test_a_folder_is_one_sequence_filtered_in_name_order(checkpoint, tmp_path):
     from metric_solver_ros.data.synthetic import render_sequence, sequence_spec
-    from metric_solver_ros.temporal_filter import TemporalFilter
+    from metric_solver_ros.temporal_filter import CameraMotion, TemporalFilter
 
     folder = tmp_path / 'frames'
     folder.mkdir()
@@ -315,6 +315,17 @@ def test_a_folder_is_one_sequence_filtered_in_name_order(checkpoint, tmp_path):
         np.testing.assert_allclose(xyz, _expected_points(filtered, INTRINSICS, 2, 30.0),
                                    rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(np.load(tmp_path / 'full' / 'f000_depth.npy'), raw[0])
+    # A tripod: --motion-hint still holds the scale, as the filter told CameraMotion() does.
+    assert _run([*common, '--temporal-filter', 'scale', '--motion-hint', 'still',
+                 '--out', tmp_path / 'still']) == 0
+    stream = TemporalFilter('scale')
+    for i in range(4):
+        expected = stream.apply(raw[i], (10.0,), CameraMotion())
+        np.testing.assert_allclose(np.load(tmp_path / 'still' / f'f{i:03d}_depth.npy'),
+                                   expected, rtol=1e-6)
+    assert stream.held
+    with pytest.raises(ValueError, match='--temporal-filter'):
+        _run([*common, '--motion-hint', 'still'])
     assert not np.allclose(np.load(tmp_path / 'full' / 'f003_depth.npy'), raw[3], rtol=1e-4)
     empty = tmp_path / 'empty'
     empty.mkdir()

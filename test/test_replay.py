@@ -287,3 +287,53 @@ def test_depth_info_type_round_trips_through_rosbags():
     assert decoded.header.stamp.sec == 42 and decoded.header.frame_id == 'cam'
     np.testing.assert_array_equal(decoded.anchors, [1.0, 2.0])
     assert (decoded.anchor_mode, decoded.width, decoded.latency_ms) == ('auto', 7, 3.5)
+
+
+def test_the_bags_camera_motion_goes_out_as_odometry(rclpy_context):
+    """``--motion-hint``: each image's pose and the twist from the previous one (real DDS)."""
+    try:
+        from nav_msgs.msg import Odometry
+        from rclpy.type_support import check_for_type_support
+
+        check_for_type_support(Odometry)
+    except Exception as exc:  # ImportError, or UnsupportedTypeSupport without its libraries
+        pytest.skip(f'nav_msgs is not usable here: {exc}')
+    import rclpy
+
+    from metric_solver_ros.bagtf import PoseLookup
+    from metric_solver_ros.temporal_filter import CameraMotion
+
+    def pose(x, yaw):
+        out = np.eye(4)
+        out[:3, :3] = [[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]]
+        out[0, 3] = x
+        return out
+
+    poses = [pose(0.1 * i, 0.02 * i) for i in range(3)]
+    lookup = PoseLookup([(i * 100_000_000, 'map', 'cam', p, False)
+                         for i, p in enumerate(poses)])
+    node = rclpy.create_node('odometry_feed_test')
+    received = []
+    node.create_subscription(Odometry, '/feed_test/odom', received.append, 10)
+    feed = replay._OdometryFeed(node.create_publisher(Odometry, '/feed_test/odom', 10), lookup,
+                                'cam')
+    try:
+        assert wait_for(lambda: feed.publisher.get_subscription_count() > 0, 10.0)
+        for i in range(3):
+            feed.publish(i * 100_000_000)  # the first has no twist yet: nothing goes out
+        feed.publish(5_000_000_000)  # no pose then: nothing
+        assert feed.published == 2
+        assert wait_for(lambda: (rclpy.spin_once(node, timeout_sec=0.05), len(received))[1] == 2,
+                        10.0)
+        msg = received[-1]
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (0, 200_000_000)
+        assert msg.header.frame_id == 'map' and msg.child_frame_id == 'cam'
+        assert msg.pose.pose.position.x == pytest.approx(0.2)
+        motion = CameraMotion.from_twist(
+            (msg.twist.twist.linear.x, msg.twist.twist.linear.y, msg.twist.twist.linear.z),
+            (msg.twist.twist.angular.x, msg.twist.twist.angular.y, msg.twist.twist.angular.z),
+            0.1)
+        np.testing.assert_allclose(motion.matrix(), np.linalg.inv(poses[1]) @ poses[2],
+                                   atol=1e-9)
+    finally:
+        node.destroy_node()

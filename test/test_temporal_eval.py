@@ -135,9 +135,11 @@ def _jittered_bag(path, n=30, tf=True):
 def test_eval_temporal_filter_end_to_end_on_a_jittered_topic(tmp_path, capsys):
     _jittered_bag(tmp_path / 'bag')
     out = {}
-    for mode in ('off', 'scale', 'full'):
+    for mode in ('off', 'scale', 'full', 'scale+blind'):
+        filter_mode, _, blind = mode.partition('+')
         argv = ['--bag', str(tmp_path / 'bag'), '--pred-topic', PRED, '--cap', '10',
-                '--examples', '0', '--temporal-filter', mode, '--out', str(tmp_path / mode)]
+                '--examples', '0', '--temporal-filter', filter_mode, '--out', str(tmp_path / mode),
+                '--motion-hint', 'off' if blind else 'auto']
         assert eval_command.run(_parse(eval_command, argv)) == 0
         out[mode] = _json(tmp_path / mode / 'metrics.json')
     temporal = {mode: data['temporal']['pred_topic'] for mode, data in out.items()}
@@ -153,6 +155,10 @@ def test_eval_temporal_filter_end_to_end_on_a_jittered_topic(tmp_path, capsys):
     for mode in ('scale', 'full'):
         assert out[mode]['results']['pred_topic']['delta1'] >= \
             out['off']['results']['pred_topic']['delta1'] - 0.01
+    # The /tf says the camera is still: held, far steadier than blind (which halves it).
+    assert out['scale']['config']['motion_hint_frames'] == 29  # every frame after the first
+    assert out['scale+blind']['config']['motion_hint_frames'] == 0
+    assert temporal['scale']['scale_jitter'] < 0.3 * temporal['scale+blind']['scale_jitter']
     report = (tmp_path / 'full' / 'report.md').read_text()
     assert '## Over time' in report and '![temporal](temporal.png)' in report
     assert (tmp_path / 'full' / 'temporal.png').stat().st_size > 0
@@ -162,9 +168,11 @@ def test_eval_temporal_filter_end_to_end_on_a_jittered_topic(tmp_path, capsys):
 def test_eval_without_tf_uses_the_users_static_camera(tmp_path):
     _jittered_bag(tmp_path / 'bag', n=4, tf=False)
     argv = ['--bag', str(tmp_path / 'bag'), '--pred-topic', PRED, '--cap', '10', '--examples',
-            '0', '--static-camera', '--out', str(tmp_path / 'out')]
+            '0', '--static-camera', '--temporal-filter', 'scale', '--out', str(tmp_path / 'out')]
     assert eval_command.run(_parse(eval_command, argv)) == 0
-    temporal = _json(tmp_path / 'out' / 'metrics.json')['temporal']['pred_topic']
+    data = _json(tmp_path / 'out' / 'metrics.json')
+    assert data['config']['motion_hint_frames'] == 4  # the user's still camera, without /tf
+    temporal = data['temporal']['pred_topic']
     assert temporal['still_camera_from'] == 'user' and temporal['warped_error'] is None
     assert temporal['frames'] == 4 and len(temporal['ln_scale_ratio']) == 4
     with pytest.raises(ValueError, match='--static-camera'):

@@ -15,7 +15,9 @@ The bag is read offline and deterministically (header stamps, see ``metric_solve
 Outputs in ``--out``: ``metrics.json``, ``metrics.csv``, ``report.md`` and its PNG plots.
 A bag's frames are consecutive: ``metrics.json`` also has ``temporal`` (depth over time, with
 poses from the bag's ``/tf`` when it has them; ``--static-camera`` states a still camera when
-it has not), and ``--temporal-filter`` runs every result through the node's temporal filter.
+it has not), and ``--temporal-filter`` runs every result through the node's temporal filter,
+told how the camera moved between frames from those poses (``--motion-hint auto``, the default;
+with ``--static-camera`` and no /tf: not at all), as the node is from ``odometry_topic``.
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     metrics.add_argument('--temporal-filter', choices=('off', 'scale', 'full'), default='off',
                          help='filter each result over time as the node does: scale smooths the '
                               'global scale, full also static pixels (default: %(default)s)')
+    metrics.add_argument('--motion-hint', choices=('auto', 'off'), default='auto',
+                         help='the temporal filter\'s stillness hint: auto tells it each '
+                              'frame\'s camera motion from the bag\'s /tf poses when it has '
+                              'them (else a still camera with --static-camera, else nothing); '
+                              'off: the filter is blind (default: %(default)s)')
     metrics.add_argument('--static-camera', action='store_true',
                          help='the camera of the bag is still (temporal metrics of a bag '
                               'without /tf: GT holes then count as static pixels)')
@@ -231,14 +238,19 @@ def run(args: argparse.Namespace) -> int:
         baselines, config['baseline'] = baseline_predictors(args)
         predictors.extend(baselines)
     predictor = evaluation.combine_predictors(*predictors)
+    filtered = None
     if args.temporal_filter != 'off':
-        predictor = evaluation.FilteredPredictor(predictor, args.temporal_filter)
+        predictor = filtered = evaluation.FilteredPredictor(
+            predictor, args.temporal_filter, motion_hint=args.motion_hint == 'auto',
+            still_camera=args.static_camera)
 
     result = evaluation.evaluate(
         frames, predictor, min_depth_m=args.min_depth, cap_m=args.cap, examples=args.examples,
         total=total, temporal=args.bag is not None, static_camera=args.static_camera)
     if use_model and args.auto_anchor is not None and args.bag is not None:
         result.extra['anchor_switches'] = engine_predictor.switches.summary()
+    if filtered is not None:  # frames whose camera motion the filter was told
+        config['motion_hint_frames'] = filtered.hinted_frames
     paths = eval_report.write_outputs(result, args.out, config)
     print(f'{result.frames} frames, cap {args.cap:g} m (mean over frames):')
     for name, aggregator in result.results.items():

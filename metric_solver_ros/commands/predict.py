@@ -22,7 +22,9 @@ Outputs in ``--out``, per image ``<stem>``:
 A folder stands for its image files in name order (a recorded sequence). With
 ``--temporal-filter scale|full`` the images are one stream, filtered in the order given as the
 node filters its topic (``metric_solver_ros.temporal_filter``); every output then holds the
-filtered depth (the PLY points are moved along their rays to it).
+filtered depth (the PLY points are moved along their rays to it). Image files carry no camera
+poses: ``--motion-hint still`` tells the filter the camera did not move (a tripod), so it holds
+the scale, as the node does when its odometry says so; ``off`` (default): the filter is blind.
 
 Intrinsics come from ``--fx --fy --cx --cy`` (at the image resolution) or from a ROS
 camera_calibration YAML (``--camera-info``); the YAML's intrinsics are rescaled to each image's
@@ -58,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--temporal-filter', choices=('off', 'scale', 'full'), default='off',
                         help='treat the images as one sequence and filter its depth over time: '
                              'scale smooths the global scale, full also static pixels '
+                             '(default: %(default)s)')
+    parser.add_argument('--motion-hint', choices=('off', 'still'), default='off',
+                        help='with --temporal-filter: still = the camera did not move between '
+                             'the images (the filter holds the scale); off = unknown '
                              '(default: %(default)s)')
     out = parser.add_argument_group('outputs')
     out.add_argument('--out', type=pathlib.Path, default=pathlib.Path('predict_out'),
@@ -143,6 +149,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError('give either --fx --fy --cx --cy or --camera-info, not both')
     if given and not (args.fx > 0 and args.fy > 0):
         raise ValueError(f'focal lengths must be > 0 px, got fx={args.fx}, fy={args.fy}')
+    if args.motion_hint != 'off' and args.temporal_filter == 'off':
+        raise ValueError('--motion-hint still is a hint for the temporal filter: give '
+                         '--temporal-filter scale or full too')
     if args.points_stride < 1:
         raise ValueError(f'--points-stride must be >= 1, got {args.points_stride}')
     if not args.max_range >= 0:
@@ -296,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
 
     from metric_solver_ros.conversions import scale_intrinsics
     from metric_solver_ros.engine import PointsRequest
-    from metric_solver_ros.temporal_filter import TemporalFilter, move_points
+    from metric_solver_ros.temporal_filter import CameraMotion, TemporalFilter, move_points
     from metric_solver_ros.visualize import (
         depth_figure,
         write_depth_png_mm,
@@ -316,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
     max_range_m = args.max_range if args.max_range > 0 else math.inf
     args.out.mkdir(parents=True, exist_ok=True)
     stream = TemporalFilter(args.temporal_filter)
+    motion = CameraMotion() if args.motion_hint == 'still' else None
 
     scaled_notes: set[tuple[int, int]] = set()
     progress = tqdm(args.images, unit='image', disable=len(args.images) < 2)
@@ -353,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
         depth = result.depth_m.astype(np.float32, copy=False)
         cloud = result.points_m
         if filtering:
-            filtered = stream.apply(depth, anchors)
+            filtered = stream.apply(depth, anchors, motion)
             if cloud is not None:
                 cloud = move_points(cloud, depth, filtered, args.points_stride, max_range_m)
             depth = filtered
@@ -368,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
         progress.write(_summary_line(path, depth, result, points))
     print(f'wrote {len(args.images)} image(s) to {args.out}/ (anchors '
           f'{", ".join(f"{a:g}" for a in anchors)} m, device {engine.device}, temporal filter '
-          f'{args.temporal_filter})')
+          f'{args.temporal_filter}{", camera still" if motion is not None else ""})')
     return 0
 
 

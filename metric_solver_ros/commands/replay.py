@@ -26,6 +26,13 @@ published it; only for stamps less than about 17 minutes old then, as the float3
 resolve 0.1 ms beyond that, so null for old bags). ``DepthInfo.latency_ms`` itself (image stamp
 -> publish) is kept as ``depth_info_raw``.
 
+Stillness hint (``--motion-hint auto``, the default): when the bag's /tf gives the camera's
+pose (the image's ``frame_id``) and the running node has an ``odometry_topic``, each image is
+preceded by a ``nav_msgs/Odometry`` on that topic, stamped with the image: the camera's pose and
+the twist that moves it from the previous image's pose, so that the node's temporal filter knows
+when the camera is still, as eval's ``--motion-hint auto`` tells its filter from the same /tf.
+The summary's ``motion_hint`` says whether and why not.
+
 The node keeps only the newest pending image, so a replay faster than the node answers drops
 frames (reported, stamp by stamp). ``--lockstep`` publishes each image only once the previous one
 is answered (or ``--wait-s`` passed), for a complete recording to evaluate.
@@ -110,6 +117,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--temporal-filter', choices=TEMPORAL_FILTER_MODES, default=None,
                         help='set the running node\'s temporal_filter parameter before playing '
                              '(off, scale, full); default: leave the node as it is')
+    parser.add_argument('--motion-hint', choices=('auto', 'off'), default='auto',
+                        help='auto: publish the camera motion from the bag\'s /tf as odometry on '
+                             'the node\'s odometry_topic (when both exist), the temporal '
+                             'filter\'s stillness hint; off: never (default: %(default)s)')
     parser.add_argument('--summary', type=pathlib.Path, default=None,
                         help='where to write the JSON summary (default: replay.json next to '
                              'the recorded bag; none without --record)')
@@ -232,8 +243,8 @@ class _Replay:
     """The replay loop: pacing, publishing, draining outputs into the session and the bag."""
 
     def __init__(self, args: argparse.Namespace, link: ReplayLink,
-                 writer: RawBagWriter | None) -> None:
-        self.args, self.link, self.writer = args, link, writer
+                 writer: RawBagWriter | None, odometry: _OdometryFeed | None = None) -> None:
+        self.args, self.link, self.writer, self.odometry = args, link, writer, odometry
         self.session = _Session()
         self.start_mono_ns = 0
         self.bag_start_ns = 0
@@ -303,6 +314,8 @@ class _Replay:
                         group, key=lambda m: m[0].topic == args.image_topic):
                     if connection.topic == args.image_topic:
                         previous_stamp = cdr_header_stamp_ns(data)
+                        if self.odometry is not None:
+                            self.odometry.publish(previous_stamp)
                         self._publish_image(data, previous_stamp)
                         images += 1
                     elif connection.topic in publish:
@@ -330,6 +343,100 @@ class _Replay:
         self.session.frames.setdefault(
             stamp_ns, _Frame(stamp_ns, time.monotonic_ns(), time.time_ns()))
         self.link.pub_image.publish(data)
+
+
+class _OdometryFeed:
+    """The camera's motion from the bag's /tf, published as odometry (``--motion-hint``).
+
+    Args:
+        publisher: A ``nav_msgs/Odometry`` publisher on the node's ``odometry_topic``.
+        poses: The bag's transforms.
+        frame_id: The images' frame (the camera whose motion counts).
+    """
+
+    def __init__(self, publisher: Any, poses: Any, frame_id: str) -> None:
+        self.publisher, self.poses, self.frame_id = publisher, poses, frame_id
+        self.published = 0
+        self._previous: tuple[int, Any] | None = None  # the last image's (stamp [ns], pose)
+
+    def publish(self, stamp_ns: int) -> None:
+        """Publish the camera's pose and its twist since the previous image, at ``stamp_ns``.
+
+        Nothing when the pose is unknown then, or for the first image (no twist yet): the node
+        then counts the motion as unknown.
+        """
+        from nav_msgs.msg import Odometry
+        from transforms3d.quaternions import mat2quat
+
+        from metric_solver_ros.temporal_filter import CameraMotion
+
+        found = self.poses.lookup(self.frame_id, stamp_ns)
+        previous, self._previous = self._previous, None if found is None else (stamp_ns,
+                                                                               found[1])
+        if found is None or previous is None or stamp_ns <= previous[0]:
+            return
+        interval_s = (stamp_ns - previous[0]) / 1e9
+        motion = CameraMotion.between(previous[1], found[1])
+        msg = Odometry(child_frame_id=self.frame_id)
+        msg.header.frame_id = found[0]
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        position, orientation = msg.pose.pose.position, msg.pose.pose.orientation
+        position.x, position.y, position.z = (float(v) for v in found[1][:3, 3])
+        orientation.w, orientation.x, orientation.y, orientation.z = (
+            float(v) for v in mat2quat(found[1][:3, :3]))
+        twist = msg.twist.twist
+        twist.linear.x, twist.linear.y, twist.linear.z = (
+            v / interval_s for v in motion.translation_m)
+        twist.angular.x, twist.angular.y, twist.angular.z = (
+            v / interval_s for v in motion.rotation_rad)
+        self.publisher.publish(msg)
+        self.published += 1
+
+
+def _node_parameter(link: ReplayLink, name: str, timeout_s: float) -> Any:
+    """A parameter's value on the running node (None when it does not answer)."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    client = link.node.create_client(GetParameters, f'{link.ns}/metric_solver/get_parameters')
+    try:
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            return None
+        future = client.call_async(GetParameters.Request(names=[name]))
+        if not wait_for(future.done, timeout_s) or future.result() is None:
+            return None
+        values = future.result().values
+        return parameter_value_to_python(values[0]) if values else None
+    finally:
+        link.node.destroy_client(client)
+
+
+def _odometry_feed(args: argparse.Namespace, link: ReplayLink) -> tuple[Any, str]:
+    """The odometry feed of ``--motion-hint auto`` (or None) and what was done, in words."""
+    from metric_solver_ros.bagio import first_message, header_stamp_ns
+    from metric_solver_ros.bagtf import PoseLookup
+
+    if args.motion_hint == 'off':
+        return None, 'off (--motion-hint off)'
+    poses = PoseLookup.from_bag(args.bag)
+    image = first_message(args.bag, args.image_topic)
+    frame_id = '' if image is None else image.header.frame_id
+    if poses is None or poses.lookup(frame_id, header_stamp_ns(image)) is None:
+        return None, f'none: the bag\'s /tf has no pose of the camera frame {frame_id!r}'
+    topic = _node_parameter(link, 'odometry_topic', args.wait_s)
+    if not topic:
+        return None, ('none: the node has no odometry_topic (start it with '
+                      '-p odometry_topic:=odom to hand it the bag\'s camera motion)')
+    if not topic.startswith('/'):  # the node's relative and private names
+        topic = (f'{link.ns}/metric_solver/{topic[2:]}' if topic.startswith('~/')
+                 else f'{link.ns}/{topic}')
+    try:
+        from nav_msgs.msg import Odometry
+    except ImportError as exc:
+        return None, f'none: nav_msgs is missing ({exc})'
+    feed = _OdometryFeed(link.node.create_publisher(Odometry, topic, 10), poses, frame_id)
+    wait_for(lambda: feed.publisher.get_subscription_count() > 0, args.wait_s)
+    return feed, f'the bag\'s /tf as odometry on {topic}'
 
 
 # ------------------------------------------------------------------------------- the command
@@ -383,11 +490,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f'metric-solver replay: could not set temporal_filter '
                       f'{args.temporal_filter} on the node: {refused}', file=sys.stderr)
                 return 1
+        odometry, hint = _odometry_feed(args, link)
         if args.record is not None:
             if args.force and args.record.exists():
                 shutil.rmtree(args.record)  # _check: a bag folder, not the bag being played
             writer = RawBagWriter(args.record, args.storage, typestore)
-        replay = _Replay(args, link, writer)
+        replay = _Replay(args, link, writer, odometry)
         started = time.monotonic()
         completed = replay.play(copied if writer is not None else sorted(publish), publish)
         duration_s = time.monotonic() - started
@@ -404,6 +512,9 @@ def run(args: argparse.Namespace) -> int:
            if writer is not None and bag_topics.get(args.depth_topic) == IMAGE else None)
     summary = _summary(args, replay.session, image_type, duration_s, completed, writer, has_gt,
                        cap)
+    summary['motion_hint'] = {'mode': args.motion_hint, 'source': hint,
+                              'odometry_published': 0 if odometry is None else odometry.published}
+    summary['notes'].append(f'motion hint: {hint}')
     _print_report(summary)
     if args.summary is not None:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
