@@ -192,6 +192,10 @@ class DepthEngine:
         self._graphs = CudaGraphs() if cuda_graphs else None
         self._frame_graphs = CudaGraphs() if cuda_graphs else None  # decoder + finish
         self._host_copy = HostCopy()
+        # The heads' linear stages once per image for all anchors (exact): on CUDA, where they
+        # are large; on the CPU the bundled model's decoder measured 1.4x slower with them
+        # (benchmarks/multi_anchor.py, RESULTS.md "Extra anchors").
+        self._shared_stages = self.device.type == 'cuda'
         self._cache: _FrameCache | None = None
         self._onnx_cache_dir = onnx_cache_dir
         try:  # a GraphBackend (ONNX runtime) in place of the torch modules, or None
@@ -341,6 +345,7 @@ class DepthEngine:
         if self.device.type != 'cpu':
             old_device = self.device
             self.device, self.dtype = torch.device('cpu'), torch.float32
+            self._shared_stages = False
             self._net_dtype = torch.float32
             self.model.to(device=self.device, dtype=self.dtype)
             self._mean, self._std = self._mean.cpu(), self._std.cpu()
@@ -638,14 +643,14 @@ class DepthEngine:
             def decode(*flat: torch.Tensor) -> dict[str, torch.Tensor]:
                 pairs = tuple(zip(flat[0:-1:2], flat[1:-1:2], strict=True))
                 return self._decode(pairs, flat[-1], patch_hw, check_anchors=False,
-                                    reduced_tail=reduced)
+                                    reduced_tail=reduced, shared_stages=self._shared_stages)
 
             flat = tuple(t for pair in features for t in pair) + (anchors_net,)
             # Static outputs, valid until this graph's next replay: every use in
             # _finish copies (float, interpolate) before returning.
             return self._graphs.run(('decode', patch_hw, reduced), decode, flat)
         return self._decode(features, anchors_net, cache.patch_hw, check_anchors=False,
-                            reduced_tail=reduced)
+                            reduced_tail=reduced, shared_stages=self._shared_stages)
 
 
 @dataclass(frozen=True)

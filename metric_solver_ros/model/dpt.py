@@ -198,7 +198,13 @@ class DPTHead(nn.Module):
             x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], ph, pw)
             level = rn(resize(x))
             if share:
-                level = level + constant_response(i, resize, rn, bias, patch_hw)
+                # Channels-last, as the per-anchor path's maps come out of the token grid's
+                # transpose: the convolutions after ran 1.4x slower on NCHW maps (the bundled
+                # model on a CPU, benchmarks/multi_anchor.py).
+                channels_last = torch.channels_last
+                level = (level.contiguous(memory_format=channels_last)
+                         + constant_response(i, resize, rn, bias, patch_hw).contiguous(
+                             memory_format=channels_last))
             levels.append(level)
         return levels
 
@@ -245,7 +251,7 @@ def constant_response(level: int, resize: nn.Module, rn: nn.Module, bias: Tensor
     period = (4, 2, 1, 1)[level]
     rows = _spread_index(_level_size(level, patch_hw[0]), y.shape[2], period, y.device)
     cols = _spread_index(_level_size(level, patch_hw[1]), y.shape[3], period, y.device)
-    return y[:, :, rows][:, :, :, cols]
+    return y.index_select(2, rows).index_select(3, cols)
 
 
 def _level_size(level: int, cells: int) -> int:
