@@ -275,10 +275,16 @@ def pack_cloud(xyz_m: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
         return xyz.view(cloud_dtype(False))[..., 0]
     import cv2
 
-    # OpenCV's channel shuffles are vectorised; numpy's strided field writes are ~6x slower.
+    # OpenCV's channel shuffles are vectorised; numpy's strided field writes are ~2x slower.
     # PCL's packed colour: the little-endian uint32 0x00RRGGBB, i.e. the bytes B, G, R, 0.
-    colour = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1, 1, 3),
-                          cv2.COLOR_RGB2BGRA).view(np.int32)
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    if rgb.ndim == 3 and not rgb.flags.c_contiguous:
+        # e.g. the engine's colours, a view of planar (CHW) memory: its planes are contiguous
+        planes = [np.ascontiguousarray(rgb[..., c]) for c in (2, 1, 0)]
+        colour = cv2.merge([*planes, np.zeros_like(planes[0])]).reshape(-1, 1, 4).view(np.int32)
+    else:
+        colour = cv2.cvtColor(np.ascontiguousarray(rgb).reshape(-1, 1, 3),
+                              cv2.COLOR_RGB2BGRA).view(np.int32)
     np.bitwise_and(colour, 0x00FFFFFF, out=colour)
     packed = cv2.merge([xyz.reshape(-1, 1, 3), colour.view(np.float32)])
     return packed.reshape(*lead, 4).view(cloud_dtype(True))[..., 0]
