@@ -90,9 +90,13 @@ class DepthStream:
             depth = self.filter.apply(depth, tuple(anchors_m), camera_motion)
         if depth is result.depth_m:
             return result
-        points = result.points_m
+        points, cloud = result.points_m, result.cloud
         if points is not None:
             points = move_points(points, result.depth_m, depth, stride, max_range_m)
-        # The engine's packed cloud and statistics are of the raw depth: computed anew.
-        return dataclasses.replace(result, depth_m=depth, points_m=points, cloud=None,
+            if cloud is not None:  # the packed cloud too (its colours stay as they are)
+                cloud = cloud.copy()
+                cloud[..., :3] = points
+                points = cloud[..., :3]
+        # the engine's statistics are of the raw depth: the message computes them anew
+        return dataclasses.replace(result, depth_m=depth, points_m=points, cloud=cloud,
                                    statistics=None)

@@ -59,7 +59,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 MODES = ('off', 'scale', 'full')
@@ -433,6 +432,8 @@ class TemporalFilter:
                 carried forward by it first, so a steady approach is not lagged behind).
             out: Where the result goes, shaped like ``depth``.
         """
+        import cv2  # here: the node runs without OpenCV unless `full` (or an encoding) needs it
+
         keep = float(self.settings.pixel_keep)
         limit = np.float32(keep * self.settings.pixel_static_tol)
         rows = self._scratch[0].shape[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,20 @@ def test_the_camera_motion_reaches_the_filter():
             stream.correct(_result(base * np.float32(s), points=False), 'cam', i, (10.0,),
                            lambda a: None, camera_motion=motion)
         assert stream.filter.held is held
+
+
+def test_a_corrected_result_moves_the_packed_cloud_and_keeps_its_colours():
+    from metric_solver_ros.conversions import pack_cloud
+
+    stream = DepthStream('off')
+    stream.anchor_switched(10.0)
+    new = _result(np.full((3, 4), 4.0))
+    rgb = np.arange(3 * 4 * 3, dtype=np.uint8).reshape(3, 4, 3)
+    packed = pack_cloud(new.points_m, rgb).view(np.float32).reshape(3, 4, 4)
+    new = dataclasses.replace(new, cloud=packed, points_m=packed[..., :3], points_rgb=rgb,
+                              statistics=(1.0, 0.0, 4.0, 4.0, 4.0))
+    out = stream.correct(new, 'cam', 1, (20.0,), lambda a: np.full((3, 4), 5.0, np.float32))
+    assert out.statistics is None  # of the raw depth: the message computes them anew
+    assert np.shares_memory(out.points_m, out.cloud) and np.allclose(out.cloud[..., 2], 5.0)
+    assert out.cloud.tobytes() == pack_cloud(out.points_m, rgb).tobytes()
+    assert np.allclose(new.cloud[..., 2], 4.0)  # the engine's result is left as it was
