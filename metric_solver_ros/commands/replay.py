@@ -514,7 +514,9 @@ def run(args: argparse.Namespace) -> int:
                        cap)
     summary['motion_hint'] = {'mode': args.motion_hint, 'source': hint,
                               'odometry_published': 0 if odometry is None else odometry.published}
-    summary['notes'].append(f'motion hint: {hint}')
+    if odometry is None and not hint.startswith(('off', 'none: the bag')):
+        # the bag has the camera's motion and it did not reach the node: worth a note
+        summary['notes'].append(f'motion hint: {hint}')
     _print_report(summary)
     if args.summary is not None:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
