@@ -7,19 +7,25 @@ import pathlib
 import numpy as np
 
 
+def small_config():
+    """A small Metric-Solver architecture (fast on a CPU): 4 blocks of 48 channels."""
+    from metric_solver_ros.model import MetricSolverConfig
+
+    return MetricSolverConfig(preset='custom', embed_dim=48, depth=4, num_heads=2,
+                              taps=(0, 1, 2, 3), head_features=16,
+                              head_out_channels=(16, 16, 32, 32), anchor_dim=8,
+                              input_size=(56, 70))
+
+
 def small_checkpoint(path: pathlib.Path, seed: int = 0) -> pathlib.Path:
-    """Write a small random-weight Metric-Solver checkpoint (fast on a CPU) and return its path."""
+    """Write a small random-weight checkpoint of :func:`small_config` and return its path."""
     import torch
 
     from metric_solver_ros.checkpoint import save_checkpoint
-    from metric_solver_ros.model import MetricSolverConfig, create_model
+    from metric_solver_ros.model import create_model
 
     torch.manual_seed(seed)
-    config = MetricSolverConfig(preset='custom', embed_dim=48, depth=4, num_heads=2,
-                                taps=(0, 1, 2, 3), head_features=16,
-                                head_out_channels=(16, 16, 32, 32), anchor_dim=8,
-                                input_size=(56, 70))
-    save_checkpoint(path, create_model(config))
+    save_checkpoint(path, create_model(small_config()))
     return path
 
 

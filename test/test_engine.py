@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from node_harness import camera_image
+from node_harness import camera_image, small_config
 
 from metric_solver_ros.engine import (
     DepthEngine,
@@ -17,13 +17,11 @@ from metric_solver_ros.engine import (
     resolve_device,
     resolve_precision,
 )
-from metric_solver_ros.model import MetricSolverConfig, create_model
+from metric_solver_ros.model import create_model
 from metric_solver_ros.model.fusion import DEFAULT_FUSION, FUSION_RULES, fuse_decoded
 from metric_solver_ros.model.representation import decode, far_limit_m, fuse_anchors
 
-CONFIG = MetricSolverConfig(preset='custom', embed_dim=48, depth=4, num_heads=2, taps=(0, 1, 2, 3),
-                            head_features=16, head_out_channels=(16, 16, 32, 32), anchor_dim=8,
-                            input_size=(56, 70))
+CONFIG = small_config()
 
 
 @pytest.fixture(scope='module')

@@ -7,17 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from node_harness import camera_image
+from node_harness import camera_image, small_config
 
 from metric_solver_ros.conversions import pack_cloud
 from metric_solver_ros.data.synthetic import render_scene
 from metric_solver_ros.engine import DepthEngine, EngineError, PointsRequest
 from metric_solver_ros.frame_outputs import HostCopy, back_project, depth_statistics, pack_points
-from metric_solver_ros.model import MetricSolverConfig, create_model
+from metric_solver_ros.model import create_model
 
-CONFIG = MetricSolverConfig(preset='custom', embed_dim=48, depth=4, num_heads=2, taps=(0, 1, 2, 3),
-                            head_features=16, head_out_channels=(16, 16, 32, 32), anchor_dim=8,
-                            input_size=(56, 70))
+CONFIG = small_config()
 
 
 @pytest.fixture(scope='module')
