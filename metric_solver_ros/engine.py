@@ -533,6 +533,7 @@ class DepthEngine:
             outputs = self._frame_graphs.run(
                 ('frame', cache.patch_hw, cache.image_hw, cache.flipped, step),
                 frame, flat + (anchors_t, params, cache.image))
+            self._sync()  # timings: the replay runs asynchronously
             decoded_at = fused_at = time.perf_counter()
         else:
             outputs, decoded_at = self._finish(step, cache, cache.features, anchors_t, params,
