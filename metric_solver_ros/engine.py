@@ -86,7 +86,8 @@ class DepthResult:
             of ``depth_m`` (``messages.depth_statistics``), computed on CUDA devices with the
             frame (a sort there is cheap); None on the CPU (the node computes them there).
         timings_ms: Stage durations [ms] (``preprocess``, ``encoder``, ``decoder``, ``fusion``,
-            ``total``; ``encoder`` is 0 for a re-decode).
+            ``copy``, ``total``; ``encoder`` is 0 for a re-decode; with CUDA graphs ``encoder``
+            includes the resize and ``decoder`` the fusion and the cloud, ``fusion`` is 0).
     """
 
     depth_m: np.ndarray
