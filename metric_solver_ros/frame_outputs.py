@@ -122,8 +122,10 @@ def depth_statistics(depth_m: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
     median = torch.where(count % 2 == 1, low, 0.5 * (low + high))[:, 0]
     lowest, highest = ordered[:, 0], torch.gather(ordered, 1, last)[:, 0]
     stats = torch.stack([near_fraction, far_fraction, lowest, median, highest], dim=1)
-    none = (count[:, 0] == 0).unsqueeze(1) & torch.tensor([False, False, True, True, True],
-                                                           device=flat.device)
+    # min, median and max are NaN without a finite depth (a mask made on the device: no
+    # host-to-device copy, which a CUDA graph could not hold)
+    depth_columns = torch.arange(5, device=flat.device) >= 2
+    none = (count[:, 0] == 0).unsqueeze(1) & depth_columns
     return stats.masked_fill(none, torch.nan)
 
 

@@ -87,6 +87,6 @@ def fuse_decoded(decoded: dict[str, Tensor], anchors_m: Tensor, config: MetricSo
     far_log = torch.where(finite, far_m, torch.ones_like(far_m)).log()
     fused = _weighted_log(torch.cat([near_log, far_log]),
                           torch.cat([p, (1.0 - p) * finite]), finest.log()).exp()
-    largest = int(torch.argmax(anchors))
-    sky = ~decoded['near'][largest] & ~finite[largest]
+    largest = torch.argmax(anchors).view(1)  # on the device: no host sync (CUDA graphs)
+    sky = ~decoded['near'].index_select(0, largest)[0] & ~finite.index_select(0, largest)[0]
     return torch.where(sky.unsqueeze(0), torch.full_like(fused, torch.inf), fused)

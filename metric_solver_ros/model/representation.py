@@ -285,11 +285,14 @@ def decode_fused(outputs: dict[str, Tensor], anchors_m: Tensor,
     near, _ = _near_decision(outputs, d_sn_logit, config)
     anchor_index, near_any, largest = _select_anchor(near, anchors)
     depth_near = torch.sigmoid(torch.gather(d_sn_logit, 0, anchor_index)) * anchors[anchor_index]
-    far_outputs = {'d_sn_logit': d_sn_logit[largest].unsqueeze(0)}
+    # index_select with the device tensor: no host sync (the engine's CUDA graph holds this)
+    pick = largest.view(1)
+    far_outputs = {'d_sn_logit': d_sn_logit.index_select(0, pick)}
     if config.far_head:
         d_tf_logit = outputs['d_tf_logit']
-        far_outputs['d_tf_logit'] = d_tf_logit[largest if d_tf_logit.shape[0] > 1 else 0][None]
+        far_outputs['d_tf_logit'] = (d_tf_logit.index_select(0, pick) if d_tf_logit.shape[0] > 1
+                                     else d_tf_logit[:1])
     if config.mask_head:
-        far_outputs['mask_logit'] = outputs['mask_logit'][largest].unsqueeze(0)
-    depth_far = decode(far_outputs, anchors[largest].reshape(1), config)['depth_far_m']
+        far_outputs['mask_logit'] = outputs['mask_logit'].index_select(0, pick)
+    depth_far = decode(far_outputs, anchors.index_select(0, pick), config)['depth_far_m']
     return torch.where(near_any, depth_near, depth_far), near_any, anchor_index
