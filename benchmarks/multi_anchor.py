@@ -5,7 +5,7 @@ Two changes to the decoding of one image at several anchors (``model/dpt.py``):
 - **shared stages** (always on, exact): ``projects``, ``resize_layers`` and ``layerX_rn`` are
   linear, so the image's part runs once and each anchor adds the response of those stages to its
   constant projection bias (``dpt.constant_response``); "before" is the per-anchor computation
-  (``shared_stages=False``: what the heads computed until now);
+  (``shared_stages=False``, the model's default: what the heads computed until now);
 - **half tail** (engine ``multi_anchor_resolution='half'``): the finest stages at half
   resolution when several anchors are decoded; the fused depth is upsampled as always.
 
@@ -53,13 +53,13 @@ def decoder_times(model, size: tuple[int, int], device: torch.device, dtype: tor
     four = torch.tensor([1.0, 3.0, 10.0, 40.0], device=device)
     variants = {
         'before_1': lambda: model.decode(features, one, patch_hw, check_anchors=False),
-        'before_4': lambda: model.decode(features, four, patch_hw, check_anchors=False,
-                                         shared_stages=False),
-        'shared_4': lambda: model.decode(features, four, patch_hw, check_anchors=False),
+        'before_4': lambda: model.decode(features, four, patch_hw, check_anchors=False),
+        'shared_4': lambda: model.decode(features, four, patch_hw, check_anchors=False,
+                                         shared_stages=True),
         'half_4': lambda: model.decode(features, four, patch_hw, check_anchors=False,
-                                       reduced_tail=True, shared_stages=False),
+                                       reduced_tail=True),
         'shared_half_4': lambda: model.decode(features, four, patch_hw, check_anchors=False,
-                                              reduced_tail=True),
+                                              reduced_tail=True, shared_stages=True),
     }
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(3):  # warm-up

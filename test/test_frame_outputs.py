@@ -38,7 +38,7 @@ def test_one_image_at_many_anchors_equals_the_image_repeated_per_anchor(model, p
     anchors = torch.tensor([1.0, 3.0, 10.0, 40.0])
     with torch.no_grad():
         features = model.encode(images)
-        shared = model.decode(features, anchors, patch_hw)
+        shared = model.decode(features, anchors, patch_hw, shared_stages=True)
         repeated = tuple((t.repeat(4, 1, 1), c.repeat(4, 1)) for t, c in features)
         per_anchor = model.decode(repeated, anchors, patch_hw)
     for key, value in per_anchor.items():

@@ -93,10 +93,9 @@ class _DecoderGraph(nn.Module):
                 anchors_m: Tensor) -> tuple[Tensor, ...]:
         # The heads read only the patch tokens (DA-V2 use_clstoken=False): no class inputs.
         features = tuple((t, t[:, 0]) for t in (tokens_0, tokens_1, tokens_2, tokens_3))
-        # Per-anchor stages: the shared-stage path's broadcast over a dynamic anchor batch does
-        # not survive export (OpenVINO returned an empty batch for 3 anchors).
-        outputs = self.model.decode(features, anchors_m, self.patch_hw, check_anchors=False,
-                                    shared_stages=False)
+        # Per-anchor stages (not shared_stages): the shared path's broadcast over a dynamic
+        # anchor batch does not survive export (OpenVINO returned an empty batch for 3 anchors).
+        outputs = self.model.decode(features, anchors_m, self.patch_hw, check_anchors=False)
         return tuple(outputs[name] for name in self.names)
 
 

@@ -118,7 +118,7 @@ class DPTHead(nn.Module):
 
     def forward(self, features: Sequence[tuple[Tensor, Tensor]], anchor_embedding: Tensor | None,
                 patch_hw: tuple[int, int], out_hw: tuple[int, int], *,
-                reduced_tail: bool = False, shared_stages: bool = True
+                reduced_tail: bool = False, shared_stages: bool = False
                 ) -> tuple[Tensor, Tensor | None]:
         """Decode tapped encoder features for a batch of anchors.
 
@@ -136,7 +136,7 @@ class DPTHead(nn.Module):
                 upsamples the logits). About a quarter of those stages' cost; see
                 ``benchmarks/multi_anchor.py`` for what it does to the depth.
             shared_stages: With one image (``Bf == 1``) compute the linear stages once for all
-                anchors (``_levels``); False: per anchor, as training and ONNX export do.
+                anchors (``_levels``); False (the default): per anchor.
 
         Returns:
             ``(depth_logit [B, 1, h, w], mask_logit [B, 1, h, w] or None)``; ``(h, w)`` is
@@ -170,7 +170,7 @@ class DPTHead(nn.Module):
         return logits[:, :1], logits[:, 1:]
 
     def _levels(self, features: Sequence[tuple[Tensor, Tensor]], anchor_embedding: Tensor | None,
-                patch_hw: tuple[int, int], shared_stages: bool = True) -> list[Tensor]:
+                patch_hw: tuple[int, int], shared_stages: bool = False) -> list[Tensor]:
         """The four ``layerX_rn`` maps: projected, resized and mapped to ``head_features``.
 
         One image decoded at several anchors computes the image's part once: ``projects``,

@@ -53,7 +53,7 @@ class MetricSolver(nn.Module):
 
     def decode(self, features: Features, anchors_m: Tensor, patch_hw: tuple[int, int], *,
                check_anchors: bool = True, reduced_tail: bool = False,
-               shared_stages: bool = True) -> dict[str, Tensor]:
+               shared_stages: bool = False) -> dict[str, Tensor]:
         """Run the heads for a batch of anchors.
 
         Args:
@@ -69,7 +69,8 @@ class MetricSolver(nn.Module):
             reduced_tail: The heads' finest stages at half resolution (``DPTHead.forward``):
                 the logits come at half of ``config.output_size``.
             shared_stages: With one image, compute the heads' linear stages once for all
-                anchors (exact; ``DPTHead._levels``); False computes them per anchor.
+                anchors (exact; ``DPTHead._levels``; the engine's choice on CUDA); False: per
+                anchor (faster for the bundled model on a CPU).
 
         Returns:
             ``'d_sn_logit'``, ``'mask_logit'`` (if ``config.mask_head``) and ``'d_tf_logit'``
