@@ -36,7 +36,7 @@ baseline=${BASELINE:-build/baseline}
 device=${DEVICE:-cuda}
 precision=${PRECISION:-bf16}
 iters=${ITERS:-20}
-presets=${PRESETS:-vitl vits}
+presets=${PRESETS-vitl vits}  # PRESETS="" skips the engine steps
 size=${SIZE:-518}
 mkdir -p "$out"
 started=$SECONDS
