@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from metric_solver_ros.conversions import (
     depth_image_to_m,
     image_to_rgb,
 )
+from metric_solver_ros.data.sample import Sample
 
 IMAGE, DEPTH = '/camera/color/image_raw', '/camera/depth/image_raw'
 INFO = '/camera/color/camera_info'
@@ -22,11 +22,7 @@ T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 
 
-@dataclass
-class Frame:
-    image: np.ndarray
-    depth_m: np.ndarray
-    intrinsics: tuple[float, float, float, float] | None = (6.0, 7.0, 3.5, 2.5)
+INTRINSICS = (6.0, 7.0, 3.5, 2.5)  # (fx, fy, cx, cy) [px] of every test frame
 
 
 def _frames(n=3, shape=(5, 8), seed=0):
@@ -35,7 +31,8 @@ def _frames(n=3, shape=(5, 8), seed=0):
     for _ in range(n):
         depth = rng.uniform(0.3, 9.0, shape).astype(np.float32)
         depth[0, 0], depth[0, 1], depth[0, 2] = np.nan, np.inf, 0.0
-        out.append(Frame(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), depth))
+        out.append(Sample(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), depth,
+                          INTRINSICS))
     return out
 
 
@@ -61,7 +58,7 @@ def test_rgbd_bag_round_trip(tmp_path, storage):
     assert [bagio.header_stamp_ns(m) for m in by_topic[IMAGE]] == [T0, T0 + 50 * MS,
                                                                    T0 + 100 * MS]
     assert len(by_topic[INFO]) == 2
-    assert camera_info_to_intrinsics(by_topic[INFO][0]) == (6.0, 7.0, 3.5, 2.5)
+    assert camera_info_to_intrinsics(by_topic[INFO][0]) == INTRINSICS
     assert by_topic[INFO][0].width == 8 and by_topic[INFO][0].height == 5
     for frame, image_msg, depth_msg in zip(frames, by_topic[IMAGE], by_topic[DEPTH], strict=True):
         assert image_msg.encoding == 'rgb8'
@@ -77,7 +74,7 @@ def test_rgbd_bag_round_trip(tmp_path, storage):
 def test_16uc1_depth_is_millimetres_with_zero_for_unrepresentable(tmp_path, storage):
     depth = np.array([[1.2344, 1.2346, np.nan, np.inf],
                       [0.0, 65.535, 70.0, 0.0004]], dtype=np.float32)
-    frame = Frame(np.zeros((2, 4, 3), np.uint8), depth)
+    frame = Sample(np.zeros((2, 4, 3), np.uint8), depth, INTRINSICS)
     bagio.write_rgbd_bag(tmp_path / 'bag', [frame], storage=storage, depth_encoding='16UC1')
     (_, _, msg), = bagio.read_topics(tmp_path / 'bag', [DEPTH])
     assert msg.encoding == '16UC1' and msg.step == 8
@@ -91,8 +88,8 @@ def test_16uc1_depth_is_millimetres_with_zero_for_unrepresentable(tmp_path, stor
 def test_16uc1_warns_with_the_count_and_share_of_gt_beyond_65_m(tmp_path, capsys):
     # Finite GT: 1.0, 65.535, 70.0, 100.0 (+ NaN, +inf, 0 that are not GT): 2 of 4 lost.
     depth = np.array([[1.0, 65.535, 70.0, 100.0], [np.nan, np.inf, 0.0, 1.0]], np.float32)
-    far = Frame(np.zeros((2, 4, 3), np.uint8), depth)
-    near = Frame(np.zeros((2, 4, 3), np.uint8), np.full((2, 4), 3.0, np.float32))
+    far = Sample(np.zeros((2, 4, 3), np.uint8), depth, INTRINSICS)
+    near = Sample(np.zeros((2, 4, 3), np.uint8), np.full((2, 4), 3.0, np.float32), INTRINSICS)
     bagio.write_rgbd_bag(tmp_path / 'bag16', [near, far], depth_encoding='16UC1')
     err = capsys.readouterr().err
     assert '2 GT pixels (15.4% of the finite GT) in 1 of 2 frames beyond 65.535 m' in err

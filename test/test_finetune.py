@@ -7,13 +7,13 @@ fixes a scene family the bundled model gets wrong.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from metric_solver_ros import bagio
 from metric_solver_ros.cli import main
+from metric_solver_ros.data.sample import Sample
 
 IMAGE, INFO = '/camera/color/image_raw', '/camera/color/camera_info'
 DEPTH, LIDAR = '/camera/depth/image_raw', '/lidar/points'
@@ -22,17 +22,14 @@ T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 
 
-@dataclass
-class Frame:
-    image: np.ndarray
-    depth_m: np.ndarray
-    intrinsics: tuple[float, float, float, float] | None = (40.0, 40.0, 20.5, 13.5)
+INTRINSICS = (40.0, 40.0, 20.5, 13.5)  # (fx, fy, cx, cy) [px] of every test frame
 
 
-def _frames(n: int, scale: float = 1.0, shape: tuple[int, int] = (28, 42)) -> list[Frame]:
+def _frames(n: int, scale: float = 1.0, shape: tuple[int, int] = (28, 42)) -> list[Sample]:
     rng = np.random.default_rng(0)
-    return [Frame(rng.integers(0, 256, (*shape, 3), dtype=np.uint8),
-                  (rng.uniform(0.5, 6.0, shape) * scale).astype(np.float32)) for _ in range(n)]
+    return [Sample(rng.integers(0, 256, (*shape, 3), dtype=np.uint8),
+                   (rng.uniform(0.5, 6.0, shape) * scale).astype(np.float32), INTRINSICS)
+            for _ in range(n)]
 
 
 def _lidar_bag(path, frames: int = 3, tf_edges=None, **kwargs):
