@@ -85,8 +85,12 @@ class CameraMotion(NamedTuple):
     @classmethod
     def between(cls, pose_prev: np.ndarray, pose_cur: np.ndarray) -> CameraMotion:
         """The motion between two 4x4 camera-to-world poses (e.g. from a bag's /tf)."""
+        from transforms3d.axangles import mat2axangle
+
         relative = np.linalg.inv(np.asarray(pose_prev, float)) @ np.asarray(pose_cur, float)
-        return cls(tuple(float(v) for v in relative[:3, 3]), _rotation_vector(relative[:3, :3]))
+        axis, angle = mat2axangle(relative[:3, :3])
+        return cls(tuple(float(v) for v in relative[:3, 3]),
+                   tuple(float(v) for v in np.asarray(axis) * angle))
 
     @classmethod
     def from_twist(cls, linear_mps: Sequence[float], angular_radps: Sequence[float],
@@ -103,36 +107,14 @@ class CameraMotion(NamedTuple):
 
     def matrix(self) -> np.ndarray:
         """The 4x4 transform ``T_prev_cur``."""
+        from transforms3d.axangles import axangle2mat
+
         out = np.eye(4)
-        out[:3, :3] = _rotation_matrix(self.rotation_rad)
+        angle = float(np.linalg.norm(self.rotation_rad))
+        if angle > 0.0:  # (the axis of no rotation is undefined)
+            out[:3, :3] = axangle2mat(self.rotation_rad, angle)
         out[:3, 3] = self.translation_m
         return out
-
-
-def _rotation_matrix(rotation_rad: Sequence[float]) -> np.ndarray:
-    """Rodrigues: the 3x3 rotation of a rotation vector [rad]."""
-    vector = np.asarray(rotation_rad, dtype=np.float64)
-    angle = float(np.linalg.norm(vector))
-    if angle < 1e-12:
-        return np.eye(3)
-    x, y, z = vector / angle
-    cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    return np.eye(3) + math.sin(angle) * cross + (1.0 - math.cos(angle)) * cross @ cross
-
-
-def _rotation_vector(rotation: np.ndarray) -> tuple[float, float, float]:
-    """The rotation vector [rad] of a 3x3 rotation (inverse of :func:`_rotation_matrix`)."""
-    angle = math.acos(min(1.0, max(-1.0, (float(np.trace(rotation)) - 1.0) / 2.0)))
-    skew = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0],
-                     rotation[1, 0] - rotation[0, 1]])
-    if angle < 1e-6:
-        return tuple(float(v) for v in skew / 2.0)  # sin(angle) ~ angle
-    if math.pi - angle < 1e-4:  # the skew part vanishes: the axis from R + I = 2 a a^T
-        column = np.argmax(np.diag(rotation))
-        axis = (rotation[:, column] + np.eye(3)[column]) / math.sqrt(
-            2.0 * (1.0 + rotation[column, column]))
-        return tuple(float(v) for v in axis * angle)
-    return tuple(float(v) for v in skew * (angle / (2.0 * math.sin(angle))))
 
 
 class MotionFromOdometry:
