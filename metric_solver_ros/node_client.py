@@ -427,6 +427,23 @@ class ReplayLink:
         finally:
             self.node.destroy_client(client)
 
+    def get_node_parameter(self, name: str, timeout_s: float = 10.0) -> Any:
+        """A parameter's value on the running node (``<ns>/metric_solver``); None unanswered."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        client = self.node.create_client(GetParameters, f'{self.ns}/metric_solver/get_parameters')
+        try:
+            if not client.wait_for_service(timeout_sec=timeout_s):
+                return None
+            future = client.call_async(GetParameters.Request(names=[name]))
+            if not wait_for(future.done, timeout_s) or future.result() is None:
+                return None
+            values = future.result().values
+            return parameter_value_to_python(values[0]) if values else None
+        finally:
+            self.node.destroy_client(client)
+
     def missing_links(self, with_info: bool) -> list[str]:
         """Topics not matched yet: our publishers without the node, the node's outputs unseen."""
         missing = [] if self.pub_image.get_subscription_count() else [self.image_topic]

@@ -393,50 +393,36 @@ class _OdometryFeed:
         self.published += 1
 
 
-def _node_parameter(link: ReplayLink, name: str, timeout_s: float) -> Any:
-    """A parameter's value on the running node (None when it does not answer)."""
-    from rcl_interfaces.srv import GetParameters
-    from rclpy.parameter import parameter_value_to_python
+def _odometry_feed(args: argparse.Namespace, link: ReplayLink) -> tuple[Any, str, bool]:
+    """The odometry feed of ``--motion-hint auto`` (or None) and what was done, in words.
 
-    client = link.node.create_client(GetParameters, f'{link.ns}/metric_solver/get_parameters')
-    try:
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            return None
-        future = client.call_async(GetParameters.Request(names=[name]))
-        if not wait_for(future.done, timeout_s) or future.result() is None:
-            return None
-        values = future.result().values
-        return parameter_value_to_python(values[0]) if values else None
-    finally:
-        link.node.destroy_client(client)
-
-
-def _odometry_feed(args: argparse.Namespace, link: ReplayLink) -> tuple[Any, str]:
-    """The odometry feed of ``--motion-hint auto`` (or None) and what was done, in words."""
+    The third value says whether the bag had the camera's motion and it could not reach the
+    node: worth a note in the summary (a bag without poses is the common case, no news).
+    """
     from metric_solver_ros.bagio import first_message, header_stamp_ns
     from metric_solver_ros.bagtf import PoseLookup
 
     if args.motion_hint == 'off':
-        return None, 'off (--motion-hint off)'
+        return None, 'off (--motion-hint off)', False
     poses = PoseLookup.from_bag(args.bag)
     image = first_message(args.bag, args.image_topic)
     frame_id = '' if image is None else image.header.frame_id
     if poses is None or poses.lookup(frame_id, header_stamp_ns(image)) is None:
-        return None, f'none: the bag\'s /tf has no pose of the camera frame {frame_id!r}'
-    topic = _node_parameter(link, 'odometry_topic', args.wait_s)
+        return None, f'none: the bag\'s /tf has no pose of the camera frame {frame_id!r}', False
+    topic = link.get_node_parameter('odometry_topic', args.wait_s)
     if not topic:
         return None, ('none: the node has no odometry_topic (start it with '
-                      '-p odometry_topic:=odom to hand it the bag\'s camera motion)')
+                      '-p odometry_topic:=odom to hand it the bag\'s camera motion)'), True
     if not topic.startswith('/'):  # the node's relative and private names
         topic = (f'{link.ns}/metric_solver/{topic[2:]}' if topic.startswith('~/')
                  else f'{link.ns}/{topic}')
     try:
         from nav_msgs.msg import Odometry
     except ImportError as exc:
-        return None, f'none: nav_msgs is missing ({exc})'
+        return None, f'none: nav_msgs is missing ({exc})', True
     feed = _OdometryFeed(link.node.create_publisher(Odometry, topic, 10), poses, frame_id)
     wait_for(lambda: feed.publisher.get_subscription_count() > 0, args.wait_s)
-    return feed, f'the bag\'s /tf as odometry on {topic}'
+    return feed, f'the bag\'s /tf as odometry on {topic}', False
 
 
 # ------------------------------------------------------------------------------- the command
@@ -490,7 +476,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f'metric-solver replay: could not set temporal_filter '
                       f'{args.temporal_filter} on the node: {refused}', file=sys.stderr)
                 return 1
-        odometry, hint = _odometry_feed(args, link)
+        odometry, hint, hint_missed = _odometry_feed(args, link)
         if args.record is not None:
             if args.force and args.record.exists():
                 shutil.rmtree(args.record)  # _check: a bag folder, not the bag being played
@@ -514,8 +500,7 @@ def run(args: argparse.Namespace) -> int:
                        cap)
     summary['motion_hint'] = {'mode': args.motion_hint, 'source': hint,
                               'odometry_published': 0 if odometry is None else odometry.published}
-    if odometry is None and not hint.startswith(('off', 'none: the bag')):
-        # the bag has the camera's motion and it did not reach the node: worth a note
+    if hint_missed:
         summary['notes'].append(f'motion hint: {hint}')
     _print_report(summary)
     if args.summary is not None:
