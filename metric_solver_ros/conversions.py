@@ -41,6 +41,16 @@ class MessageError(ValueError):
     """A message that cannot be converted; the text says why."""
 
 
+def stamp_to_ns(stamp: Any) -> int:
+    """A ``builtin_interfaces/Time`` [s, ns] in nanoseconds (rclpy and rosbags messages)."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def header_stamp_ns(msg: Any) -> int:
+    """Return ``msg.header.stamp`` in nanoseconds (rclpy and rosbags messages)."""
+    return stamp_to_ns(msg.header.stamp)
+
+
 def _image_rows(msg: Any, channels: int, itemsize: int) -> np.ndarray:
     """Validate the geometry of an Image message and return its pixel rows.
 

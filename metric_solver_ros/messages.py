@@ -25,6 +25,7 @@ from metric_solver_ros.conversions import (
     cloud_dtype,
     depth_to_16uc1,
     pack_cloud,
+    stamp_to_ns,
 )
 from metric_solver_ros.msg import DepthInfo
 
@@ -168,7 +169,7 @@ def depth_info_msg(result: DepthResult, header: Any, anchor_mode: str,
     msg.inference_ms = float(result.timings_ms.get('total', 0.0))
     msg.redecoded = requested_ns is not None
     since_ns = (requested_ns if msg.redecoded
-                else header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
+                else stamp_to_ns(header.stamp))
     now_ns = clock_ns()
     msg.latency_ms = float((now_ns - since_ns) / 1e6) if since_ns and now_ns else math.nan
     msg.anchor_mode = anchor_mode

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from metric_solver_ros.bagio import DEPTH_INFO, IMAGE, POINT_CLOUD2
+from metric_solver_ros.conversions import header_stamp_ns
 from metric_solver_ros.process_life import ExitWatchdog
 
 #: The node's outputs a :class:`ReplayLink` can receive: key -> (topic below the namespace,
@@ -308,8 +309,8 @@ class DepthNodeClient:
 
 
 def stamp_ns(msg) -> int:
-    """A header stamp in nanoseconds."""
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    """A header stamp in nanoseconds (``conversions.header_stamp_ns``, the name tests use)."""
+    return header_stamp_ns(msg)
 
 
 def image_array(msg) -> np.ndarray:

@@ -47,7 +47,13 @@ from metric_solver_ros import messages
 from metric_solver_ros.anchor_modes import AnchorSelector, RoiOutsideImage
 from metric_solver_ros.backends import BackendError
 from metric_solver_ros.camera_info_pairing import CameraInfoPairing, PairedInfo
-from metric_solver_ros.conversions import MessageError, compressed_to_rgb, image_to_rgb
+from metric_solver_ros.conversions import (
+    MessageError,
+    compressed_to_rgb,
+    header_stamp_ns,
+    image_to_rgb,
+    stamp_to_ns,
+)
 from metric_solver_ros.depth_stream import DepthStream
 from metric_solver_ros.diagnostics import PERIOD_S, DepthStatistics, diagnostic_array
 from metric_solver_ros.engine import (
@@ -404,7 +410,7 @@ class DepthNodeCore:
 
     def _on_odometry(self, msg: Any) -> None:
         twist = msg.twist.twist
-        self._odometry.add(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+        self._odometry.add(header_stamp_ns(msg),
                            (twist.linear.x, twist.linear.y, twist.linear.z),
                            (twist.angular.x, twist.angular.y, twist.angular.z))
 
@@ -530,7 +536,7 @@ class DepthNodeCore:
             redecoded = self._run_engine(lambda: engine.redecode((anchor_m,)), 'handover')
             return None if redecoded is None else redecoded.depth_m
 
-        stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        stamp_ns = stamp_to_ns(header.stamp)
         motion = None if self._odometry is None else self._odometry.motion(stamp_ns)
         return self._stream.correct(
             result, header.frame_id, stamp_ns, anchors, decode_at, settings.points_stride,

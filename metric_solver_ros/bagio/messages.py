@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from metric_solver_ros.conversions import depth_to_16uc1
+from metric_solver_ros.conversions import depth_to_16uc1, header_stamp_ns  # noqa: F401 (re-exported)
 
 STORAGES = ('mcap', 'sqlite3')
 #: Depth encodings :func:`depth_to_image_msg` writes.
@@ -42,12 +42,6 @@ def _header(stamp_ns: int, frame_id: str) -> Any:
     sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
     return types['std_msgs/msg/Header'](
         stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec), frame_id=frame_id)
-
-
-def header_stamp_ns(msg: Any) -> int:
-    """Return ``msg.header.stamp`` in nanoseconds (works for rclpy and rosbags messages)."""
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def cdr_header_stamp_ns(raw: bytes | memoryview) -> int:
