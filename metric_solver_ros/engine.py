@@ -47,6 +47,7 @@ from metric_solver_ros.model.fusion import (
     DEFAULT_FUSION,
     FUSION_RULES,
     LARGEST_FAR_ONLY,
+    decode_covering,
     fuse_decoded,
 )
 from metric_solver_ros.model.representation import decode as decode_outputs
@@ -610,6 +611,8 @@ class DepthEngine:
         if fused and step.rule == 'finest':
             depths, nears, index = decode_fused(logits, anchors_t, self.config)
             index = index[0, 0].to(torch.int8)
+        elif fused and step.rule == 'covering':
+            depths, nears = decode_covering(logits, anchors_t, self.config)
         elif fused:
             decoded = decode_outputs(logits, anchors_t, self.config)
             depths = fuse_decoded(decoded, anchors_t, self.config, step.rule)
