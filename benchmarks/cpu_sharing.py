@@ -9,8 +9,9 @@ image in, depth out) in a process of its own for ``--seconds``:
 - beside ``--busy`` plain busy loops (Python ``while True``), one per core by default.
 
 and prints each frame rate relative to running alone (fair share beside one other process on the
-same cores: 50 %), plus the neighbour's own rate. The engine runs as the node would: ``num_threads``
-(0: the default rule) and ``OMP_WAIT_POLICY=PASSIVE`` (set by our package before torch loads);
+same cores: 50 %), the neighbour's own rate, and the engine's process CPU time per frame (idle
+workers that spin add to it). The engine runs as the node would: ``num_threads`` (0: the default
+rule) and ``OMP_WAIT_POLICY=PASSIVE`` (set by our package before torch loads);
 ``--spin`` imports torch first, leaving OpenMP's default waiting, to see what that costs.
 
     python benchmarks/cpu_sharing.py --backends torch openvino --seconds 10
@@ -75,14 +76,17 @@ def _table(result: dict) -> str:
     lines = [f'engine frames/s on {result["cores"]} cores, num_threads {result["num_threads"]}, '
              f'OMP_WAIT_POLICY {result["omp_wait_policy"]}, {result["seconds"]:g} s per run',
              '', '| backend | alone fps | beside PyTorch fps (ratio) | neighbour it/s | '
-             f'beside {result["busy_loops"]} busy loops fps (ratio) |', '|---|---|---|---|---|']
+             f'beside {result["busy_loops"]} busy loops fps (ratio) | engine CPU per frame '
+             '[ms]: alone / beside PyTorch |', '|---|---|---|---|---|---|']
     for row in result['rows']:
         neighbour = row['beside_torch'].get('neighbours', [{}])[0].get('rate')
         lines.append(
             f'| {row["backend"]} ({row["alone"]["detail"]}) | {row["alone"]["fps"]:.1f} | '
             f'{row["beside_torch"]["fps"]:.1f} ({row["beside_torch_ratio"]:.0%}) | '
             f'{neighbour if neighbour is not None else "-"} | '
-            f'{row["beside_busy"]["fps"]:.1f} ({row["beside_busy_ratio"]:.0%}) |')
+            f'{row["beside_busy"]["fps"]:.1f} ({row["beside_busy_ratio"]:.0%}) | '
+            f'{row["alone"]["cpu_ms_per_frame"]:.0f} / '
+            f'{row["beside_torch"]["cpu_ms_per_frame"]:.0f} |')
     return '\n'.join(lines)
 
 
@@ -128,12 +132,14 @@ def _engine(args: argparse.Namespace) -> int:
     image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
     for _ in range(5):  # export / compile and warm-up
         engine.infer(image, 10.0)
-    frames, start = 0, time.perf_counter()
+    frames, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < args.seconds:
         engine.infer(image, 10.0)
         frames += 1
     elapsed = time.perf_counter() - start
+    cpu_ms = (time.process_time() - cpu_start) * 1e3 / max(frames, 1)
     print(json.dumps({'fps': round(frames / elapsed, 2), 'frames': frames,
+                      'cpu_ms_per_frame': round(cpu_ms, 1),
                       'detail': engine.backend_description}))
     return 0
 
