@@ -209,18 +209,3 @@ def test_omp_waiting_is_passive_unless_set():
     env['OMP_WAIT_POLICY'] = 'ACTIVE'
     assert subprocess.run(run, env=env, capture_output=True, text=True,
                           check=True).stdout.strip() == 'ACTIVE'
-
-
-def test_openvino_compiles_its_decoder_once_per_anchor_count(engines, image):
-    """Static shapes per count (OpenVINO's faster kernels), compiled on first use, a few kept."""
-    engine = engines['openvino']
-    for anchors in (3.0, (1.0, 4.0, 20.0), 7.0, (2.0, 10.0)):
-        engine.infer(image, anchors)
-    _, decoder = next(reversed(engine._runtime._graphs.values()))  # the last input size's
-    shapes = {count: [str(port.get_partial_shape()) for port in graph._compiled.inputs
-                      if port.get_any_name() == 'anchors_m']
-              for count, graph in decoder._graphs.items()}
-    assert shapes == {1: ['[1]'], 3: ['[3]'], 2: ['[2]']}
-    for count in range(4, 7):  # at most four counts stay compiled, the latest
-        engine.infer(image, tuple(float(a) for a in range(1, count + 1)))
-    assert list(decoder._graphs) == [2, 4, 5, 6]

@@ -46,24 +46,10 @@ ORT_CUDA_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
 
 
 class _OpenVinoGraph:
-    """One ONNX graph compiled by OpenVINO, run through one infer request.
+    """One ONNX graph compiled by OpenVINO, run through one infer request."""
 
-    Args:
-        path: The ONNX file.
-        device: OpenVINO device name.
-        properties: Compile properties.
-        shapes: Input shapes to fix before compiling (``{name: shape}``); OpenVINO's CPU kernels
-            for static shapes are faster than its dynamic-shape path (the decoder with a fixed
-            anchor count: 0.83x the time, ``benchmarks/RESULTS.md``).
-    """
-
-    def __init__(self, path: pathlib.Path, device: str, properties: dict[str, Any],
-                 shapes: dict[str, list[int]] | None = None) -> None:
-        core = _openvino_core()
-        model = core.read_model(str(path))
-        if shapes:
-            model.reshape(shapes)
-        self._compiled = core.compile_model(model, device, properties)
+    def __init__(self, path: pathlib.Path, device: str, properties: dict[str, Any]) -> None:
+        self._compiled = _openvino_core().compile_model(str(path), device, properties)
         self._request = self._compiled.create_infer_request()
         self._outputs = [port.get_any_name() for port in self._compiled.outputs]
         # What the CPU runs: the bf16 hint falls back to f32 without bf16 instructions.
@@ -74,35 +60,6 @@ class _OpenVinoGraph:
         # share_inputs: no copy of the tokens; outputs are copied (the cache outlives a request)
         result = self._request.infer(feeds, share_inputs=True)
         return {name: result[name] for name in self._outputs}
-
-
-class _PerAnchorCount:
-    """The decoder compiled once per anchor count (static shapes), the last few kept.
-
-    A count is compiled on its first frame (about 0.5 s for the bundled model on the 2-core
-    CPU): once per count, as the first frame at a new network input size is.
-    """
-
-    def __init__(self, make: Callable[[int], Any], keep: int = 4) -> None:
-        self._make = make
-        self._keep = keep
-        self._graphs: OrderedDict[int, Any] = OrderedDict()
-
-    @property
-    def compiled(self) -> list[Any]:
-        """The compiled graphs."""
-        return list(self._graphs.values())
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        count = int(feeds['anchors_m'].shape[0])
-        graph = self._graphs.get(count)
-        if graph is None:
-            graph = self._graphs[count] = self._make(count)
-            while len(self._graphs) > self._keep:
-                self._graphs.popitem(last=False)
-        else:
-            self._graphs.move_to_end(count)
-        return graph.run(feeds)
 
 
 class _OrtGraph:
@@ -201,7 +158,7 @@ class GraphBackend:
             if self.num_threads:
                 properties['INFERENCE_NUM_THREADS'] = int(self.num_threads)
         self.target = f'openvino {self._module.__version__.split("-")[0]} {name}'
-        return lambda path, shapes=None: _OpenVinoGraph(path, name, properties, shapes)
+        return lambda path: _OpenVinoGraph(path, name, properties)
 
     def _ort_factory(self, providers: Sequence[Any] | None) -> Callable[[pathlib.Path], Any]:
         ort = self._module
@@ -237,7 +194,7 @@ class GraphBackend:
         options.log_severity_level = 3
         names = [p[0] if isinstance(p, tuple) else p for p in providers]
         self.target = f'onnxruntime {ort.__version__} {"+".join(names)}'
-        return lambda path, shapes=None: _OrtGraph(path, providers, options)
+        return lambda path: _OrtGraph(path, providers, options)
 
     def _tensorrt_options(self, provider: str) -> Any:
         if provider != 'TensorrtExecutionProvider':
@@ -254,8 +211,7 @@ class GraphBackend:
 
         Before the first frame (nothing compiled yet) the requested settings are shown.
         """
-        graphs = [c for pair in self._graphs.values() for g in pair
-                  for c in (g.compiled if isinstance(g, _PerAnchorCount) else [g])]
+        graphs = [g for pair in self._graphs.values() for g in pair]
         precision = '/'.join(sorted({g.precision for g in graphs})) or self.precision
         threads = sorted({g.threads for g in graphs}) or [self.num_threads or 0]
         return f'{self.target} {precision}, threads {"/".join(map(str, threads))}'
@@ -266,13 +222,7 @@ class GraphBackend:
         pair = self._graphs.get(key)
         if pair is None:
             export_dir = find_or_export(self.model, self.cache_dir, key, self._digest)
-            decoder_path = export_dir / DECODER_FILE
-            if self.runtime == 'openvino':  # static shapes: OpenVINO's faster kernels
-                decoder = _PerAnchorCount(
-                    lambda count: self._make(decoder_path, {'anchors_m': [count]}))
-            else:
-                decoder = self._make(decoder_path)
-            pair = (self._make(export_dir / ENCODER_FILE), decoder)
+            pair = (self._make(export_dir / ENCODER_FILE), self._make(export_dir / DECODER_FILE))
             self._graphs[key] = pair
             while len(self._graphs) > MAX_SIZES:
                 self._graphs.popitem(last=False)
