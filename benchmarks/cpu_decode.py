@@ -18,19 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 ANCHORS_M = (2.0, 10.0, 40.0, 80.0)
-
-
-def _median_ms(fn, iters: int) -> float:
-    fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -50,6 +39,7 @@ def main() -> int:
     from metric_solver_ros.backends.onnx_export import DECODER_FILE, find_or_export
     from metric_solver_ros.backends.threads import apply_torch_threads
     from metric_solver_ros.checkpoint import default_model_path, load_checkpoint
+    from metric_solver_ros.commands.bench import _median_ms
     from metric_solver_ros.engine import network_input_size
     from metric_solver_ros.model.fusion import decode_covering, fuse_decoded
     from metric_solver_ros.model.representation import decode
@@ -111,7 +101,7 @@ def main() -> int:
     with torch.inference_mode():
         for _ in range(args.rounds):
             for name, fn in cases.items():
-                rounds[name].append(_median_ms(fn, args.iters))
+                rounds[name].append(_median_ms(fn, 1, args.iters, lambda: None))
     result = {name: round(statistics.median(times), 2) for name, times in rounds.items()}
     result.update({
         'covering_now_over_long_way': round(result['covering_now_ms']

@@ -1,4 +1,4 @@
-"""Multi-anchor fusion rules (model.fusion): exact values, and the engine's shortcut."""
+"""Multi-anchor fusion rules (model.fusion) on constructed decoded maps: exact values."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from metric_solver_ros.model import DEFAULT_ANCHOR_POOL_M, get_config
-from metric_solver_ros.model.fusion import FUSION_RULES, decode_covering, fuse_decoded
-from metric_solver_ros.model.representation import decode
+from metric_solver_ros.model import get_config
+from metric_solver_ros.model.fusion import FUSION_RULES, fuse_decoded
 
 CONFIG = get_config('tiny')
 ANCHORS = torch.tensor([2.0, 10.0, 40.0])
@@ -79,24 +76,3 @@ def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match='not one of'):
         fuse_decoded(DECODED, ANCHORS, CONFIG, 'best')
 
-
-@settings(max_examples=40, deadline=None)
-@given(st.integers(1, 5), st.integers(0, 2**31 - 1),
-       st.sampled_from([{}, {'mask_head': False}, {'far_head': False}]))
-def test_decode_covering_equals_decoding_every_anchor_then_fusing(num_anchors, seed, switches):
-    """The engine's covering shortcut (no per-anchor far maps, no anchor pick) = the long way."""
-    config = get_config('tiny', **switches)
-    g = torch.Generator().manual_seed(seed)
-    pool = torch.tensor(DEFAULT_ANCHOR_POOL_M)
-    anchors = pool[torch.randperm(pool.numel(), generator=g)[:num_anchors]].sort().values
-    # logits spread wide enough to reach saturated, near/far and beyond-the-limit pixels
-    outputs = {key: torch.randn(num_anchors, 1, 7, 9, generator=g) * 12
-               for key in ('d_sn_logit', 'mask_logit', 'd_tf_logit')}
-    decoded = decode(outputs, anchors, config)
-    expected = fuse_decoded(decoded, anchors, config, 'covering')
-    only_largest = dict(outputs, d_tf_logit=outputs['d_tf_logit'][-1:])  # as the engine gives
-    for depth, near_any in (decode_covering(outputs, anchors, config),
-                            decode_covering(only_largest, anchors, config)):
-        assert torch.equal(near_any, decoded['near'].any(dim=0, keepdim=True))
-        assert torch.equal(torch.isinf(depth), torch.isinf(expected))
-        torch.testing.assert_close(depth, expected, rtol=1e-6, atol=0)

@@ -15,6 +15,7 @@ from metric_solver_ros.model import (
     K_TAPER,
     get_config,
 )
+from metric_solver_ros.model.fusion import decode_covering, fuse_decoded
 from metric_solver_ros.model.representation import (
     capped_near_target,
     decode,
@@ -268,17 +269,26 @@ def test_fuse_anchors_rejects_mismatched_inputs():
         fuse_anchors(x, x, x.bool(), torch.tensor([1.0, 2.0, 4.0]))
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(1, 5), st.integers(0, 2**31 - 1),
-       st.sampled_from([{}, {'mask_head': False}, {'far_head': False}]))
-def test_decode_fused_equals_decoding_every_anchor_then_fusing(num_anchors, seed, switches):
-    """The engine's shortcut (decode only what fusion reads) equals the long way."""
+def _random_logits(num_anchors, seed, switches, ascending=False):
+    """``(config, anchors, logits)``: pool anchors in random (or ascending) order, 7x9 maps."""
     config = get_config('tiny', **switches)
     g = torch.Generator().manual_seed(seed)
     anchors = torch.tensor(DEFAULT_ANCHOR_POOL_M)[torch.randperm(10, generator=g)[:num_anchors]]
     # logits spread wide enough to reach saturated, near/far and beyond-the-limit pixels
     outputs = {key: torch.randn(num_anchors, 1, 7, 9, generator=g) * 12
                for key in ('d_sn_logit', 'mask_logit', 'd_tf_logit')}
+    return config, anchors.sort().values if ascending else anchors, outputs
+
+
+_LOGIT_CASES = (st.integers(1, 5), st.integers(0, 2**31 - 1),
+                st.sampled_from([{}, {'mask_head': False}, {'far_head': False}]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(*_LOGIT_CASES)
+def test_decode_fused_equals_decoding_every_anchor_then_fusing(num_anchors, seed, switches):
+    """The engine's shortcut (decode only what fusion reads) equals the long way."""
+    config, anchors, outputs = _random_logits(num_anchors, seed, switches)
     decoded = decode(outputs, anchors, config)
     expected = fuse_anchors(decoded['depth_near_m'], decoded['depth_far_m'], decoded['near'],
                             anchors)
@@ -291,3 +301,18 @@ def test_decode_fused_equals_decoding_every_anchor_then_fusing(num_anchors, seed
         assert torch.equal(fused[1], expected[1]) and torch.equal(fused[2], expected[2])
         torch.testing.assert_close(fused[0], expected[0], rtol=1e-6, atol=0)
         assert torch.equal(torch.isinf(fused[0]), torch.isinf(expected[0]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(*_LOGIT_CASES)
+def test_decode_covering_equals_decoding_every_anchor_then_fusing(num_anchors, seed, switches):
+    """The engine's covering shortcut (no per-anchor far maps, no anchor pick) = the long way."""
+    config, anchors, outputs = _random_logits(num_anchors, seed, switches, ascending=True)
+    decoded = decode(outputs, anchors, config)
+    expected = fuse_decoded(decoded, anchors, config, 'covering')
+    only_largest = dict(outputs, d_tf_logit=outputs['d_tf_logit'][-1:])  # as the engine gives
+    for depth, near_any in (decode_covering(outputs, anchors, config),
+                            decode_covering(only_largest, anchors, config)):
+        assert torch.equal(near_any, decoded['near'].any(dim=0, keepdim=True))
+        assert torch.equal(torch.isinf(depth), torch.isinf(expected))
+        torch.testing.assert_close(depth, expected, rtol=1e-6, atol=0)
