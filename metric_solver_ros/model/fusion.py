@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .representation import _near_decision, decode, fuse_anchors
+from .representation import decode, fuse_anchors, near_decision
 
 if TYPE_CHECKING:
     from .config import MetricSolverConfig
@@ -93,7 +93,7 @@ def decode_covering(outputs: dict[str, Tensor], anchors_m: Tensor,
     if anchors.numel() == 1:  # (the rule's one-anchor case: that anchor's own depth)
         decoded = decode(outputs, anchors, config)
         return decoded['depth_m'], decoded['near']
-    near, near_prob = _near_decision(outputs, d_sn_logit, config)
+    near, near_prob = near_decision(outputs, d_sn_logit, config)
     near_log = (torch.sigmoid(d_sn_logit) * anchors.view(-1, 1, 1, 1)).log()
     far_outputs = {key: value[-1:] for key, value in outputs.items()}  # the largest anchor's
     far_m = decode(far_outputs, anchors[-1:], config)['depth_far_m']

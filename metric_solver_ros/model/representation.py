@@ -142,8 +142,8 @@ def soft_fused_depth(outputs: dict[str, Tensor], anchors_m: Tensor,
     return m * near + (1.0 - m) * far
 
 
-def _near_decision(outputs: dict[str, Tensor], d_sn_logit: Tensor,
-                   config: MetricSolverConfig) -> tuple[Tensor, Tensor]:
+def near_decision(outputs: dict[str, Tensor], d_sn_logit: Tensor,
+                  config: MetricSolverConfig) -> tuple[Tensor, Tensor]:
     """``(near, near_prob)``: the mask's ``p >= 0.5``, or without a mask ``d_sn < 0.99``."""
     if config.mask_head:
         near_prob = torch.sigmoid(outputs['mask_logit'].float())
@@ -176,7 +176,7 @@ def decode(outputs: dict[str, Tensor], anchors_m: Tensor,
     d_sn_logit = outputs['d_sn_logit'].float()
     a = anchors_m.float().to(d_sn_logit.device).reshape(-1, 1, 1, 1)
     depth_near = torch.sigmoid(d_sn_logit) * a
-    near, near_prob = _near_decision(outputs, d_sn_logit, config)
+    near, near_prob = near_decision(outputs, d_sn_logit, config)
     if config.far_head:
         # -ln(sigmoid(z)) = softplus(-z): exact where d_tf is far below fp16/bf16 resolution.
         neg_log_d_tf = F.softplus(-outputs['d_tf_logit'].float())
@@ -282,7 +282,7 @@ def decode_fused(outputs: dict[str, Tensor], anchors_m: Tensor,
     """
     d_sn_logit = outputs['d_sn_logit'].float()
     anchors = anchors_m.float().reshape(-1).to(d_sn_logit.device)
-    near, _ = _near_decision(outputs, d_sn_logit, config)
+    near, _ = near_decision(outputs, d_sn_logit, config)
     anchor_index, near_any, largest = _select_anchor(near, anchors)
     depth_near = torch.sigmoid(torch.gather(d_sn_logit, 0, anchor_index)) * anchors[anchor_index]
     # index_select with the device tensor: no host sync (the engine's CUDA graph holds this)
