@@ -16,6 +16,7 @@ rule) and ``OMP_WAIT_POLICY=PASSIVE`` (set by our package before torch loads);
 
     python benchmarks/cpu_sharing.py --backends torch openvino --seconds 10
     python benchmarks/cpu_sharing.py --backends torch --num-threads 2 --spin --json
+    python benchmarks/cpu_sharing.py --backends openvino --warmup-s 40 --seconds 15
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main() -> int:
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--seconds', type=float, default=10.0, help='measured window per run')
+    parser.add_argument('--warmup-s', type=float, default=0.0,
+                        help='frames run before the window (time for num_threads 0 to adapt)')
     parser.add_argument('--busy', type=int, default=os.cpu_count() or 2,
                         help='busy loops of the third condition (default: one per core)')
     parser.add_argument('--spin', action='store_true',
@@ -107,7 +110,8 @@ def _run_engine(args: argparse.Namespace, backend: str, neighbours: list[list[st
             [sys.executable, script, '--role', 'engine', '--backend', backend,
              '--num-threads', str(args.num_threads), '--input-size', str(args.input_size),
              '--width', str(args.width), '--height', str(args.height),
-             '--seconds', str(args.seconds), *(['--spin'] if args.spin else [])],
+             '--seconds', str(args.seconds), '--warmup-s', str(args.warmup_s),
+             *(['--spin'] if args.spin else [])],
             env=base_env, check=True, capture_output=True, text=True).stdout
     finally:
         for proc in procs:
@@ -131,6 +135,9 @@ def _engine(args: argparse.Namespace) -> int:
                                          num_threads=args.num_threads)
     image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
     for _ in range(5):  # export / compile and warm-up
+        engine.infer(image, 10.0)
+    warm_until = time.perf_counter() + args.warmup_s
+    while time.perf_counter() < warm_until:
         engine.infer(image, 10.0)
     frames, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < args.seconds:

@@ -137,7 +137,8 @@ class DepthEngine:
             and cached in ``onnx_cache_dir``), or ``auto`` (torch on CUDA; on the CPU OpenVINO
             when installed and faster than torch on the first frame's encoder).
         num_threads: CPU threads of torch and the ONNX runtimes (process-wide for torch); 0
-            picks ``backends.threads.default_num_threads()``; None leaves the defaults.
+            picks ``backends.threads.default_num_threads()`` (and lets OpenVINO's encoder drop
+            to one thread while that is faster: a busy CPU); None leaves the defaults.
         onnx_cache_dir: Where ONNX exports are kept (None: ``~/.cache/metric_solver_ros/onnx``).
     """
 
@@ -154,6 +155,8 @@ class DepthEngine:
         try:
             backend = check_backend(backend)
             self.num_threads = resolve_num_threads(num_threads)
+            # automatic: OpenVINO on the CPU may run its encoder on one thread while faster
+            self._adaptive_threads = num_threads == 0
         except ValueError as exc:
             raise EngineError(str(exc)) from None
         if backend in GRAPH_BACKENDS and (compile or cuda_graphs):
@@ -203,7 +206,7 @@ class DepthEngine:
         try:  # a GraphBackend (ONNX runtime) in place of the torch modules, or None
             self._runtime, self._backend_note = open_runtime(
                 backend, self.model, self.device, self.dtype, self.num_threads, onnx_cache_dir,
-                requested_device=device)
+                requested_device=device, adaptive_threads=self._adaptive_threads)
         except BackendError as exc:
             raise EngineError(str(exc)) from None
         # backend auto on the CPU: OpenVINO against torch, timed on the first frame

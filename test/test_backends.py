@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import torch
 from node_harness import camera_image
 
 from metric_solver_ros.backends import BACKENDS, BackendError
-from metric_solver_ros.backends.graph import GraphBackend
+from metric_solver_ros.backends.graph import GraphBackend, _FasterOfTwo
 from metric_solver_ros.backends.threads import default_num_threads, resolve_num_threads
 from metric_solver_ros.checkpoint import default_model_path, load_checkpoint
 from metric_solver_ros.cli import main
@@ -209,3 +211,63 @@ def test_omp_waiting_is_passive_unless_set():
     env['OMP_WAIT_POLICY'] = 'ACTIVE'
     assert subprocess.run(run, env=env, capture_output=True, text=True,
                           check=True).stdout.strip() == 'ACTIVE'
+
+
+class _Sleeper:
+    """A stand-in graph that takes a set time: the policy below is about timing only."""
+
+    precision = 'f32'
+
+    def __init__(self, seconds, made_in):
+        self.seconds, self.made_in = seconds, made_in
+
+    def run(self, feeds):
+        time.sleep(self.seconds)
+        return {'threads_made_in': self.made_in}
+
+
+@pytest.mark.parametrize('one_thread_s, expected', [(0.004, 1), (0.03, 2)])
+def test_the_faster_encoder_variant_runs_on(monkeypatch, one_thread_s, expected):
+    """Two threads or one, whichever the recent frames say is faster.
+
+    The one-thread graph is compiled off the stream's thread; a look that confirms the choice
+    doubles the interval.
+    """
+    monkeypatch.setattr(_FasterOfTwo, 'FIRST_LOOK', 5)
+    seconds = {None: 0.012, 1: one_thread_s}
+    made = {}
+
+    def make(threads):
+        made[threads] = threading.current_thread().name
+        return _Sleeper(seconds[threads], made[threads])
+
+    encoder = _FasterOfTwo(make, threads=2)
+    deadline = time.monotonic() + 30
+    while encoder._frames < 60 and time.monotonic() < deadline:
+        encoder.run({})
+    assert made[None] == threading.current_thread().name
+    assert made[1] != threading.current_thread().name  # compiled in the background
+    assert encoder.threads == expected
+    if expected == 2:  # confirmed at each look: the interval grew
+        assert encoder._interval > _FasterOfTwo.FIRST_LOOK
+
+
+@pytest.mark.skipif(default_num_threads() < 2, reason='needs 2 or more usable cores')
+def test_openvino_with_automatic_threads_keeps_its_results(model, cache_home, image,
+                                                          monkeypatch):
+    """num_threads 0 on a multi-core CPU: both encoder variants get used, same depth."""
+    monkeypatch.setattr(_FasterOfTwo, 'FIRST_LOOK', 3)
+    common = dict(device='cpu', precision='fp32', input_size=INPUT_SIZE,
+                  onnx_cache_dir=str(cache_home / 'metric_solver_ros' / 'onnx'))
+    engine = DepthEngine(model, backend='openvino', num_threads=0, **common)
+    expected = DepthEngine(model, backend='openvino', num_threads=1, **common).infer(image, 3.0)
+    encoder = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        result = engine.infer(image, 3.0)
+        _assert_depth_close(result.depth_m, expected.depth_m, rtol=1e-4)
+        encoder = next(iter(engine._runtime._graphs.values()))[0]
+        if sorted(encoder._graphs) == [1, 2] and encoder._times[1] and not encoder._explore_left:
+            break
+    assert isinstance(encoder, _FasterOfTwo) and sorted(encoder._graphs) == [1, 2]
+    assert encoder._times[1], 'the one-thread variant was never timed'

@@ -13,12 +13,14 @@ pinning of threads to cores (OpenVINO), no spinning of idle workers (ONNX Runtim
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import math
 import os
 import pathlib
 import statistics
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -77,6 +79,101 @@ class _OrtGraph:
         return dict(zip(self._outputs, self._session.run(self._outputs, feeds), strict=True))
 
 
+class _FasterOfTwo:
+    """An encoder compiled with all its threads and with one, running whichever is faster now.
+
+    On a computer whose cores other processes keep busy, OpenVINO's threads lose more to
+    waiting for each other than a second thread gains (2-core machine beside two busy loops:
+    6.5 frames/s with a one-thread encoder against 3.6 with two; alone 2 threads win,
+    benchmarks/RESULTS.md). So now and then the other variant runs :data:`EXPLORE_FRAMES`
+    frames, and the variant whose median encoder time over its recent frames is lower (by
+    :data:`MARGIN`) runs on. The first look comes after :data:`FIRST_LOOK` frames; each look
+    that confirms the choice doubles the interval (at most :data:`LAST_LOOK` frames), a switch
+    resets it. The one-thread graph is compiled in a background thread (no stall of the
+    stream); both variants compute the same features, only the time differs.
+    """
+
+    FIRST_LOOK = 50
+    LAST_LOOK = 800
+    EXPLORE_FRAMES = 4  # the first one is not timed (a variant's first run after a pause is slow)
+    WINDOW = 9
+    MARGIN = 0.9  # a switch needs a median this much lower: no flipping on noise
+
+    def __init__(self, make: Callable[[int | None], Any], threads: int) -> None:
+        self._threads = threads
+        self._graphs: dict[int, Any] = {threads: make(None)}
+        self._lean: concurrent.futures.Future | None = None
+        self._make = make
+        self._times: dict[int, deque[float]] = {threads: deque(maxlen=self.WINDOW),
+                                                 1: deque(maxlen=self.WINDOW)}
+        self._current = threads
+        self._interval = self.FIRST_LOOK
+        self._next_look = self.FIRST_LOOK
+        self._frames = 0
+        self._explore_left = 0
+        self.precision = self._graphs[threads].precision
+
+    @property
+    def threads(self) -> int:
+        """The thread count of the variant that runs now."""
+        return self._current
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._frames += 1
+        other = 1 if self._current == self._threads else self._threads
+        if not self._explore_left and self._frames >= self._next_look and self._ready(other):
+            self._explore_left = self.EXPLORE_FRAMES
+            self._times[other].clear()  # its median from fresh frames only
+        variant = other if self._explore_left else self._current
+        start = time.perf_counter()
+        outputs = self._graphs[variant].run(feeds)
+        elapsed = time.perf_counter() - start
+        if self._explore_left:
+            if self._explore_left < self.EXPLORE_FRAMES:
+                self._times[variant].append(elapsed)
+            self._explore_left -= 1
+            if not self._explore_left:
+                self._choose()
+        else:
+            self._times[variant].append(elapsed)
+        return outputs
+
+    def _ready(self, threads: int) -> bool:
+        """Whether that variant is compiled; starts compiling the one-thread graph if not."""
+        if threads in self._graphs:
+            return True
+        if self._lean is None:
+            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='encoder-compile')
+            self._lean = pool.submit(self._make, 1)
+            pool.shutdown(wait=False)  # its thread ends with the compile
+        if not self._lean.done():
+            return False
+        try:
+            self._graphs[1] = self._lean.result()
+        except Exception as exc:  # noqa: BLE001 - keep the variant that works
+            _LOG.warning('one-thread encoder unavailable (%s): keeping %d threads', exc,
+                         self._threads)
+            self._next_look = math.inf
+            return False
+        # the compile slowed the recent frames: compare with fresh ones
+        self._times[self._current].clear()
+        self._next_look = self._frames + self.WINDOW
+        return False
+
+    def _choose(self) -> None:
+        medians = {threads: statistics.median(times) for threads, times in self._times.items()
+                   if times}
+        best = min(medians, key=medians.get)
+        if best != self._current and medians[best] < self.MARGIN * medians[self._current]:
+            _LOG.info('encoder threads %d -> %d (median %.1f vs %.1f ms over recent frames)',
+                      self._current, best, medians[self._current] * 1e3, medians[best] * 1e3)
+            self._current = best
+            self._interval = self.FIRST_LOOK
+        else:
+            self._interval = min(2 * self._interval, self.LAST_LOOK)
+        self._next_look = self._frames + self._interval
+
+
 _CORE = None
 
 
@@ -105,6 +202,8 @@ class GraphBackend:
             lists one, else ``CPU``); ``CPU`` asks for a ``cpu`` torch device.
         providers: ONNX Runtime providers to use instead of the default choice (names or
             ``(name, options)`` pairs).
+        adaptive_threads: OpenVINO on the CPU with ``num_threads`` > 1: also compile the encoder
+            with one thread and run whichever is faster now (:class:`_FasterOfTwo`).
 
     Raises:
         BackendError: The runtime is not installed, or cannot serve the device / providers.
@@ -113,8 +212,10 @@ class GraphBackend:
     def __init__(self, model: MetricSolver, runtime: str, device: torch.device,
                  precision: str = 'fp32', num_threads: int | None = None,
                  cache_dir: str | os.PathLike | None = None, openvino_device: str = 'CPU',
-                 providers: Sequence[Any] | None = None) -> None:
+                 providers: Sequence[Any] | None = None,
+                 adaptive_threads: bool = False) -> None:
         self.runtime = runtime
+        self._adaptive = adaptive_threads and runtime == 'openvino' and (num_threads or 0) > 1
         self._module = import_runtime(runtime)
         self.model = model
         self.device = torch.device(device)
@@ -158,7 +259,12 @@ class GraphBackend:
             if self.num_threads:
                 properties['INFERENCE_NUM_THREADS'] = int(self.num_threads)
         self.target = f'openvino {self._module.__version__.split("-")[0]} {name}'
-        return lambda path: _OpenVinoGraph(path, name, properties)
+        def make(path: pathlib.Path, threads: int | None = None) -> _OpenVinoGraph:
+            extra = {'INFERENCE_NUM_THREADS': threads} if threads else {}
+            return _OpenVinoGraph(path, name, {**properties, **extra})
+
+        self._adaptive = self._adaptive and name == 'CPU'
+        return make
 
     def _ort_factory(self, providers: Sequence[Any] | None) -> Callable[[pathlib.Path], Any]:
         ort = self._module
@@ -194,7 +300,7 @@ class GraphBackend:
         options.log_severity_level = 3
         names = [p[0] if isinstance(p, tuple) else p for p in providers]
         self.target = f'onnxruntime {ort.__version__} {"+".join(names)}'
-        return lambda path: _OrtGraph(path, providers, options)
+        return lambda path, threads=None: _OrtGraph(path, providers, options)
 
     def _tensorrt_options(self, provider: str) -> Any:
         if provider != 'TensorrtExecutionProvider':
@@ -222,7 +328,13 @@ class GraphBackend:
         pair = self._graphs.get(key)
         if pair is None:
             export_dir = find_or_export(self.model, self.cache_dir, key, self._digest)
-            pair = (self._make(export_dir / ENCODER_FILE), self._make(export_dir / DECODER_FILE))
+            encoder_path = export_dir / ENCODER_FILE
+            if self._adaptive:
+                encoder = _FasterOfTwo(lambda threads: self._make(encoder_path, threads),
+                                       int(self.num_threads))
+            else:
+                encoder = self._make(encoder_path)
+            pair = (encoder, self._make(export_dir / DECODER_FILE))
             self._graphs[key] = pair
             while len(self._graphs) > MAX_SIZES:
                 self._graphs.popitem(last=False)
@@ -281,7 +393,8 @@ _PRECISION_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16
 
 def open_runtime(backend: str, model: MetricSolver, device: torch.device, dtype: torch.dtype,
                  num_threads: int | None = None, cache_dir: str | os.PathLike | None = None,
-                 requested_device: str = 'cpu') -> tuple[GraphBackend | None, str]:
+                 requested_device: str = 'cpu',
+                 adaptive_threads: bool = False) -> tuple[GraphBackend | None, str]:
     """The ONNX runtime a backend name asks for, or its ``auto`` candidate.
 
     Args:
@@ -293,6 +406,7 @@ def open_runtime(backend: str, model: MetricSolver, device: torch.device, dtype:
         cache_dir: Where exports are kept.
         requested_device: The device setting (``auto``, ``cpu``, ``cuda``...): OpenVINO runs on
             the CPU for ``cpu``, and on an Intel GPU where present for ``auto``.
+        adaptive_threads: See :class:`GraphBackend` (the engine's ``num_threads: 0``).
 
     Returns:
         ``(runtime, note)``: the runtime, or None for torch, and a note for logs. For ``auto`` the
@@ -310,7 +424,8 @@ def open_runtime(backend: str, model: MetricSolver, device: torch.device, dtype:
         auto_device = str(requested_device).strip().lower() == 'auto'
         runtime = GraphBackend(model, name, device, _PRECISION_NAMES[dtype],
                                num_threads=num_threads, cache_dir=cache_dir,
-                               openvino_device='auto' if auto_device else 'CPU')
+                               openvino_device='auto' if auto_device else 'CPU',
+                               adaptive_threads=adaptive_threads)
     except BackendError as exc:
         if backend != 'auto':
             raise
