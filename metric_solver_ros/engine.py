@@ -155,8 +155,6 @@ class DepthEngine:
         try:
             backend = check_backend(backend)
             self.num_threads = resolve_num_threads(num_threads)
-            # automatic: OpenVINO on the CPU may run its encoder on one thread while faster
-            self._adaptive_threads = num_threads == 0
         except ValueError as exc:
             raise EngineError(str(exc)) from None
         if backend in GRAPH_BACKENDS and (compile or cuda_graphs):
@@ -206,7 +204,9 @@ class DepthEngine:
         try:  # a GraphBackend (ONNX runtime) in place of the torch modules, or None
             self._runtime, self._backend_note = open_runtime(
                 backend, self.model, self.device, self.dtype, self.num_threads, onnx_cache_dir,
-                requested_device=device, adaptive_threads=self._adaptive_threads)
+                requested_device=device,
+                # automatic threads: OpenVINO's encoder may run on one while that is faster
+                adaptive_threads=num_threads == 0)
         except BackendError as exc:
             raise EngineError(str(exc)) from None
         # backend auto on the CPU: OpenVINO against torch, timed on the first frame

@@ -233,7 +233,7 @@ class GraphBackend:
 
     # ------------------------------------------------------------------------ runtimes
 
-    def _openvino_factory(self, openvino_device: str) -> Callable[[pathlib.Path], Any]:
+    def _openvino_factory(self, openvino_device: str) -> Callable[..., Any]:
         if self.device.type != 'cpu' and str(openvino_device).upper() == 'CPU':
             raise BackendError(f'backend openvino runs on the CPU or an Intel GPU, not on '
                                f'{self.device}; use device cpu or auto, or backend torch / '
@@ -259,6 +259,7 @@ class GraphBackend:
             if self.num_threads:
                 properties['INFERENCE_NUM_THREADS'] = int(self.num_threads)
         self.target = f'openvino {self._module.__version__.split("-")[0]} {name}'
+
         def make(path: pathlib.Path, threads: int | None = None) -> _OpenVinoGraph:
             extra = {'INFERENCE_NUM_THREADS': threads} if threads else {}
             return _OpenVinoGraph(path, name, {**properties, **extra})
@@ -266,7 +267,7 @@ class GraphBackend:
         self._adaptive = self._adaptive and name == 'CPU'
         return make
 
-    def _ort_factory(self, providers: Sequence[Any] | None) -> Callable[[pathlib.Path], Any]:
+    def _ort_factory(self, providers: Sequence[Any] | None) -> Callable[..., Any]:
         ort = self._module
         available = ort.get_available_providers()
         if providers is None:
