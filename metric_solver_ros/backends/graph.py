@@ -84,7 +84,7 @@ class _FasterOfTwo:
 
     On a computer whose cores other processes keep busy, OpenVINO's threads lose more to
     waiting for each other than a second thread gains (2-core machine beside two busy loops:
-    6.5 frames/s with a one-thread encoder against 3.6 with two; alone 2 threads win,
+    6.8 frames/s with a one-thread encoder against 3.5-3.6 with two; alone 2 threads win,
     benchmarks/RESULTS.md). So now and then the other variant runs :data:`EXPLORE_FRAMES`
     frames, and the variant whose median encoder time over its recent frames is lower (by
     :data:`MARGIN`) runs on. The first look comes after :data:`FIRST_LOOK` frames; each look
