@@ -12,11 +12,22 @@ and prints each frame rate relative to running alone (fair share beside one othe
 same cores: 50 %), the neighbour's own rate, and the engine's process CPU time per frame (idle
 workers that spin add to it). The engine runs as the node would: ``num_threads`` (0: the default
 rule) and ``OMP_WAIT_POLICY=PASSIVE`` (set by our package before torch loads);
-``--spin`` imports torch first, leaving OpenMP's default waiting, to see what that costs.
+``--spin`` imports torch first, leaving OpenMP's default waiting, to see what that costs. The
+neighbours are up (the PyTorch one has run its encoder once) before a window starts.
+
+``--cycles N`` interleaves the three conditions instead, for a machine whose speed drifts
+between runs (this VM's did, up to 2x within minutes): one engine process and one set of
+neighbours, paused (SIGSTOP) and resumed (SIGCONT) so that the conditions alternate in windows
+of ``--seconds`` (after ``--settle-s`` uncounted), N times, in a rotating order; each ratio is
+the median over the cycles of the window's rate over the same cycle's alone rate. The
+neighbour's own rate is not reported then (it is paused two windows in three). With
+``num_threads`` 0 the automatic thread choice sees its neighbours come and go, as on a robot;
+its steady state beside each one is what the sequential runs with ``--warmup-s`` measure.
 
     python benchmarks/cpu_sharing.py --backends torch openvino --seconds 10
     python benchmarks/cpu_sharing.py --backends torch --num-threads 2 --spin --json
     python benchmarks/cpu_sharing.py --backends openvino --warmup-s 40 --seconds 15
+    python benchmarks/cpu_sharing.py --backends torch openvino --cycles 5 --seconds 6
 """
 
 from __future__ import annotations
@@ -25,11 +36,14 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 
 ROLES = ('engine', 'torch-neighbour', 'busy')
+#: The conditions, in the order of the first interleaved cycle.
+CONDITIONS = ('alone', 'beside_torch', 'beside_busy')
 
 
 def main() -> int:
@@ -47,9 +61,14 @@ def main() -> int:
                         help='busy loops of the third condition (default: one per core)')
     parser.add_argument('--spin', action='store_true',
                         help='run the engine with OpenMP\'s default (spinning) waiting')
+    parser.add_argument('--cycles', type=int, default=0,
+                        help='interleave the conditions in this many cycles (module docstring)')
+    parser.add_argument('--settle-s', type=float, default=1.0,
+                        help='--cycles: uncounted frames after each switch of condition')
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     parser.add_argument('--role', choices=ROLES, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--backend', default='torch', help=argparse.SUPPRESS)
+    parser.add_argument('--pids', default='{}', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == 'engine':
         return _engine(args)
@@ -60,67 +79,127 @@ def main() -> int:
 
     rows = []
     for backend in args.backends:
+        if args.cycles:
+            rows.append(_run_interleaved(args, backend))
+            continue
         row = {'backend': backend}
         row['alone'] = _run_engine(args, backend, [])
-        row['beside_torch'] = _run_engine(args, backend, [['torch-neighbour']])
-        row['beside_busy'] = _run_engine(args, backend, [['busy']] * args.busy)
+        row['beside_torch'] = _run_engine(args, backend, ['torch-neighbour'])
+        row['beside_busy'] = _run_engine(args, backend, ['busy'] * args.busy)
         for key in ('beside_torch', 'beside_busy'):
             row[f'{key}_ratio'] = round(row[key]['fps'] / row['alone']['fps'], 3)
         rows.append(row)
     result = {'rows': rows, 'cores': os.cpu_count(), 'num_threads': args.num_threads,
               'omp_wait_policy': 'default' if args.spin else 'PASSIVE',
-              'busy_loops': args.busy, 'seconds': args.seconds,
+              'busy_loops': args.busy, 'seconds': args.seconds, 'cycles': args.cycles,
               'image': [args.height, args.width], 'input_size': args.input_size}
     print(json.dumps(result) if args.json else _table(result))
     return 0
 
 
 def _table(result: dict) -> str:
+    how = (f'{result["cycles"]} interleaved cycles of {result["seconds"]:g} s windows '
+           '(medians; ratios: median of the per-cycle ratios, min-max)' if result['cycles']
+           else f'{result["seconds"]:g} s per run')
     lines = [f'engine frames/s on {result["cores"]} cores, num_threads {result["num_threads"]}, '
-             f'OMP_WAIT_POLICY {result["omp_wait_policy"]}, {result["seconds"]:g} s per run',
+             f'OMP_WAIT_POLICY {result["omp_wait_policy"]}, {how}',
              '', '| backend | alone fps | beside PyTorch fps (ratio) | neighbour it/s | '
              f'beside {result["busy_loops"]} busy loops fps (ratio) | engine CPU per frame '
              '[ms]: alone / beside PyTorch |', '|---|---|---|---|---|---|']
     for row in result['rows']:
-        neighbour = row['beside_torch'].get('neighbours', [{}])[0].get('rate')
+        neighbour = (row['beside_torch'].get('neighbours') or [{}])[0].get('rate')
+
+        def ratio(key: str, row: dict = row) -> str:
+            spread = row.get(f'{key}_ratio_range')
+            text = f'{row[key]["fps"]:.1f} ({row[f"{key}_ratio"]:.0%}'
+            return text + (f', {spread[0]:.0%}-{spread[1]:.0%})' if spread else ')')
+
         lines.append(
             f'| {row["backend"]} ({row["alone"]["detail"]}) | {row["alone"]["fps"]:.1f} | '
-            f'{row["beside_torch"]["fps"]:.1f} ({row["beside_torch_ratio"]:.0%}) | '
-            f'{neighbour if neighbour is not None else "-"} | '
-            f'{row["beside_busy"]["fps"]:.1f} ({row["beside_busy_ratio"]:.0%}) | '
-            f'{row["alone"]["cpu_ms_per_frame"]:.0f} / '
+            f'{ratio("beside_torch")} | {neighbour if neighbour is not None else "-"} | '
+            f'{ratio("beside_busy")} | {row["alone"]["cpu_ms_per_frame"]:.0f} / '
             f'{row["beside_torch"]["cpu_ms_per_frame"]:.0f} |')
     return '\n'.join(lines)
 
 
-def _run_engine(args: argparse.Namespace, backend: str, neighbours: list[list[str]]) -> dict:
-    """One engine run, with the given neighbour processes alive around its whole window."""
-    script = os.path.abspath(__file__)
-    base_env = dict(os.environ)
-    base_env.pop('OMP_WAIT_POLICY', None)
-    base_env.pop('OMP_NUM_THREADS', None)
-    procs = [subprocess.Popen([sys.executable, script, '--role', role[0],
+def _neighbours_env() -> dict[str, str]:
+    """The environment of every process started here: torch's defaults, unless asked."""
+    env = dict(os.environ)
+    env.pop('OMP_WAIT_POLICY', None)
+    env.pop('OMP_NUM_THREADS', None)
+    return env
+
+
+def _start_neighbours(args: argparse.Namespace, roles: list[str]) -> list[subprocess.Popen]:
+    """Start the neighbour processes and wait until each is up and busy (its first line)."""
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), '--role', role,
                                '--input-size', str(args.input_size),
                                '--width', str(args.width), '--height', str(args.height)],
-                              stdout=subprocess.PIPE, text=True, env=base_env)
-             for role in neighbours]
+                              stdout=subprocess.PIPE, text=True, env=_neighbours_env())
+             for role in roles]
+    for proc in procs:
+        if not proc.stdout.readline():
+            raise RuntimeError(f'a neighbour exited early (code {proc.wait()})')
+    return procs
+
+
+def _stop_neighbours(procs: list[subprocess.Popen]) -> list[dict]:
+    """Interrupt the neighbours (resumed first, if paused); their final reports."""
+    for proc in procs:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGINT)
+    reports = [proc.communicate(timeout=60)[0] for proc in procs]
+    return [json.loads(r.strip().splitlines()[-1]) for r in reports if r.strip()]
+
+
+def _engine_command(args: argparse.Namespace, backend: str, *extra: str) -> list[str]:
+    return [sys.executable, os.path.abspath(__file__), '--role', 'engine', '--backend', backend,
+            '--num-threads', str(args.num_threads), '--input-size', str(args.input_size),
+            '--width', str(args.width), '--height', str(args.height),
+            '--seconds', str(args.seconds), '--warmup-s', str(args.warmup_s),
+            *(['--spin'] if args.spin else []), *extra]
+
+
+def _run_engine(args: argparse.Namespace, backend: str, roles: list[str]) -> dict:
+    """One engine run, with neighbour processes of these roles alive around its whole window."""
+    procs = _start_neighbours(args, roles)
     try:
-        time.sleep(1.0 if procs else 0.0)  # the neighbours are up and busy
-        out = subprocess.run(
-            [sys.executable, script, '--role', 'engine', '--backend', backend,
-             '--num-threads', str(args.num_threads), '--input-size', str(args.input_size),
-             '--width', str(args.width), '--height', str(args.height),
-             '--seconds', str(args.seconds), '--warmup-s', str(args.warmup_s),
-             *(['--spin'] if args.spin else [])],
-            env=base_env, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(_engine_command(args, backend), env=_neighbours_env(), check=True,
+                             capture_output=True, text=True).stdout
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        reports = [proc.communicate(timeout=60)[0] for proc in procs]
+        reports = _stop_neighbours(procs)
     result = json.loads(out.strip().splitlines()[-1])
-    result['neighbours'] = [json.loads(r.strip().splitlines()[-1]) for r in reports
-                            if r.strip()]
+    result['neighbours'] = reports
     return result
+
+
+def _run_interleaved(args: argparse.Namespace, backend: str) -> dict:
+    """One engine process; the neighbours paused and resumed around its windows."""
+    procs = _start_neighbours(args, ['torch-neighbour'] + ['busy'] * args.busy)
+    try:
+        for proc in procs:
+            proc.send_signal(signal.SIGSTOP)
+        pids = {'alone': [], 'beside_torch': [procs[0].pid],
+                'beside_busy': [proc.pid for proc in procs[1:]]}
+        out = subprocess.run(
+            _engine_command(args, backend, '--cycles', str(args.cycles), '--settle-s',
+                            str(args.settle_s), '--pids', json.dumps(pids)),
+            env=_neighbours_env(), check=True, capture_output=True, text=True).stdout
+    finally:
+        _stop_neighbours(procs)
+    windows = json.loads(out.strip().splitlines()[-1])  # condition -> one result per cycle
+    row = {'backend': backend}
+    for key in CONDITIONS:
+        row[key] = {'fps': statistics.median(w['fps'] for w in windows[key]),
+                    'cpu_ms_per_frame': statistics.median(w['cpu_ms_per_frame']
+                                                          for w in windows[key]),
+                    'detail': windows[key][-1]['detail'], 'windows': windows[key]}
+    for key in CONDITIONS[1:]:
+        ratios = [w['fps'] / alone['fps']
+                  for w, alone in zip(windows[key], windows['alone'], strict=True)]
+        row[f'{key}_ratio'] = round(statistics.median(ratios), 3)
+        row[f'{key}_ratio_range'] = [round(min(ratios), 3), round(max(ratios), 3)]
+    return row
 
 
 def _engine(args: argparse.Namespace) -> int:
@@ -134,21 +213,53 @@ def _engine(args: argparse.Namespace) -> int:
                                          input_size=args.input_size, backend=args.backend,
                                          num_threads=args.num_threads)
     image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
+
+    def window(seconds: float) -> dict:
+        """Frames for ``seconds``: the rate and the process CPU time per frame."""
+        frames, start, cpu_start = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds:
+            engine.infer(image, 10.0)
+            frames += 1
+        elapsed = time.perf_counter() - start
+        cpu_ms = (time.process_time() - cpu_start) * 1e3 / max(frames, 1)
+        return {'fps': round(frames / elapsed, 2), 'frames': frames,
+                'cpu_ms_per_frame': round(cpu_ms, 1), 'detail': engine.backend_description}
+
     for _ in range(5):  # export / compile and warm-up
         engine.infer(image, 10.0)
-    warm_until = time.perf_counter() + args.warmup_s
-    while time.perf_counter() < warm_until:
-        engine.infer(image, 10.0)
-    frames, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < args.seconds:
-        engine.infer(image, 10.0)
-        frames += 1
-    elapsed = time.perf_counter() - start
-    cpu_ms = (time.process_time() - cpu_start) * 1e3 / max(frames, 1)
-    print(json.dumps({'fps': round(frames / elapsed, 2), 'frames': frames,
-                      'cpu_ms_per_frame': round(cpu_ms, 1),
-                      'detail': engine.backend_description}))
+    window(args.warmup_s)
+    if not args.cycles:
+        print(json.dumps(window(args.seconds)))
+        return 0
+    pids = json.loads(args.pids)
+    everyone = [pid for key in CONDITIONS for pid in pids[key]]
+    windows = {key: [] for key in CONDITIONS}
+    for cycle in range(args.cycles):
+        for i in range(len(CONDITIONS)):  # a rotating order: no condition always follows another
+            key = CONDITIONS[(cycle + i) % len(CONDITIONS)]
+            for pid in pids[key]:
+                os.kill(pid, signal.SIGCONT)
+            try:
+                window(args.settle_s)
+                before = _cpu_seconds(everyone)
+                result = window(args.seconds)
+                result['neighbours_cpu_s'] = round(_cpu_seconds(everyone) - before, 2)
+                windows[key].append(result)
+            finally:
+                for pid in pids[key]:
+                    os.kill(pid, signal.SIGSTOP)
+    print(json.dumps(windows))
     return 0
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time [s] the processes have used so far (``/proc/PID/stat``: user + system)."""
+    ticks = 0
+    for pid in pids:
+        with open(f'/proc/{pid}/stat') as stat:  # the fields after the command's ")"
+            fields = stat.read().rsplit(')', 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf('SC_CLK_TCK')
 
 
 def _torch_neighbour(args: argparse.Namespace) -> int:
@@ -161,6 +272,9 @@ def _torch_neighbour(args: argparse.Namespace) -> int:
     model = load_checkpoint(default_model_path()).float().eval()
     net_hw = network_input_size((args.height, args.width), args.input_size, 14)
     x = torch.randn(1, 3, *net_hw)
+    with torch.inference_mode():
+        model.encode(x)
+    print(json.dumps({'role': 'torch-neighbour', 'ready': True}), flush=True)
     runs, start = 0, time.perf_counter()
     try:
         with torch.inference_mode():
@@ -176,6 +290,7 @@ def _torch_neighbour(args: argparse.Namespace) -> int:
 
 
 def _busy() -> int:
+    print(json.dumps({'role': 'busy', 'ready': True}), flush=True)
     try:
         while True:
             pass

@@ -108,3 +108,29 @@ def test_train_step_profile_reports_every_phase_and_the_bound():
     assert result['workers_batches_per_s'] == pytest.approx(workers, rel=0.02)
     assert result['bound'] == ('training process' if trainer <= workers else 'scene workers')
     assert result['images_per_s'] == pytest.approx(min(trainer, workers) * 2, rel=0.02)
+
+
+def test_cpu_sharing_interleaves_its_conditions_by_pausing_the_neighbours():
+    try:
+        run = subprocess.run(
+            [sys.executable, str(REPO / 'benchmarks' / 'cpu_sharing.py'), '--backends', 'torch',
+             '--num-threads', '1', '--cycles', '2', '--seconds', '0.6', '--settle-s', '0',
+             '--busy', '1', '--width', '320', '--height', '240', '--json'],
+            capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f'cpu_sharing.py hung: stdout {error.stdout!r} stderr {error.stderr!r}')
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout)
+    assert result['cycles'] == 2
+    (row,) = result['rows']
+    windows = {key: row[key]['windows'] for key in ('alone', 'beside_torch', 'beside_busy')}
+    assert all(len(w) == 2 and all(x['frames'] > 0 for x in w) for w in windows.values())
+    # paused means paused: no neighbour ran in an alone window, and each ran beside
+    assert all(w['neighbours_cpu_s'] == 0 for w in windows['alone'])
+    assert all(w['neighbours_cpu_s'] >= 0.2 for w in windows['beside_torch'])
+    assert all(w['neighbours_cpu_s'] >= 0.2 for w in windows['beside_busy'])
+    # a ratio compares each window with the same cycle's alone window
+    ratios = sorted(b['fps'] / a['fps'] for a, b in zip(windows['alone'], windows['beside_busy'],
+                                                        strict=True))
+    assert row['beside_busy_ratio_range'] == [round(ratios[0], 3), round(ratios[1], 3)]
+    assert row['beside_busy_ratio'] == round((ratios[0] + ratios[1]) / 2, 3)
