@@ -226,30 +226,62 @@ class _Sleeper:
         return {'threads_made_in': self.made_in}
 
 
-@pytest.mark.parametrize('one_thread_s, expected', [(0.004, 1), (0.03, 2)])
-def test_the_faster_encoder_variant_runs_on(monkeypatch, one_thread_s, expected):
-    """Two threads or one, whichever the recent frames say is faster.
+def _sleeping_variants(seconds):
+    """A ``make`` for :class:`_FasterOfTwo`: its variants take ``seconds[threads]`` each.
 
-    The one-thread graph is compiled off the stream's thread; a look that confirms the choice
-    doubles the interval.
+    Also returns where each variant was made (the thread's name).
     """
-    monkeypatch.setattr(_FasterOfTwo, 'FIRST_LOOK', 5)
-    seconds = {None: 0.012, 1: one_thread_s}
     made = {}
 
     def make(threads):
         made[threads] = threading.current_thread().name
         return _Sleeper(seconds[threads], made[threads])
 
-    encoder = _FasterOfTwo(make, threads=2)
+    return make, made
+
+
+def _run_frames(encoder, frames):
     deadline = time.monotonic() + 30
-    while encoder._frames < 60 and time.monotonic() < deadline:
+    stop = encoder._frames + frames
+    while encoder._frames < stop and time.monotonic() < deadline:
         encoder.run({})
+
+
+# one thread much faster; slightly faster (within the old 10 % margin); much slower
+@pytest.mark.parametrize('one_thread_s, expected', [(0.004, 1), (0.0118, 1), (0.03, 2)])
+def test_one_encoder_thread_runs_unless_all_are_clearly_faster(monkeypatch, one_thread_s,
+                                                               expected):
+    """Two threads only while the recent frames say they are faster by 10 %.
+
+    The one-thread graph is compiled off the stream's thread; a look that confirms the choice
+    doubles the interval.
+    """
+    monkeypatch.setattr(_FasterOfTwo, 'FIRST_LOOK', 5)
+    make, made = _sleeping_variants({None: 0.012, 1: one_thread_s})
+    encoder = _FasterOfTwo(make, threads=2)
+    _run_frames(encoder, 60)
     assert made[None] == threading.current_thread().name
     assert made[1] != threading.current_thread().name  # compiled in the background
     assert encoder.threads == expected
     if expected == 2:  # confirmed at each look: the interval grew
         assert encoder._interval > _FasterOfTwo.FIRST_LOOK
+
+
+def test_the_encoder_thread_choice_keeps_a_band_against_flipping(monkeypatch):
+    """One thread stays while it is less than ~11 % slower; beyond, all threads come back."""
+    monkeypatch.setattr(_FasterOfTwo, 'FIRST_LOOK', 5)
+    monkeypatch.setattr(_FasterOfTwo, 'LAST_LOOK', 20)
+    seconds = {None: 0.012, 1: 0.0118}
+    encoder = _FasterOfTwo(_sleeping_variants(seconds)[0], threads=2)
+    _run_frames(encoder, 40)
+    assert encoder.threads == 1
+    seconds[1] = 0.0128  # 7 % slower: inside the band, no switch back (the interval grows)
+    encoder._graphs[1].seconds = seconds[1]
+    _run_frames(encoder, 80)
+    assert encoder.threads == 1 and encoder._interval == _FasterOfTwo.LAST_LOOK
+    encoder._graphs[1].seconds = 0.02  # two threads clearly faster now
+    _run_frames(encoder, 50)
+    assert encoder.threads == 2
 
 
 @pytest.mark.skipif(default_num_threads() < 2, reason='needs 2 or more usable cores')

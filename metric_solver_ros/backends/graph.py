@@ -80,24 +80,30 @@ class _OrtGraph:
 
 
 class _FasterOfTwo:
-    """An encoder compiled with all its threads and with one, running whichever is faster now.
+    """An encoder compiled with all its threads and with one, running one thread when it can.
 
     On a computer whose cores other processes keep busy, OpenVINO's threads lose more to
     waiting for each other than a second thread gains (2-core machine beside two busy loops:
     6.8 frames/s with a one-thread encoder against 3.5-3.6 with two; alone 2 threads win,
     benchmarks/RESULTS.md). So now and then the other variant runs :data:`EXPLORE_FRAMES`
-    frames, and the variant whose median encoder time over its recent frames is lower (by
-    :data:`MARGIN`) runs on. The first look comes after :data:`FIRST_LOOK` frames; each look
-    that confirms the choice doubles the interval (at most :data:`LAST_LOOK` frames), a switch
-    resets it. The one-thread graph is compiled in a background thread (no stall of the
-    stream); both variants compute the same features, only the time differs.
+    frames and the medians of the variants' recent encoder times are compared: all threads
+    run only while they are clearly faster (:data:`MANY_BELOW`), and one thread takes over
+    when it is about as fast (:data:`ONE_BELOW`): a thread that buys little is a core left to
+    the other nodes, and the gap between the two bounds keeps noise from flipping the choice.
+    The first look comes after :data:`FIRST_LOOK` frames; each look that confirms the choice
+    doubles the interval (at most :data:`LAST_LOOK` frames), a switch resets it. The one-thread
+    graph is compiled in a background thread (no stall of the stream); both variants compute
+    the same features, only the time differs.
     """
 
     FIRST_LOOK = 50
     LAST_LOOK = 800
-    EXPLORE_FRAMES = 4  # the first one is not timed (a variant's first run after a pause is slow)
+    EXPLORE_FRAMES = 6  # the first one is not timed (a variant's first run after a pause is slow)
     WINDOW = 9
-    MARGIN = 0.9  # a switch needs a median this much lower: no flipping on noise
+    #: All threads take over when their median is below this share of one thread's.
+    MANY_BELOW = 0.9
+    #: One thread takes over when its median is below this multiple of all threads'.
+    ONE_BELOW = 1.05
 
     def __init__(self, make: Callable[[int | None], Any], threads: int) -> None:
         self._threads = threads
@@ -161,12 +167,16 @@ class _FasterOfTwo:
         return False
 
     def _choose(self) -> None:
-        medians = {threads: statistics.median(times) for threads, times in self._times.items()
-                   if times}
-        best = min(medians, key=medians.get)
-        if best != self._current and medians[best] < self.MARGIN * medians[self._current]:
-            _LOG.info('encoder threads %d -> %d (median %.1f vs %.1f ms over recent frames)',
-                      self._current, best, medians[self._current] * 1e3, medians[best] * 1e3)
+        many = statistics.median(self._times[self._threads])
+        one = statistics.median(self._times[1])
+        if self._current == 1:
+            best = self._threads if many < self.MANY_BELOW * one else 1
+        else:
+            best = 1 if one < self.ONE_BELOW * many else self._threads
+        if best != self._current:
+            _LOG.info('encoder threads %d -> %d (median %.1f ms with %d, %.1f ms with 1, over '
+                      'recent frames)', self._current, best, many * 1e3, self._threads,
+                      one * 1e3)
             self._current = best
             self._interval = self.FIRST_LOOK
         else:
