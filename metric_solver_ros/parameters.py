@@ -113,9 +113,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=BACKENDS),
     ParamSpec('num_threads', 0, 'CPU threads of the network (torch and the ONNX runtimes); '
               '0 = every usable core, at most 4, and with backend openvino its encoder also '
-              'tries one thread now and then and keeps it while faster (a CPU other nodes keep '
-              'busy). Idle threads sleep instead of spinning; set it below the core count to '
-              'leave cores to other nodes.', read_only=True,
+              'tries one thread now and then and keeps it unless all threads are 10 % faster '
+              '(a CPU other nodes keep busy). Idle threads sleep instead of spinning; set it '
+              'below the core count to leave cores to other nodes.', read_only=True,
               int_range=(0, 256, 1)),
     ParamSpec('odometry_topic', '', 'nav_msgs/Odometry topic of the robot carrying the camera '
               '(e.g. odom); empty = none. Its twist tells the temporal filter when the camera is '

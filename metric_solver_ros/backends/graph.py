@@ -88,8 +88,11 @@ class _FasterOfTwo:
     benchmarks/RESULTS.md). So now and then the other variant runs :data:`EXPLORE_FRAMES`
     frames and the medians of the variants' recent encoder times are compared: all threads
     run only while they are clearly faster (:data:`MANY_BELOW`), and one thread takes over
-    when it is about as fast (:data:`ONE_BELOW`): a thread that buys little is a core left to
-    the other nodes, and the gap between the two bounds keeps noise from flipping the choice.
+    when it is about as fast (:data:`ONE_BELOW`); the gap between the two bounds keeps noise
+    from flipping the choice. Leaning to one thread: beside a busy process both variants' times
+    jump with where the scheduler puts the threads, a look often finds them level, and the
+    one-thread engine came out ahead there (beside a PyTorch process 6.5-6.7 frames/s, where
+    the symmetric rule kept two threads and ran 3.6-4.8; RESULTS.md "Session 11").
     The first look comes after :data:`FIRST_LOOK` frames; each look that confirms the choice
     doubles the interval (at most :data:`LAST_LOOK` frames), a switch resets it. The one-thread
     graph is compiled in a background thread (no stall of the stream); both variants compute
