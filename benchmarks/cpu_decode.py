@@ -35,11 +35,11 @@ def main() -> int:
     args = parser.parse_args()
 
     # Our package first: it sets OMP_WAIT_POLICY before torch loads OpenMP, as in the node.
-    from metric_solver_ros.backends.graph import _openvino_core
+    from metric_solver_ros.backends.graph import openvino_core, openvino_properties
     from metric_solver_ros.backends.onnx_export import DECODER_FILE, find_or_export
     from metric_solver_ros.backends.threads import apply_torch_threads
     from metric_solver_ros.checkpoint import default_model_path, load_checkpoint
-    from metric_solver_ros.commands.bench import _median_ms
+    from metric_solver_ros.commands.bench import median_ms
     from metric_solver_ros.engine import network_input_size
     from metric_solver_ros.model.fusion import decode_covering, fuse_decoded
     from metric_solver_ros.model.representation import decode
@@ -69,10 +69,8 @@ def main() -> int:
 
     # OpenVINO: the export's decoder, dynamic anchor axis vs one static count
     export = find_or_export(model, None, net_hw) / DECODER_FILE
-    core = _openvino_core()
-    properties = {'PERFORMANCE_HINT': 'LATENCY', 'INFERENCE_PRECISION_HINT': 'f32',
-                  'NUM_STREAMS': 1, 'ENABLE_CPU_PINNING': False,
-                  'INFERENCE_NUM_THREADS': args.num_threads}
+    core = openvino_core()
+    properties = openvino_properties('CPU', 'fp32', args.num_threads)  # as the backend's
     with torch.inference_mode():
         features = model.encode(x)
     feeds = {f'tokens_{tap}': tokens.numpy() for tap, (tokens, _) in enumerate(features)}
@@ -101,7 +99,7 @@ def main() -> int:
     with torch.inference_mode():
         for _ in range(args.rounds):
             for name, fn in cases.items():
-                rounds[name].append(_median_ms(fn, 1, args.iters, lambda: None))
+                rounds[name].append(median_ms(fn, 1, args.iters, lambda: None))
     result = {name: round(statistics.median(times), 2) for name, times in rounds.items()}
     result.update({
         'covering_now_over_long_way': round(result['covering_now_ms']

@@ -51,7 +51,7 @@ class _OpenVinoGraph:
     """One ONNX graph compiled by OpenVINO, run through one infer request."""
 
     def __init__(self, path: pathlib.Path, device: str, properties: dict[str, Any]) -> None:
-        self._compiled = _openvino_core().compile_model(str(path), device, properties)
+        self._compiled = openvino_core().compile_model(str(path), device, properties)
         self._request = self._compiled.create_infer_request()
         self._outputs = [port.get_any_name() for port in self._compiled.outputs]
         # What the CPU runs: the bf16 hint falls back to f32 without bf16 instructions.
@@ -190,12 +190,34 @@ class _FasterOfTwo:
 _CORE = None
 
 
-def _openvino_core():
+def openvino_core():
     """The process's OpenVINO ``Core`` (one: it loads the device plugins)."""
     global _CORE
     if _CORE is None:
         _CORE = import_runtime('openvino').Core()
     return _CORE
+
+
+def openvino_properties(device: str, precision: str = 'fp32',
+                        num_threads: int | None = None) -> dict[str, Any]:
+    """What the backend compiles its graphs with on an OpenVINO device.
+
+    Args:
+        device: ``CPU`` or ``GPU``.
+        precision: ``fp32`` or ``bf16`` (the bf16 hint; float32 where the CPU lacks bf16).
+        num_threads: The CPU's inference threads (None or 0: OpenVINO's choice).
+    """
+    properties: dict[str, Any] = {
+        'PERFORMANCE_HINT': 'LATENCY',
+        'INFERENCE_PRECISION_HINT': 'bf16' if precision == 'bf16' else 'f32',
+    }
+    if device == 'CPU':
+        properties['NUM_STREAMS'] = 1
+        # Unpinned: a thread pinned to a core another process is busy on cannot move.
+        properties['ENABLE_CPU_PINNING'] = False
+        if num_threads:
+            properties['INFERENCE_NUM_THREADS'] = int(num_threads)
+    return properties
 
 
 class GraphBackend:
@@ -254,23 +276,14 @@ class GraphBackend:
         if self.precision == 'fp16':
             raise BackendError('precision fp16 is not offered by backend openvino on the CPU; '
                                'use fp32 or bf16')
-        available = _openvino_core().available_devices
+        available = openvino_core().available_devices
         name = str(openvino_device).upper()
         if name == 'AUTO':
             name = 'GPU' if any(d.startswith('GPU') for d in available) else 'CPU'
         if not any(d == name or d.startswith(name + '.') for d in available):
             raise BackendError(f'OpenVINO device {name} is not available here (available: '
                                f'{", ".join(available)})')
-        properties: dict[str, Any] = {
-            'PERFORMANCE_HINT': 'LATENCY',
-            'INFERENCE_PRECISION_HINT': 'bf16' if self.precision == 'bf16' else 'f32',
-        }
-        if name == 'CPU':
-            properties['NUM_STREAMS'] = 1
-            # Unpinned: a thread pinned to a core another process is busy on cannot move.
-            properties['ENABLE_CPU_PINNING'] = False
-            if self.num_threads:
-                properties['INFERENCE_NUM_THREADS'] = int(self.num_threads)
+        properties = openvino_properties(name, self.precision, self.num_threads)
         self.target = f'openvino {self._module.__version__.split("-")[0]} {name}'
 
         def make(path: pathlib.Path, threads: int | None = None) -> _OpenVinoGraph:

@@ -95,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _median_ms(fn, warmup: int, iters: int, sync) -> float:
+def median_ms(fn, warmup: int, iters: int, sync) -> float:
+    """Median wall time [ms] of ``fn()`` over ``iters`` runs after ``warmup`` runs.
+
+    ``sync()`` is called around each run: a device synchronisation, or a no-op.
+    """
     import statistics
     import time
 
@@ -137,12 +141,12 @@ def measure(engine, width: int, height: int, anchor_m: float = 10.0, warmup: int
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     stats = {}
-    stats['single_ms'] = _median_ms(lambda: engine.infer(image, anchor_m), warmup, iters, sync)
-    stats['batched4_ms'] = _median_ms(lambda: engine.infer(image, anchors4), warmup, iters, sync)
-    stats['sequential4_ms'] = _median_ms(
+    stats['single_ms'] = median_ms(lambda: engine.infer(image, anchor_m), warmup, iters, sync)
+    stats['batched4_ms'] = median_ms(lambda: engine.infer(image, anchors4), warmup, iters, sync)
+    stats['sequential4_ms'] = median_ms(
         lambda: [engine.infer(image, a) for a in anchors4], max(1, warmup // 2), iters, sync)
     engine.infer(image, anchor_m)
-    stats['redecode_ms'] = _median_ms(lambda: engine.redecode(anchor_m), warmup, iters, sync)
+    stats['redecode_ms'] = median_ms(lambda: engine.redecode(anchor_m), warmup, iters, sync)
     # Stage timings as the engine reports them (medians over runs).
     stage_runs = [engine.infer(image, anchor_m).timings_ms for _ in range(iters)]
     stage4_runs = [engine.infer(image, anchors4).timings_ms for _ in range(iters)]
