@@ -72,7 +72,13 @@ from metric_solver_ros.node_parameters import (
     settings_from,
 )
 from metric_solver_ros.parameters import SPECS, RuntimeSettings, validate_changes
-from metric_solver_ros.process_life import StartupError, ThrottledLog, transport_warning
+from metric_solver_ros.process_life import (
+    StartupError,
+    ThrottledLog,
+    forward_package_logs,
+    ros_log_writer,
+    transport_warning,
+)
 from metric_solver_ros.srv import SetAnchor
 from metric_solver_ros.temporal_filter import MotionFromOdometry
 
@@ -130,6 +136,8 @@ class DepthNodeCore:
     def __init__(self, node: Any) -> None:
         self._node = node
         self._log = ThrottledLog(node.get_logger())
+        # the engine's own log lines (ONNX export, backend and thread choices) on this node's
+        forward_package_logs(ros_log_writer(node.get_logger()))
         self._lock = threading.Lock()  # guards _settings and _selector
         self._publishing = threading.Lock()  # held while a result goes out; deactivate waits
         self.fixed, values = declare_parameters(node)

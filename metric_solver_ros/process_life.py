@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 #: Seconds between two log lines of the same kind of error.
@@ -25,8 +25,67 @@ SHUTDOWN_DEADLINE_S = 1.8
 _DIGITS = re.compile(r'[-+]?\d[\d.e+-]*')
 
 
+#: The parent of the package's Python loggers (the engine's ONNX export, backend and thread
+#: choices log there).
+PACKAGE_LOGGER = 'metric_solver_ros'
+
+
 class StartupError(RuntimeError):
     """The node cannot start (bad checkpoint, device, parameters); the text says why."""
+
+
+class LogForward(logging.Handler):
+    """The package's Python log records, INFO and up, to ``write(level, text)``.
+
+    Nothing else configures Python's logging in a node or a tool's process: without this, the
+    engine's INFO lines (the ONNX export that makes a first frame take seconds, the backend and
+    thread choices) are dropped and its warnings printed bare.
+
+    Args:
+        write: Called with the record's level (``logging.INFO`` ...) and its text.
+    """
+
+    def __init__(self, write: Callable[[int, str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.write = write
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record (a failing ``write`` is reported by ``logging``, not raised)."""
+        try:
+            self.write(record.levelno, self.format(record))
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+
+
+def forward_package_logs(write: Callable[[int, str], None]) -> LogForward:
+    """Send the package's log records (INFO and up) to ``write``; one forwarder per process.
+
+    A second call points the existing forwarder at the new ``write`` (a process that creates
+    several nodes logs through the latest). Records still propagate to the root logger (an
+    application's own handlers see them too).
+    """
+    package = logging.getLogger(PACKAGE_LOGGER)
+    forward = next((h for h in package.handlers if isinstance(h, LogForward)), None)
+    if forward is None:
+        forward = LogForward(write)
+        package.addHandler(forward)
+    forward.write = write
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    return forward
+
+
+def ros_log_writer(logger: Any) -> Callable[[int, str], None]:
+    """A ``write`` for :func:`forward_package_logs`: an rclpy logger at the record's level."""
+    def write(level: int, text: str) -> None:
+        if level >= logging.ERROR:
+            logger.error(text)
+        elif level >= logging.WARNING:
+            logger.warning(text)
+        else:
+            logger.info(text)
+
+    return write
 
 
 class ThrottledLog:

@@ -573,6 +573,24 @@ def test_bad_checkpoint_refuses_to_start(tmp_path, rclpy_context):
 
 
 
+def test_the_engines_own_log_lines_reach_the_nodes_log(checkpoint, tmp_path, rclpy_context):
+    """The engine logs through Python's logging; the node forwards it to its rclpy logger."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip('device auto logs its fallback only where CUDA is missing')
+    process = NodeProcess(['-r', '__ns:=/cam_logs', '-p', f'checkpoint:={checkpoint}',
+                           '-p', 'device:=auto'], tmp_path / 'node.log')
+    try:
+        assert wait_for(lambda: 'ready: model' in process.output() or not process.alive(),
+                        60.0), process.output()
+    finally:
+        process.stop()
+    assert 'ready: model' in process.output(), process.output()
+    assert ('[cam_logs.metric_solver]: device auto: CUDA is not available, using the CPU'
+            in process.output()), process.output()
+
+
 def _odometry_type():
     """nav_msgs/Odometry with its type support, or skip (the ros-nav-msgs wheel is missing)."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 
@@ -16,7 +17,12 @@ from metric_solver_ros.conversions import depth_to_16uc1, pack_cloud
 from metric_solver_ros.engine import DepthResult
 from metric_solver_ros.mailbox import Mailbox
 from metric_solver_ros.node_client import cloud_xyz, image_array, percentiles
-from metric_solver_ros.process_life import ThrottledLog
+from metric_solver_ros.process_life import (
+    PACKAGE_LOGGER,
+    ThrottledLog,
+    forward_package_logs,
+    ros_log_writer,
+)
 
 
 def test_mailbox_keeps_only_the_latest_image_and_counts_the_dropped():
@@ -115,6 +121,36 @@ def test_depth_statistics_hand_computed():
     empty = messages.depth_statistics(np.full((2, 2), np.nan, np.float32),
                                       np.zeros((2, 2), bool))
     assert empty[:2] == (0.0, 0.0) and all(math.isnan(v) for v in empty[2:])
+
+
+def test_the_packages_log_records_reach_the_writer_and_an_rclpy_logger(capfd):
+    """The engine's Python log lines (ONNX export, thread choices) are not dropped."""
+    from rclpy.logging import get_logger
+
+    package = logging.getLogger(PACKAGE_LOGGER)
+    handlers, level = list(package.handlers), package.level
+    lines = []
+    try:
+        forward = forward_package_logs(lambda level, text: lines.append((level, text)))
+        logger = logging.getLogger('metric_solver_ros.backends.graph')
+        logger.info('encoder threads %d -> %d', 2, 1)
+        logger.debug('a detail nobody asked for')
+        assert lines == [(logging.INFO, 'encoder threads 2 -> 1')]
+        # one forwarder per process: a second call points it elsewhere
+        ros = ros_log_writer(get_logger('forward_test'))
+        assert forward_package_logs(ros) is forward
+        assert sum(isinstance(h, type(forward)) for h in package.handlers) == 1
+        logger.warning('one-thread encoder unavailable')
+        logger.info('and an info line after it (its own call site in rclpy)')
+        logger.error('export failed')
+        assert len(lines) == 1
+        err = capfd.readouterr().err
+        assert '[WARN]' in err and '[forward_test]: one-thread encoder unavailable' in err
+        assert '[INFO]' in err and '[forward_test]: and an info line after it' in err
+        assert '[ERROR]' in err and '[forward_test]: export failed' in err
+    finally:
+        package.handlers[:] = handlers
+        package.setLevel(level)
 
 
 def test_throttled_log_mixes_warnings_and_errors():
