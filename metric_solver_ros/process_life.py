@@ -1,4 +1,7 @@
-"""The node process's life around the node: start-up errors, throttled logs, signals and exit.
+"""The node process's life around the node: start-up errors, logs, signals and exit.
+
+Logs: :class:`ThrottledLog` for repeated problems, and :func:`forward_package_logs` for the
+engine's own Python log lines (to the node's rclpy logger, or the CLI's stderr).
 
 Nothing here imports rclpy at module level, so the tools that drive a node process
 (``node_client.py``) can use :class:`ExitWatchdog` without loading ROS. The shutdown sequence
