@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-from metric_solver_ros.process_life import forward_package_logs
+from metric_solver_ros.process_life import forward_package_logs, print_log_writer
 
 # command -> (module, one-line help). The one place that lists the commands.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -57,16 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_log(level: int, text: str) -> None:
-    """A package log line on stderr (resolved at each call: tests swap sys.stderr)."""
-    kind = 'error: ' if level >= logging.ERROR else 'warning: ' if level >= logging.WARNING else ''
-    print(f'metric-solver: {kind}{text}', file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``metric-solver`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     args = build_parser().parse_args(argv)
-    forward_package_logs(_print_log)  # the engine's lines (ONNX export, backend choice)
+    # the engine's own lines (ONNX export, device and backend choices) on stderr
+    forward_package_logs(print_log_writer('metric-solver'))
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

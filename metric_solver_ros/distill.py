@@ -37,6 +37,7 @@ from typing import Any
 
 from metric_solver_ros.distill_prep import STUDENT_INIT, prepare, wait_prepared
 from metric_solver_ros.frame_sources import FrameSource
+from metric_solver_ros.process_life import forward_package_logs, print_log_writer
 from metric_solver_ros.teacher import TEACHER_KINDS, TeacherFile, TeacherSpec
 
 FORMAT_VERSION = 1  # of the work folder: a new version relabels
@@ -365,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m metric_solver_ros.distill',
                                      description='Distil a metric teacher into a student.')
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    forward_package_logs(print_log_writer('distill'))  # the engine's own lines, on stderr
+    return run(args)
 
 
 if __name__ == '__main__':

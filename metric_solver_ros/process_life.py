@@ -78,6 +78,19 @@ def forward_package_logs(write: Callable[[int, str], None]) -> LogForward:
     return forward
 
 
+def print_log_writer(program: str) -> Callable[[int, str], None]:
+    """A ``write`` for :func:`forward_package_logs`: ``program: [warning: ]text`` on stderr.
+
+    ``sys.stderr`` is looked up at each line (tests swap it).
+    """
+    def write(level: int, text: str) -> None:
+        kind = ('error: ' if level >= logging.ERROR
+                else 'warning: ' if level >= logging.WARNING else '')
+        print(f'{program}: {kind}{text}', file=sys.stderr, flush=True)
+
+    return write
+
+
 def ros_log_writer(logger: Any) -> Callable[[int, str], None]:
     """A ``write`` for :func:`forward_package_logs`: an rclpy logger at the record's level."""
     def write(level: int, text: str) -> None:

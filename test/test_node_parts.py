@@ -21,6 +21,7 @@ from metric_solver_ros.process_life import (
     PACKAGE_LOGGER,
     ThrottledLog,
     forward_package_logs,
+    print_log_writer,
     ros_log_writer,
 )
 
@@ -151,6 +152,17 @@ def test_the_packages_log_records_reach_the_writer_and_an_rclpy_logger(capfd):
     finally:
         package.handlers[:] = handlers
         package.setLevel(level)
+
+
+def test_a_tools_package_log_lines_say_the_program_and_the_level(capsys):
+    write = print_log_writer('metric-solver')
+    write(logging.INFO, 'exporting the model to ONNX')
+    write(logging.WARNING, 'one-thread encoder unavailable')
+    write(logging.ERROR, 'export failed')
+    assert capsys.readouterr().err.splitlines() == [
+        'metric-solver: exporting the model to ONNX',
+        'metric-solver: warning: one-thread encoder unavailable',
+        'metric-solver: error: export failed']
 
 
 def test_throttled_log_mixes_warnings_and_errors():
