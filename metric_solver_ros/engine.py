@@ -138,7 +138,8 @@ class DepthEngine:
             when installed and faster than torch on the first frame's encoder).
         num_threads: CPU threads of torch and the ONNX runtimes (process-wide for torch); 0
             picks ``backends.threads.default_num_threads()`` (and lets OpenVINO's encoder drop
-            to one thread while that is faster: a busy CPU); None leaves the defaults.
+            to one thread while all threads are not clearly faster: a busy CPU); None leaves the
+            defaults.
         onnx_cache_dir: Where ONNX exports are kept (None: ``~/.cache/metric_solver_ros/onnx``).
     """
 
@@ -205,7 +206,7 @@ class DepthEngine:
             self._runtime, self._backend_note = open_runtime(
                 backend, self.model, self.device, self.dtype, self.num_threads, onnx_cache_dir,
                 requested_device=device,
-                # automatic threads: OpenVINO's encoder may run on one while that is faster
+                # automatic threads: OpenVINO's encoder may run on one (a busy CPU)
                 adaptive_threads=num_threads == 0)
         except BackendError as exc:
             raise EngineError(str(exc)) from None

@@ -136,7 +136,7 @@ class DepthNodeCore:
     def __init__(self, node: Any) -> None:
         self._node = node
         self._log = ThrottledLog(node.get_logger())
-        # the engine's own log lines (ONNX export, backend and thread choices) on this node's
+        # the engine's own log lines (ONNX export, backend and thread choices) on this node's log
         forward_package_logs(ros_log_writer(node.get_logger()))
         self._lock = threading.Lock()  # guards _settings and _selector
         self._publishing = threading.Lock()  # held while a result goes out; deactivate waits

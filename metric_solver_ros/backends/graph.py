@@ -238,7 +238,8 @@ class GraphBackend:
         providers: ONNX Runtime providers to use instead of the default choice (names or
             ``(name, options)`` pairs).
         adaptive_threads: OpenVINO on the CPU with ``num_threads`` > 1: also compile the encoder
-            with one thread and run whichever is faster now (:class:`_FasterOfTwo`).
+            with one thread and run it unless all threads are clearly faster now
+            (:class:`_FasterOfTwo`).
 
     Raises:
         BackendError: The runtime is not installed, or cannot serve the device / providers.
