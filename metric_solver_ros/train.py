@@ -62,7 +62,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: N817
 
 from metric_solver_ros.losses import LossWeights, metric_solver_loss
 from metric_solver_ros.model import MetricSolver, MetricSolverConfig, decode, parameter_groups
-from metric_solver_ros.process_life import forward_package_logs, print_log_writer
 from metric_solver_ros.runtime_options import native_bf16
 from metric_solver_ros.train_config import (
     TrainConfig,
@@ -684,9 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m metric_solver_ros.train',
                                      description='Train Metric-Solver.')
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    forward_package_logs(print_log_writer('train'))  # the engine's own lines, on stderr
-    return run(args)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == '__main__':
