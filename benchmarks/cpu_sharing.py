@@ -144,12 +144,16 @@ def _start_neighbours(args: argparse.Namespace, roles: list[str]) -> list[subpro
 
 
 def _stop_neighbours(procs: list[subprocess.Popen]) -> list[dict]:
-    """Interrupt the neighbours (resumed first, if paused); their final reports."""
+    """Interrupt the neighbours (resumed first, if paused); their final reports.
+
+    (Busy loops report nothing at the end: their "ready" line is not a report.)
+    """
     for proc in procs:
         proc.send_signal(signal.SIGCONT)
         proc.send_signal(signal.SIGINT)
-    reports = [proc.communicate(timeout=60)[0] for proc in procs]
-    return [json.loads(r.strip().splitlines()[-1]) for r in reports if r.strip()]
+    reports = [json.loads(line) for proc in procs
+               for line in proc.communicate(timeout=60)[0].strip().splitlines()[-1:]]
+    return [report for report in reports if 'ready' not in report]
 
 
 def _engine_command(args: argparse.Namespace, backend: str, *extra: str) -> list[str]:
